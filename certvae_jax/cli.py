@@ -1,0 +1,61 @@
+"""Shared command-line plumbing for ``launch/*.py`` (absl flags + ml_collections configs).
+
+Bad input exits with code 2 and a one-line ``error: ...`` message; a diverged run
+exits with code 1. Everything a script does is one library call with the same names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Callable
+
+from absl import flags
+from ml_collections import config_flags
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "digits.py")
+
+
+def define_common_flags() -> None:
+  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file, e.g. "
+                                  "configs/digits.py or configs/digits.py:smoke.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Run directory; default runs/<dataset>/seed<seed>.")
+  flags.DEFINE_integer("seed", None, "Overrides config.seed.")
+  flags.DEFINE_enum("target", "live", ["live", "fixed"],
+                    "Teacher targets: the live frozen teacher or the cached T_fix.")
+
+
+def parse(argv: list[str]) -> flags.FlagValues:
+  """Parses flags; a malformed flag or config override exits 2 with one line."""
+  try:
+    flags.FLAGS(argv)
+  except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
+    fail(f"{e}".splitlines()[0] if str(e) else type(e).__name__)
+  return flags.FLAGS
+
+
+def fail(message: str, code: int = 2) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def dataset_tag(source: str) -> str:
+  """``digits`` -> ``digits``; ``npz:/a/b/faces.npz`` -> ``faces``."""
+  if source.startswith("npz:"):
+    source = os.path.splitext(os.path.basename(source[4:]))[0]
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", source) or "data"
+
+
+def run_guarded(fn: Callable[[], int | None]) -> None:
+  """Runs ``fn``; ValueError -> exit 2, a diverged run -> exit 1, one line each."""
+  from certvae_jax.train import TrainingDiverged  # pylint: disable=import-outside-toplevel
+  try:
+    code = fn()
+  except ValueError as e:
+    fail(str(e).splitlines()[0] if str(e) else "invalid input")
+  except TrainingDiverged as e:
+    fail(str(e), code=1)
+  sys.exit(code or 0)

@@ -1,0 +1,177 @@
+"""Data sources and deterministic, step-indexed batching.
+
+Sources (``config.data.source``):
+
+* ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, labels
+  0-9), scaled to [0, 1], with a fixed train/test split. Nothing is downloaded.
+* ``npz:PATH``: the user's own arrays: ``x`` (N, ...) uint8 in [0, 255] or float in
+  [0, 1]; optional ``y`` (N,) integer labels; optional ``x_test`` / ``y_test``
+  (otherwise a fixed fraction of ``x`` is held out).
+
+Batching is a pure function of ``(data_seed, step)``: the batch at step ``t`` is a
+slice of a permutation drawn for epoch ``t // steps_per_epoch``. A restart at step
+``t`` therefore continues the exact data stream, with no iterator state to save.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Dataset(NamedTuple):
+  """In-memory splits. ``x_*`` are float32 in [0, 1], flattened per example.
+
+  Attributes:
+    name: the source string it came from.
+    x_train, x_test: ``(N, D)`` float32 inputs in [0, 1].
+    y_train, y_test: ``(N,)`` int labels, or ``None``.
+    example_shape: the shape of one example before flattening (e.g. ``(8, 8)``).
+  """
+  name: str
+  x_train: np.ndarray
+  y_train: np.ndarray | None
+  x_test: np.ndarray
+  y_test: np.ndarray | None
+  example_shape: tuple[int, ...]
+
+  @property
+  def num_classes(self) -> int | None:
+    if self.y_train is None:
+      return None
+    return int(max(self.y_train.max(), -1 if self.y_test is None else self.y_test.max())) + 1
+
+
+def load_dataset(source: str, *, test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+  """Loads a dataset by source string (see module docstring).
+
+  Args:
+    source: ``"digits"`` or ``"npz:PATH"``.
+    test_fraction: held-out fraction when the source has no test split.
+    split_seed: seed of the fixed train/test split.
+
+  Raises:
+    ValueError: unknown source, missing file, or invalid arrays (named in the message).
+  """
+  if not isinstance(source, str) or not source:
+    raise ValueError(f"data.source: expected 'digits' or 'npz:PATH', got {source!r}")
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"data.test_fraction: expected a value in (0, 1), got {test_fraction}")
+  if source == "digits":
+    return _load_digits(test_fraction, split_seed)
+  if source.startswith("npz:"):
+    return _load_npz(source, source[len("npz:"):], test_fraction, split_seed)
+  if source.startswith("tfds:"):
+    raise ValueError(
+        f"data.source: {source!r}: TFDS sources are not supported yet; use 'digits' or "
+        "'npz:PATH' (arrays x, optional y, x_test, y_test)")
+  raise ValueError(f"data.source: unknown source {source!r}; expected 'digits' or 'npz:PATH'")
+
+
+def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  perm = np.random.default_rng(seed).permutation(n)
+  n_test = max(1, int(round(n * test_fraction)))
+  return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _load_digits(test_fraction: float, split_seed: int) -> Dataset:
+  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+  bunch = load_digits()
+  x = (bunch.data / 16.0).astype(np.float32)  # pixel values are 0..16
+  y = bunch.target.astype(np.int32)
+  tr, te = _split(len(x), test_fraction, split_seed)
+  return Dataset("digits", x[tr], y[tr], x[te], y[te], (8, 8))
+
+
+def _as_unit_float(name: str, x: np.ndarray) -> np.ndarray:
+  if x.ndim < 2:
+    raise ValueError(f"{name}: expected shape (N, ...) with at least 2 dimensions, got {x.shape}")
+  if x.shape[0] < 2:
+    raise ValueError(f"{name}: needs at least 2 examples, got {x.shape[0]}")
+  if x.dtype == np.uint8:
+    return (x.reshape(len(x), -1) / 255.0).astype(np.float32)
+  if not np.issubdtype(x.dtype, np.floating):
+    raise ValueError(f"{name}: expected uint8 or float values, got dtype {x.dtype}")
+  flat = x.reshape(len(x), -1).astype(np.float32)
+  bad = ~np.isfinite(flat).all(axis=1)
+  if bad.any():
+    raise ValueError(f"{name}: example {int(np.argmax(bad))} has NaN or inf values")
+  lo, hi = float(flat.min()), float(flat.max())
+  if lo < 0.0 or hi > 1.0:
+    raise ValueError(f"{name}: float inputs must lie in [0, 1], found range [{lo:.3g}, {hi:.3g}]")
+  return flat
+
+
+def _as_labels(name: str, y: np.ndarray, n: int) -> np.ndarray:
+  if y.ndim != 1 or len(y) != n:
+    raise ValueError(f"{name}: expected shape ({n},) to match the inputs, got {y.shape}")
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"{name}: expected integer labels, got dtype {y.dtype}")
+  if (y < 0).any():
+    raise ValueError(f"{name}: labels must be >= 0, found {int(y.min())}")
+  return y.astype(np.int32)
+
+
+def _load_npz(source: str, path: str, test_fraction: float, split_seed: int) -> Dataset:
+  if not os.path.isfile(path):
+    raise ValueError(f"data.source: {source!r}: no such file {path!r}")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except Exception as e:  # zip/format errors surface as many types
+    raise ValueError(f"data.source: {source!r}: cannot read as .npz ({e})") from e
+  if "x" not in arrays:
+    raise ValueError(f"data.source: {source!r}: missing array 'x' (found {sorted(arrays)})")
+  x = _as_unit_float("x", arrays["x"])
+  y = _as_labels("y", arrays["y"], len(x)) if "y" in arrays else None
+  shape = tuple(arrays["x"].shape[1:])
+  if "x_test" in arrays:
+    x_test = _as_unit_float("x_test", arrays["x_test"])
+    if x_test.shape[1:] != x.shape[1:]:
+      raise ValueError(f"x_test: example size {x_test.shape[1:]} differs from x's {x.shape[1:]}")
+    y_test = _as_labels("y_test", arrays["y_test"], len(x_test)) if "y_test" in arrays else None
+    if (y is None) != (y_test is None):
+      raise ValueError("y / y_test: give labels for both splits or for neither")
+    return Dataset(source, x, y, x_test, y_test, shape)
+  tr, te = _split(len(x), test_fraction, split_seed)
+  return Dataset(source, x[tr], None if y is None else y[tr], x[te],
+                 None if y is None else y[te], shape)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Full batches per epoch (the remainder of each permutation is dropped)."""
+  if batch_size < 1:
+    raise ValueError(f"train.batch_size: expected >= 1, got {batch_size}")
+  if batch_size > num_examples:
+    raise ValueError(
+        f"train.batch_size: {batch_size} exceeds the {num_examples} training examples")
+  return num_examples // batch_size
+
+
+def batch_indices(data_seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
+  """Indices of the batch at ``step``: a pure function of its arguments.
+
+  Args:
+    data_seed: seed of the data stream.
+    step: global training step.
+    num_examples: size of the training split.
+    batch_size: global batch size.
+
+  Returns:
+    ``(batch_size,)`` int indices, without repeats inside an epoch.
+  """
+  per_epoch = steps_per_epoch(num_examples, batch_size)
+  epoch, offset = divmod(int(step), per_epoch)
+  perm = _epoch_permutation(int(data_seed), epoch, int(num_examples))
+  return perm[offset * batch_size:(offset + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(data_seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  # Cached so that a step costs a slice, not a fresh O(N) permutation.
+  perm = np.random.default_rng([data_seed, epoch]).permutation(num_examples)
+  perm.setflags(write=False)
+  return perm

@@ -1,0 +1,667 @@
+"""Training: the pure train step, evaluation, and the loop for every mode.
+
+Modes (paper 1, section 3; SPEC section 3):
+
+==========  =================================================================
+``warmup``  plain VAE at ``warmup.alpha_kl``; its encoder means feed the teacher
+``full``    all terms on
+``noalign`` ``lambda_TS = 0`` (balance and the head stay): the collapse control
+``rescue``  restores the final ``noalign`` checkpoint exactly (parameters,
+            optimizer, step, RNG, data position) and continues with alignment on
+==========  =================================================================
+
+Each of ``full`` / ``noalign`` / ``rescue`` runs against the live frozen teacher
+``T(x)`` (``target='live'``) or the cached targets ``T_fix`` (``target='fixed'``,
+paper 1, section 3). With our frozen teacher (GMM + warm-up encoder snapshot) both
+give the same numbers on training inputs; the fixed variant reads them from the
+cache and is what the paper's Tiny-ImageNet-200 protocol uses.
+
+Workdir layout (one seed)::
+
+    WORKDIR/warmup/{checkpoints/, metrics.jsonl, summary.json}
+    WORKDIR/teacher/{teacher.npz, teacher.json, targets_train.npy}
+    WORKDIR/<mode>[_fixed]/{checkpoints/, metrics.jsonl, summary.json, predictions.npz}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from certvae_jax import certificate, data as data_lib, diagnostics, losses
+from certvae_jax import teacher as teacher_lib
+from certvae_jax.checkpoint import Checkpointer, check_compatible
+from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
+
+MODES = ("warmup", "full", "noalign", "rescue")
+TARGETS = ("live", "fixed")
+
+
+class TrainingDiverged(RuntimeError):
+  """A non-finite loss; the last good checkpoint is kept."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything the step changes. ``rng`` is a raw ``uint32[2]`` key."""
+  step: jnp.ndarray
+  params: Any
+  opt_state: Any
+  rng: jnp.ndarray
+
+
+# ---------------------------------------------------------------------------
+# The pure step.
+# ---------------------------------------------------------------------------
+
+
+def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
+                    weights: losses.LossWeights, align_on_mean: bool = False
+                    ) -> Callable[[TrainState, dict[str, jnp.ndarray]], tuple[TrainState, dict]]:
+  """Builds ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
+
+  Args:
+    model: the VAE.
+    tx: the optimizer.
+    weights: objective weights; ``lambda_ts = lambda_bal = 0`` is a plain VAE.
+    align_on_mean: align the witness at ``mu`` instead of the sampled ``z``.
+
+  The batch holds ``x`` ``(B, D)`` and ``t`` ``(B, K)`` (teacher rows; uniform rows
+  in warm-up). The step's randomness is ``fold_in(state.rng, state.step)``: it does
+  not depend on history or on the number of devices.
+  """
+
+  def loss_fn(params, x, t, rng):
+    mu, logvar = model.apply({"params": params}, x, method=TeacherGuidedVAE.encode)
+    z = losses.reparameterize(rng, mu, logvar)
+    rec = jnp.mean(losses.bernoulli_nll_per_example(
+        model.apply({"params": params}, z, t, method=TeacherGuidedVAE.decode), x))
+    kl = losses.gaussian_kl(mu, logvar)
+    logits = model.apply({"params": params}, mu if align_on_mean else z,
+                         method=TeacherGuidedVAE.witness_logits)
+    align = losses.alignment(t, logits)
+    bal = losses.balance(logits)
+    loss = (rec + weights.alpha_kl * kl + weights.lambda_ts * align
+            + weights.lambda_bal * bal)
+    return loss, {"rec": rec, "kl": kl, "align": align, "bal": bal}
+
+  def train_step(state: TrainState, batch: dict[str, jnp.ndarray]):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch["x"], batch["t"], rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads),
+                   param_norm=optax.global_norm(params))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                      rng=state.rng), metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_fn(model: TeacherGuidedVAE) -> Callable[..., tuple[dict, certificate.CertificateStats]]:
+  """Jitted per-batch evaluation: latent statistics, ELBO terms and certificate sums.
+
+  The certificate reads the raw witness at the encoder mean ``z = mu(x)`` (SPEC 1).
+  """
+
+  @jax.jit
+  def eval_batch(params, x, t, rng):
+    v = {"params": params}
+    mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
+    z = losses.reparameterize(rng, mu, logvar)
+    rec = losses.bernoulli_nll_per_example(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x)
+    mean_image = jax.nn.sigmoid(model.apply(v, mu, t, method=TeacherGuidedVAE.decode))
+    logits = model.apply(v, mu, method=TeacherGuidedVAE.witness_logits)
+    out = {"mu": mu, "logvar": logvar, "rec": rec,
+           "sq_err": jnp.mean(jnp.square(mean_image - x), axis=-1),
+           "kl_dim": losses.gaussian_kl_per_dim(mu, logvar),
+           "witness": jax.nn.softmax(logits, axis=-1)}
+    return out, certificate.batch_stats(t, logits, from_logits=True)
+
+  return eval_batch
+
+
+# ---------------------------------------------------------------------------
+# Run context: data, model, mesh, teacher.
+# ---------------------------------------------------------------------------
+
+
+class Context(NamedTuple):
+  config: ml_collections.ConfigDict
+  data: data_lib.Dataset
+  mesh: Mesh
+  num_classes: int
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the values a run depends on before any long computation.
+
+  Raises:
+    ValueError: naming the config field and the problem.
+  """
+  def positive_int(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+      raise ValueError(f"config.{name}: expected an integer >= 1, got {value!r}")
+
+  def non_negative(name, value):
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+      raise ValueError(f"config.{name}: expected a finite number >= 0, got {value!r}")
+
+  for name in ("warmup.steps", "train.steps", "train.batch_size", "train.log_every",
+               "train.checkpoint_every", "eval.every", "eval.batch_size", "eval.mi_batch_size"):
+    section, field = name.split(".")
+    positive_int(name, config[section][field])
+  for name in ("warmup.alpha_kl", "train.alpha_kl", "train.lambda_ts", "train.lambda_bal",
+               "eval.tau"):
+    section, field = name.split(".")
+    non_negative(name, config[section][field])
+  lr = config.train.learning_rate
+  if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    raise ValueError(f"config.train.learning_rate: expected a finite number > 0, got {lr!r}")
+  if config.train.init not in ("warmup", "fresh"):
+    raise ValueError(f"config.train.init: expected 'warmup' or 'fresh', got {config.train.init!r}")
+  if not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
+    raise ValueError(f"config.seed: expected an integer >= 0, got {config.seed!r}")
+
+
+def make_context(config: ml_collections.ConfigDict) -> Context:
+  """Validates the config, loads the data and builds the device mesh."""
+  validate_config(config)
+  data = data_lib.load_dataset(config.data.source, test_fraction=config.data.test_fraction,
+                               split_seed=config.data.split_seed)
+  data_lib.steps_per_epoch(len(data.x_train), config.train.batch_size)
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  if config.train.batch_size % mesh.size:
+    raise ValueError(f"config.train.batch_size: {config.train.batch_size} must divide by the "
+                     f"{mesh.size} devices of the data-parallel mesh")
+  for k in config.teacher.components:
+    if int(k) > len(data.x_train):
+      raise ValueError(f"config.teacher.components: K={k} exceeds the {len(data.x_train)} "
+                       "training examples")
+  return Context(config, data, mesh, int(config.teacher.components[0]))
+
+
+def fingerprint(config: ml_collections.ConfigDict, *extra: Any) -> str:
+  """Hash of what shapes a run's results (data, model, seed, teacher grid).
+
+  Step counts and logging intervals are left out so a run can be extended.
+  """
+  blob = json.dumps({"data": config.data.to_dict(), "model": config.model.to_dict(),
+                     "seed": config.seed, "extra": extra}, sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _phase_weights(config, mode: str) -> losses.LossWeights:
+  if mode == "warmup":
+    return losses.LossWeights(config.warmup.alpha_kl, 0.0, 0.0)
+  lambda_ts = 0.0 if mode == "noalign" else config.train.lambda_ts
+  return losses.LossWeights(config.train.alpha_kl, lambda_ts, config.train.lambda_bal)
+
+
+def _rng_for(seed: int, phase_code: int) -> jnp.ndarray:
+  return jax.random.fold_in(jax.random.PRNGKey(seed), phase_code)
+
+
+# Full, noalign and rescue share one data stream and one RNG stream, so the variants
+# differ only in the objective (paper 1, table 8); rescue continues noalign's.
+_WARMUP_CODE, _VARIANT_CODE = 0, 1
+
+
+def _data_seed(seed: int, phase_code: int) -> int:
+  return int(seed) * 16 + phase_code
+
+
+# ---------------------------------------------------------------------------
+# Evaluation.
+# ---------------------------------------------------------------------------
+
+
+def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
+                   rng: jax.Array) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """Certificate and diagnostics on one split, streamed in batches.
+
+  Returns:
+    ``(metrics, arrays)``: JSON-ready metrics, and host arrays (``mu``, ``logvar``,
+    ``witness``, ``teacher``) for probes and saved predictions.
+  """
+  stats = certificate.CertificateStats.zeros(t.shape[1])
+  parts: dict[str, list[np.ndarray]] = {}
+  bs = config.eval.batch_size
+  for i, start in enumerate(range(0, len(x), bs)):
+    out, batch_stats = eval_fn(params, x[start:start + bs], t[start:start + bs],
+                               jax.random.fold_in(rng, i))
+    stats = stats.merge(batch_stats)
+    for key, value in jax.device_get(out).items():
+      parts.setdefault(key, []).append(np.asarray(value))
+  arrays = {k: np.concatenate(v) for k, v in parts.items()}
+  rep = stats.finalize(config.eval.tau)
+  kl_per_dim = arrays["kl_dim"].astype(np.float64).mean(0)
+  rec = float(arrays["rec"].astype(np.float64).mean())
+  metrics = rep.to_dict()
+  metrics.update(
+      certifiable=rep.certifiable,
+      rec=rec, kl=float(kl_per_dim.sum()), elbo=-(rec + float(kl_per_dim.sum())),
+      kl_per_dim=[float(v) for v in kl_per_dim],
+      psnr=diagnostics.psnr(arrays["sq_err"]),
+      active_units=diagnostics.active_units(arrays["mu"], config.eval.active_unit_threshold),
+      mean_sq_norm_mu=diagnostics.mean_squared_norm(arrays["mu"]),
+      mi_estimate=diagnostics.mutual_information_estimate(
+          arrays["mu"], arrays["logvar"], config.eval.mi_batch_size),
+      mi_estimate_batch_size=int(min(config.eval.mi_batch_size, len(x))))
+  arrays["teacher"] = np.asarray(t)
+  return metrics, arrays
+
+
+# ---------------------------------------------------------------------------
+# One phase: init or restore, loop, evaluate, summarise.
+# ---------------------------------------------------------------------------
+
+
+class Phase(NamedTuple):
+  """What one run of the loop needs."""
+  name: str                 # directory name: warmup, full, noalign_fixed, ...
+  mode: str
+  target: str
+  total_steps: int
+  weights: losses.LossWeights
+  data_seed: int
+  meta: dict[str, Any]      # must match on restore
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as fh:
+    json.dump(obj, fh, indent=1, allow_nan=True)
+  os.replace(tmp, path)
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drops evaluation rows after ``step`` (left by a run that died after evaluating)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as fh:
+    rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= step]
+  with open(path + ".tmp", "w") as fh:
+    fh.writelines(rows)
+  os.replace(path + ".tmp", path)
+
+
+class Runner:
+  """Runs the phases of one seed in one workdir (see the module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               log: Callable[[str], None] | None = None):
+    self.ctx = make_context(config)
+    self.config = config
+    self.workdir = workdir
+    self.log = log or (lambda msg: print(msg, file=sys.stderr))
+    d = self.ctx.data
+    self.input_dim = int(d.x_train.shape[1])
+    self._replicated = NamedSharding(self.ctx.mesh, P())
+    self._batch_sharding = NamedSharding(self.ctx.mesh, P("data"))
+    self.teacher: teacher_lib.FrozenTeacher | None = None
+    self.teacher_info: dict[str, Any] | None = None
+
+  # -- model and state ------------------------------------------------------
+
+  def model(self, num_classes: int) -> TeacherGuidedVAE:
+    return build_model(self.config.model, self.input_dim, num_classes)
+
+  def optimizer(self) -> optax.GradientTransformation:
+    return optax.adam(self.config.train.learning_rate)
+
+  def fresh_state(self, num_classes: int, phase_code: int) -> TrainState:
+    params = init_params(self.model(num_classes), jax.random.PRNGKey(self.config.seed),
+                         self.input_dim, num_classes)
+    return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                      opt_state=self.optimizer().init(params),
+                      rng=_rng_for(self.config.seed, phase_code))
+
+  # -- phases --------------------------------------------------------------
+
+  def phase_dir(self, name: str) -> str:
+    return os.path.join(self.workdir, name)
+
+  def run_warmup(self) -> dict[str, Any]:
+    """Warm-up VAE; resumes or returns its summary when already complete."""
+    k = self.ctx.num_classes
+    phase = Phase("warmup", "warmup", "none", self.config.warmup.steps,
+                  _phase_weights(self.config, "warmup"),
+                  _data_seed(self.config.seed, _WARMUP_CODE),
+                  {"fingerprint": fingerprint(self.config, "warmup",
+                                              self.config.warmup.alpha_kl)})
+    return self._run_phase(phase, k, lambda: self.fresh_state(k, _WARMUP_CODE),
+                           teacher_fn=None)
+
+  def ensure_teacher(self) -> tuple[teacher_lib.FrozenTeacher, dict[str, Any]]:
+    """Loads the seed's teacher, or warms up and searches for one (SPEC section 4)."""
+    if self.teacher is not None:
+      return self.teacher, self.teacher_info
+    tdir = self.phase_dir("teacher")
+    warm_fp = fingerprint(self.config, "warmup", self.config.warmup.alpha_kl)
+    teacher_fp = fingerprint(self.config, "teacher", self.config.teacher.to_dict())
+    if teacher_lib.teacher_exists(tdir):
+      teacher, info = teacher_lib.load_teacher(tdir)
+      check_compatible(info, {"fingerprint": teacher_fp}, f"the teacher in {tdir!r}")
+    else:
+      self.run_warmup()
+      with Checkpointer(os.path.join(self.phase_dir("warmup"), "checkpoints")) as ckpt:
+        template = self.fresh_state(self.ctx.num_classes, _WARMUP_CODE)
+        state, meta = ckpt.restore(template, step=self.config.warmup.steps)
+      check_compatible(meta, {"fingerprint": warm_fp}, "the warm-up checkpoint")
+      encoder_params = state.params["encoder"]
+      features = self._encoder_means(encoder_params, self.ctx.data.x_train)
+      self.log(f"teacher: fitting {self._grid_size()} GMM candidates on "
+               f"{features.shape[0]}x{features.shape[1]} warm-up means")
+      search = teacher_lib.search_teacher(features, self.config.teacher)
+      teacher = teacher_lib.FrozenTeacher(encoder_params=encoder_params, gmm=search.gmm)
+      targets = np.asarray(self._teacher_probs_fn()(teacher, jnp.asarray(self.ctx.data.x_train)))
+      info = {"fingerprint": teacher_fp, "seed": self.config.seed,
+              "warmup_step": self.config.warmup.steps, "stress_case": search.stress_case,
+              "selected": search.selected, "candidates": search.candidates,
+              "selected_scores": search.candidates[search.selected]["scores"]}
+      teacher_lib.save_teacher(tdir, teacher, info, train_targets=targets)
+      teacher, info = teacher_lib.load_teacher(tdir)
+      sel = info["candidates"][info["selected"]]
+      self.log(f"teacher: selected K={sel['components']} {sel['covariance_type']} seed "
+               f"{sel['seed']}, I_T={sel['scores']['teacher_mi']:.3f}"
+               + (" (STRESS CASE: no feasible candidate)" if info["stress_case"] else ""))
+    self.teacher, self.teacher_info = teacher, info
+    return teacher, info
+
+  def _grid_size(self) -> int:
+    t = self.config.teacher
+    return len(t.components) * len(t.covariance_types) * len(t.seeds)
+
+  def run_mode(self, mode: str, target: str = "live") -> dict[str, Any]:
+    """Runs ``mode`` (after warm-up and teacher search when needed); returns its summary."""
+    if mode not in MODES:
+      raise ValueError(f"mode: unknown {mode!r}; expected one of {MODES}")
+    if target not in TARGETS:
+      raise ValueError(f"target: unknown {target!r}; expected one of {TARGETS}")
+    if mode == "warmup":
+      return self.run_warmup()
+    if mode == "rescue":
+      self._require_noalign(target)
+    teacher, info = self.ensure_teacher()
+    k = teacher.num_classes
+    suffix = "" if target == "live" else "_fixed"
+    meta = {"fingerprint": fingerprint(self.config, "variant", self.config.train.alpha_kl,
+                                       self.config.train.lambda_bal,
+                                       self.config.train.align_on_mean, self.config.train.init),
+            "teacher_id": info["teacher_id"]}
+    data_seed = _data_seed(self.config.seed, _VARIANT_CODE)
+    weights = _phase_weights(self.config, mode)
+    if mode == "rescue":
+      init_fn, start = self._noalign_final(target, k, meta)
+      total = start + self.config.train.steps
+    else:
+      init_fn, total = (lambda: self._variant_init(k)), self.config.train.steps
+    phase = Phase(mode + suffix, mode, target, total, weights, data_seed,
+                  dict(meta, lambda_ts=weights.lambda_ts))
+    return self._run_phase(phase, k, init_fn, teacher_fn=self._teacher_probs_fn())
+
+  def _require_noalign(self, target: str) -> None:
+    name = "noalign" + ("" if target == "live" else "_fixed")
+    ckdir = os.path.join(self.phase_dir(name), "checkpoints")
+    if not os.path.isdir(ckdir) or not os.listdir(ckdir):
+      raise ValueError(
+          f"mode: rescue restarts from the final noalign checkpoint, but {ckdir!r} has none; "
+          f"run --mode=noalign{' --target=fixed' if target == 'fixed' else ''} first")
+
+  def _noalign_final(self, target: str, k: int, meta: dict[str, Any]):
+    """The noalign run's final state (exact), and its step."""
+    name = "noalign" + ("" if target == "live" else "_fixed")
+    summary_path = os.path.join(self.phase_dir(name), "summary.json")
+    if not os.path.isfile(summary_path):
+      raise ValueError(f"mode: the noalign run in {self.phase_dir(name)!r} has not finished; "
+                       "run --mode=noalign to completion first")
+    with open(summary_path) as fh:
+      final_step = int(json.load(fh)["step"])
+    template = self.fresh_state(k, _VARIANT_CODE)
+    with Checkpointer(os.path.join(self.phase_dir(name), "checkpoints")) as ckpt:
+      if final_step not in ckpt._manager.all_steps():  # pylint: disable=protected-access
+        raise ValueError(f"mode: the noalign checkpoint at its final step {final_step} is "
+                         f"missing from {self.phase_dir(name)!r}")
+      state, nmeta = ckpt.restore(template, step=final_step)
+    check_compatible(nmeta, meta, f"the noalign checkpoint in {self.phase_dir(name)!r}")
+    return (lambda: state), final_step
+
+  def _variant_init(self, k: int) -> TrainState:
+    state = self.fresh_state(k, _VARIANT_CODE)
+    if self.config.train.init == "fresh":
+      return state
+    with Checkpointer(os.path.join(self.phase_dir("warmup"), "checkpoints")) as ckpt:
+      warm, _ = ckpt.restore(self.fresh_state(self.ctx.num_classes, _WARMUP_CODE),
+                             step=self.config.warmup.steps)
+    params = _transfer(state.params, warm.params)
+    return state.replace(params=params, opt_state=self.optimizer().init(params))
+
+  # -- helpers --------------------------------------------------------------
+
+  def _encoder_means(self, encoder_params, x: np.ndarray) -> np.ndarray:
+    model = self.model(self.ctx.num_classes)
+    fn = jax.jit(lambda p, xb: model.apply({"params": {"encoder": p}}, xb,
+                                           method=TeacherGuidedVAE.encode)[0])
+    bs = self.config.eval.batch_size
+    return np.concatenate([np.asarray(fn(encoder_params, x[i:i + bs]))
+                           for i in range(0, len(x), bs)])
+
+  def _teacher_probs_fn(self):
+    model = self.model(self.ctx.num_classes)
+
+    def encoder_apply(variables, x):
+      return model.apply({"params": {"encoder": variables["params"]}}, x,
+                         method=TeacherGuidedVAE.encode)
+
+    return jax.jit(lambda teacher, x: teacher_lib.teacher_probs(encoder_apply, teacher, x))
+
+  def _split_targets(self, teacher_fn, target: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher rows of the train and test splits, for evaluation (and fixed targets)."""
+    d = self.ctx.data
+    if teacher_fn is None:  # warm-up: no teacher yet; uniform rows
+      return (np.full((len(d.x_train), k), 1.0 / k, np.float32),
+              np.full((len(d.x_test), k), 1.0 / k, np.float32))
+    bs = self.config.eval.batch_size
+
+    def live(x):
+      return np.concatenate([np.asarray(teacher_fn(self.teacher, x[i:i + bs]))
+                             for i in range(0, len(x), bs)])
+
+    train = (teacher_lib.load_train_targets(self.phase_dir("teacher")) if target == "fixed"
+             else live(d.x_train))
+    return train, live(d.x_test)
+
+  def _batch_fn(self, phase: Phase, teacher_fn, t_train: np.ndarray):
+    """``step -> batch`` on the mesh. Live targets are computed from the batch on device."""
+    x_train, cfg = self.ctx.data.x_train, self.config
+    teacher = None if teacher_fn is None else jax.device_put(self.teacher, self._replicated)
+
+    def batch_at(step: int) -> dict[str, jax.Array]:
+      idx = data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
+      if phase.target == "live":
+        x = jax.device_put(x_train[idx], self._batch_sharding)
+        return {"x": x, "t": teacher_fn(teacher, x)}
+      return jax.device_put({"x": x_train[idx], "t": t_train[idx]}, self._batch_sharding)
+
+    return batch_at
+
+  # -- the loop --------------------------------------------------------------
+
+  def _run_phase(self, phase: Phase, k: int, init_fn, teacher_fn) -> dict[str, Any]:
+    pdir = self.phase_dir(phase.name)
+    os.makedirs(pdir, exist_ok=True)
+    summary_path = os.path.join(pdir, "summary.json")
+    metrics_path = os.path.join(pdir, "metrics.jsonl")
+    model = self.model(k)
+    meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
+
+    with Checkpointer(os.path.join(pdir, "checkpoints")) as ckpt:
+      if ckpt.latest_step() is not None:
+        state, saved = ckpt.restore(self.fresh_state(k, _VARIANT_CODE))
+        check_compatible(saved, {key: meta[key] for key in phase.meta}, f"{pdir!r}")
+        _truncate_metrics(metrics_path, int(state.step))
+        if int(state.step) < phase.total_steps:
+          self.log(f"{phase.name}: resuming from step {int(state.step)}")
+      else:
+        state = init_fn()
+        if os.path.exists(metrics_path):
+          os.remove(metrics_path)
+      if int(state.step) > phase.total_steps:
+        raise ValueError(f"{phase.name}: the checkpoint is at step {int(state.step)}, beyond "
+                         f"the requested {phase.total_steps} steps")
+      if int(state.step) == phase.total_steps and os.path.isfile(summary_path):
+        with open(summary_path) as fh:
+          return json.load(fh)
+      t_train, t_test = self._split_targets(teacher_fn, phase.target, k)
+      eval_fn = make_eval_fn(model)
+      train_step = make_train_step(model, self.optimizer(), phase.weights,
+                                   self.config.train.align_on_mean)
+      state = self._loop(phase, jax.device_put(state, self._replicated), train_step, eval_fn,
+                         ckpt, meta, self._batch_fn(phase, teacher_fn, t_train), t_train,
+                         t_test, metrics_path)
+      if ckpt.latest_step() != int(state.step):
+        ckpt.save(int(state.step), state, meta)
+    summary = self._final_summary(phase, state, eval_fn, t_train, t_test, pdir)
+    with open(metrics_path, "a") as fh:
+      fh.write(json.dumps({"step": summary["step"], "mode": phase.mode,
+                           "train": summary["train"], "test": summary["test"]}) + "\n")
+    _write_json(summary_path, summary)
+    return summary
+
+  def _loop(self, phase, state, train_step, eval_fn, ckpt, meta, batch_at, t_train, t_test,
+            metrics_path):
+    """Steps to ``phase.total_steps``; evaluates every ``eval.every`` (the final
+    evaluation is the summary's) and checkpoints every ``train.checkpoint_every``."""
+    cfg = self.config
+    bar = _progress(phase.name, int(state.step), phase.total_steps, cfg.train.progress)
+    pending: list[tuple[int, dict]] = []
+    loss = last_margin = float("nan")
+    for step in range(int(state.step), phase.total_steps):
+      state, metrics = train_step(state, batch_at(step))
+      pending.append((step, metrics))
+      done = step + 1
+      is_last = done == phase.total_steps
+      saving = done % cfg.train.checkpoint_every == 0 or is_last
+      if done % cfg.train.log_every == 0 or saving:
+        # Checked before every save: a non-finite state is never written.
+        loss = _check_finite(pending, phase.name)
+        pending.clear()
+        bar.update(done - bar.n)
+        bar.set_postfix(loss=f"{loss:.2f}", G_tau=f"{last_margin:+.3f}")
+      if done % cfg.eval.every == 0 and not is_last:
+        row = {"step": done, "mode": phase.mode}
+        for split, x, t in self._splits(t_train, t_test):
+          row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg, _EVAL_RNG)
+        last_margin = row["train"]["margin"]
+        with open(metrics_path, "a") as fh:
+          fh.write(json.dumps(row) + "\n")
+        bar.set_postfix(loss=f"{loss:.2f}", G_tau=f"{last_margin:+.3f}")
+      if saving:
+        ckpt.save(done, state, meta)
+    bar.close()
+    return state
+
+  def _splits(self, t_train, t_test):
+    d = self.ctx.data
+    return (("train", d.x_train, t_train), ("test", d.x_test, t_test))
+
+  def _final_summary(self, phase, state, eval_fn, t_train, t_test, pdir) -> dict[str, Any]:
+    d = self.ctx.data
+    splits, arrays = {}, {}
+    for split, x, t in self._splits(t_train, t_test):
+      splits[split], arrays[split] = evaluate_split(eval_fn, state.params, x, t, self.config,
+                                                    _EVAL_RNG)
+    if d.y_train is not None and d.y_test is not None:
+      train_acc, test_acc = diagnostics.linear_probe_accuracy(
+          arrays["train"]["mu"], d.y_train, arrays["test"]["mu"], d.y_test)
+      splits["train"]["probe_accuracy"], splits["test"]["probe_accuracy"] = train_acc, test_acc
+    np.savez(os.path.join(pdir, "predictions.npz"),
+             **{f"{s}_{key}": arrays[s][key] for s in arrays for key in ("teacher", "witness", "mu")})
+    info = self.teacher_info or {}
+    return {"mode": phase.mode, "target": phase.target, "step": int(state.step),
+            "seed": int(self.config.seed), "dataset": d.name,
+            "stress_case": bool(info.get("stress_case", False)),
+            "teacher_id": info.get("teacher_id"),
+            "weights": phase.weights._asdict(), "train": splits["train"], "test": splits["test"]}
+
+
+# Evaluation uses its own fixed key: it never touches the training RNG stream.
+_EVAL_RNG = jax.random.PRNGKey(12345)
+
+
+def _check_finite(pending: list[tuple[int, dict]], phase: str) -> float:
+  """Fetches the pending metrics; raises naming the first non-finite step."""
+  values = jax.device_get([m for _, m in pending])
+  for (step, _), m in zip(pending, values):
+    if not np.isfinite(m["loss"]):
+      terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(m.items()))
+      raise TrainingDiverged(
+          f"{phase}: non-finite loss at step {step + 1} ({terms}); stopped, the last good "
+          "checkpoint is kept. Lower train.learning_rate or check the data.")
+  return float(values[-1]["loss"])
+
+
+def _transfer(fresh: Any, warm: Any) -> Any:
+  """Fresh parameters with every leaf that also exists, same shape, in ``warm``."""
+  warm_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(warm))
+  out = {}
+  for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(fresh)).items():
+    w = warm_flat.get(path)
+    out[path] = w if w is not None and w.shape == value.shape else value
+  return flax.traverse_util.unflatten_dict(out)
+
+
+class _NoBar:
+  n = 0
+
+  def update(self, n):
+    self.n += n
+
+  def set_postfix(self, **_):
+    pass
+
+  def close(self):
+    pass
+
+
+def _progress(name: str, start: int, total: int, enabled: bool):
+  if not enabled:
+    return _NoBar()
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, leave=False,
+              disable=None)
+
+
+def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: str = "live",
+          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+  """Runs one mode in ``workdir`` and returns its summary (the Python entry point).
+
+  Runs warm-up and teacher search when the workdir lacks them and reuses them
+  otherwise; resumes from the latest checkpoint; returns immediately with the
+  summary of a finished run.
+
+  Raises:
+    ValueError: bad config, data, or a workdir made by an incompatible run.
+    TrainingDiverged: a non-finite loss (the last good checkpoint is kept).
+  """
+  return Runner(config, workdir, log).run_mode(mode, target)
+
+
+def summary_line(split_metrics: dict[str, Any]) -> str:
+  """The one-line certificate of a summary split, e.g. ``certified: G_tau=+0.62 (...)``."""
+  fields = certificate.CertificateReport._fields
+  return certificate.CertificateReport(**{f: split_metrics[f] for f in fields}).summary_line()

@@ -464,25 +464,34 @@ def _xlogy_any(xp, x, y):
 
 
 @functools.partial(jax.jit, static_argnames="from_logits")
-def _batch_stats(t: Array, s: Array, from_logits: bool) -> CertificateStats:
+def _batch_stats(t: Array, s: Array, mask: Array | None, from_logits: bool) -> CertificateStats:
   if from_logits:
     log_s = jax.nn.log_softmax(s, axis=-1)
     s = jnp.exp(log_s)
-    t_log_s = jnp.sum(jnp.where(t > 0, t * log_s, 0.0))
+    t_log_s = jnp.sum(jnp.where(t > 0, t * log_s, 0.0), axis=-1)
   else:
-    t_log_s = jnp.sum(xlogy(t, s))
+    t_log_s = jnp.sum(xlogy(t, s), axis=-1)
+  if mask is None:
+    mask = jnp.ones(t.shape[:1], bool)
+  # where, not multiply: a padded row may hold -inf log-probabilities.
+  keep = lambda v: jnp.where(mask.reshape(mask.shape + (1,) * (v.ndim - 1)), v, 0.0)
   return CertificateStats(
-      n=jnp.asarray(t.shape[0], jnp.int32), sum_t=jnp.sum(t, axis=0),
-      sum_t_log_t=jnp.sum(xlogy(t, t)), sum_t_log_s=t_log_s,
-      sum_s=jnp.sum(s, axis=0), sum_s_log_s=jnp.sum(xlogy(s, s)))
+      n=jnp.sum(mask.astype(jnp.int32)), sum_t=jnp.sum(keep(t), axis=0),
+      sum_t_log_t=jnp.sum(keep(jnp.sum(xlogy(t, t), axis=-1))),
+      sum_t_log_s=jnp.sum(keep(t_log_s)), sum_s=jnp.sum(keep(s), axis=0),
+      sum_s_log_s=jnp.sum(keep(jnp.sum(xlogy(s, s), axis=-1))))
 
 
-def batch_stats(teacher: Array, student: Array, *, from_logits: bool = False) -> CertificateStats:
+def batch_stats(teacher: Array, student: Array, *, from_logits: bool = False,
+                mask: Array | None = None) -> CertificateStats:
   """One batch's sums (pure and jit-able; no validation).
 
   Args:
     teacher: ``(B, K)`` teacher rows.
     student: ``(B, K)`` witness rows, or logits when ``from_logits``.
     from_logits: take ``log s`` from ``log_softmax`` (stable).
+    mask: optional ``(B,)`` booleans; rows where it is False (padding) are left out,
+      so batches padded to one shape compile once.
   """
-  return _batch_stats(jnp.asarray(teacher), jnp.asarray(student), from_logits)
+  m = None if mask is None else jnp.asarray(mask, bool)
+  return _batch_stats(jnp.asarray(teacher), jnp.asarray(student), m, from_logits)

@@ -39,17 +39,22 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
-  def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+  def restore(self, template: Any, step: int | None = None,
+              sharding: jax.sharding.Sharding | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores ``(state, meta)`` at ``step`` (default: the latest).
 
     Args:
-      template: a pytree with the structure, shapes and dtypes of the state (its
-        values are ignored); the restored arrays take its shardings.
+      template: a pytree with the structure, shapes and dtypes of the state (arrays
+        or ``jax.ShapeDtypeStruct``; values are ignored).
+      step: the step to restore; default the latest.
+      sharding: where every restored array goes (default: the first device).
     """
     step = self.latest_step() if step is None else step
     if step is None:
       raise ValueError(f"checkpoint: no checkpoint in {self.directory!r}")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), template)
     out = self._manager.restore(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out.state, out.meta

@@ -25,6 +25,7 @@ Workdir layout (one seed)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -68,22 +69,23 @@ class TrainState:
 
 
 def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
-                    weights: losses.LossWeights, align_on_mean: bool = False
-                    ) -> Callable[[TrainState, dict[str, jnp.ndarray]], tuple[TrainState, dict]]:
-  """Builds ``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
+                    align_on_mean: bool = False) -> Callable[..., tuple[TrainState, dict]]:
+  """Builds ``train_step(state, batch, weights) -> (state, metrics)``, jitted, state donated.
 
   Args:
     model: the VAE.
     tx: the optimizer.
-    weights: objective weights; ``lambda_ts = lambda_bal = 0`` is a plain VAE.
     align_on_mean: align the witness at ``mu`` instead of the sampled ``z``.
 
   The batch holds ``x`` ``(B, D)`` and ``t`` ``(B, K)`` (teacher rows; uniform rows
-  in warm-up). The step's randomness is ``fold_in(state.rng, state.step)``: it does
-  not depend on history or on the number of devices.
+  in warm-up). ``weights`` is a :class:`~certvae_jax.losses.LossWeights` of scalars,
+  traced, so every mode (and any schedule of weights) shares one compiled step;
+  ``lambda_ts = lambda_bal = 0`` is a plain VAE. The step's randomness is
+  ``fold_in(state.rng, state.step)``: it does not depend on history or on the number
+  of devices.
   """
 
-  def loss_fn(params, x, t, rng):
+  def loss_fn(params, x, t, rng, weights):
     mu, logvar = model.apply({"params": params}, x, method=TeacherGuidedVAE.encode)
     z = losses.reparameterize(rng, mu, logvar)
     rec = jnp.mean(losses.bernoulli_nll_per_example(
@@ -97,10 +99,11 @@ def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
             + weights.lambda_bal * bal)
     return loss, {"rec": rec, "kl": kl, "align": align, "bal": bal}
 
-  def train_step(state: TrainState, batch: dict[str, jnp.ndarray]):
+  def train_step(state: TrainState, batch: dict[str, jnp.ndarray],
+                 weights: losses.LossWeights):
     rng = jax.random.fold_in(state.rng, state.step)
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch["x"], batch["t"], rng)
+        state.params, batch["x"], batch["t"], rng, weights)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads),
@@ -118,7 +121,7 @@ def make_eval_fn(model: TeacherGuidedVAE) -> Callable[..., tuple[dict, certifica
   """
 
   @jax.jit
-  def eval_batch(params, x, t, rng):
+  def eval_batch(params, x, t, mask, rng):
     v = {"params": params}
     mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
     z = losses.reparameterize(rng, mu, logvar)
@@ -129,7 +132,7 @@ def make_eval_fn(model: TeacherGuidedVAE) -> Callable[..., tuple[dict, certifica
            "sq_err": jnp.mean(jnp.square(mean_image - x), axis=-1),
            "kl_dim": losses.gaussian_kl_per_dim(mu, logvar),
            "witness": jax.nn.softmax(logits, axis=-1)}
-    return out, certificate.batch_stats(t, logits, from_logits=True)
+    return out, certificate.batch_stats(t, logits, from_logits=True, mask=mask)
 
   return eval_batch
 
@@ -211,10 +214,6 @@ def _phase_weights(config, mode: str) -> losses.LossWeights:
   return losses.LossWeights(config.train.alpha_kl, lambda_ts, config.train.lambda_bal)
 
 
-def _rng_for(seed: int, phase_code: int) -> jnp.ndarray:
-  return jax.random.fold_in(jax.random.PRNGKey(seed), phase_code)
-
-
 # Full, noalign and rescue share one data stream and one RNG stream, so the variants
 # differ only in the objective (paper 1, table 8); rescue continues noalign's.
 _WARMUP_CODE, _VARIANT_CODE = 0, 1
@@ -241,11 +240,12 @@ def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
   parts: dict[str, list[np.ndarray]] = {}
   bs = config.eval.batch_size
   for i, start in enumerate(range(0, len(x), bs)):
-    out, batch_stats = eval_fn(params, x[start:start + bs], t[start:start + bs],
-                               jax.random.fold_in(rng, i))
+    # Every batch is padded to one shape (masked rows) so evaluation compiles once.
+    xb, tb, n = _pad(x[start:start + bs], bs), _pad(t[start:start + bs], bs), len(x[start:start + bs])
+    out, batch_stats = eval_fn(params, xb, tb, np.arange(bs) < n, jax.random.fold_in(rng, i))
     stats = stats.merge(batch_stats)
     for key, value in jax.device_get(out).items():
-      parts.setdefault(key, []).append(np.asarray(value))
+      parts.setdefault(key, []).append(np.asarray(value)[:n])
   arrays = {k: np.concatenate(v) for k, v in parts.items()}
   rep = stats.finalize(config.eval.tau)
   kl_per_dim = arrays["kl_dim"].astype(np.float64).mean(0)
@@ -263,6 +263,13 @@ def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
       mi_estimate_batch_size=int(min(config.eval.mi_batch_size, len(x))))
   arrays["teacher"] = np.asarray(t)
   return metrics, arrays
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+  if len(a) == size:
+    return a
+  # Pad with copies of the first row: finite values, masked out of every statistic.
+  return np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)])
 
 
 # ---------------------------------------------------------------------------
@@ -314,6 +321,39 @@ class Runner:
     self._batch_sharding = NamedSharding(self.ctx.mesh, P("data"))
     self.teacher: teacher_lib.FrozenTeacher | None = None
     self.teacher_info: dict[str, Any] | None = None
+    self._compiled: dict[tuple[str, int], Callable[..., Any]] = {}
+
+  def compiled(self, name: str, num_classes: int) -> Callable[..., Any]:
+    """The jitted ``init`` / ``step`` / ``eval`` / ``encode`` / ``teacher`` function for
+    K classes, built once per run so that the phases share compilations."""
+    key = (name, num_classes)
+    if key not in self._compiled:
+      model, tx = self.model(num_classes), self.optimizer()
+      if name == "init":
+        def init(phase_code):
+          params = init_params(model, jax.random.PRNGKey(self.config.seed), self.input_dim,
+                               num_classes)
+          return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                            opt_state=tx.init(params),
+                            rng=jax.random.fold_in(jax.random.PRNGKey(self.config.seed),
+                                                   phase_code))
+        fn = jax.jit(init)
+      elif name == "step":
+        fn = make_train_step(model, tx, self.config.train.align_on_mean)
+      elif name == "eval":
+        fn = make_eval_fn(model)
+      elif name == "encode":
+        fn = jax.jit(lambda p, xb: model.apply({"params": {"encoder": p}}, xb,
+                                               method=TeacherGuidedVAE.encode)[0])
+      elif name == "teacher":
+        def encoder_apply(variables, x):
+          return model.apply({"params": {"encoder": variables["params"]}}, x,
+                             method=TeacherGuidedVAE.encode)
+        fn = jax.jit(lambda teacher, x: teacher_lib.teacher_probs(encoder_apply, teacher, x))
+      else:
+        raise KeyError(name)
+      self._compiled[key] = fn
+    return self._compiled[key]
 
   # -- model and state ------------------------------------------------------
 
@@ -324,11 +364,16 @@ class Runner:
     return optax.adam(self.config.train.learning_rate)
 
   def fresh_state(self, num_classes: int, phase_code: int) -> TrainState:
-    params = init_params(self.model(num_classes), jax.random.PRNGKey(self.config.seed),
-                         self.input_dim, num_classes)
-    return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                      opt_state=self.optimizer().init(params),
-                      rng=_rng_for(self.config.seed, phase_code))
+    """A new state (parameters initialised from ``config.seed``), built in one jit."""
+    return self.compiled("init", num_classes)(jnp.asarray(phase_code, jnp.uint32))
+
+  def state_template(self, num_classes: int) -> TrainState:
+    """Shapes and dtypes of a state, for restoring (nothing is computed)."""
+    return jax.eval_shape(lambda: self.fresh_state(num_classes, 0))
+
+  def restore(self, ckpt: Checkpointer, num_classes: int, step: int | None = None):
+    """``(state, meta)`` from ``ckpt``, replicated over the mesh."""
+    return ckpt.restore(self.state_template(num_classes), step=step, sharding=self._replicated)
 
   # -- phases --------------------------------------------------------------
 
@@ -359,8 +404,7 @@ class Runner:
     else:
       self.run_warmup()
       with Checkpointer(os.path.join(self.phase_dir("warmup"), "checkpoints")) as ckpt:
-        template = self.fresh_state(self.ctx.num_classes, _WARMUP_CODE)
-        state, meta = ckpt.restore(template, step=self.config.warmup.steps)
+        state, meta = self.restore(ckpt, self.ctx.num_classes, self.config.warmup.steps)
       check_compatible(meta, {"fingerprint": warm_fp}, "the warm-up checkpoint")
       encoder_params = state.params["encoder"]
       features = self._encoder_means(encoder_params, self.ctx.data.x_train)
@@ -431,12 +475,11 @@ class Runner:
                        "run --mode=noalign to completion first")
     with open(summary_path) as fh:
       final_step = int(json.load(fh)["step"])
-    template = self.fresh_state(k, _VARIANT_CODE)
     with Checkpointer(os.path.join(self.phase_dir(name), "checkpoints")) as ckpt:
       if final_step not in ckpt._manager.all_steps():  # pylint: disable=protected-access
         raise ValueError(f"mode: the noalign checkpoint at its final step {final_step} is "
                          f"missing from {self.phase_dir(name)!r}")
-      state, nmeta = ckpt.restore(template, step=final_step)
+      state, nmeta = self.restore(ckpt, k, final_step)
     check_compatible(nmeta, meta, f"the noalign checkpoint in {self.phase_dir(name)!r}")
     return (lambda: state), final_step
 
@@ -445,29 +488,20 @@ class Runner:
     if self.config.train.init == "fresh":
       return state
     with Checkpointer(os.path.join(self.phase_dir("warmup"), "checkpoints")) as ckpt:
-      warm, _ = ckpt.restore(self.fresh_state(self.ctx.num_classes, _WARMUP_CODE),
-                             step=self.config.warmup.steps)
+      warm, _ = self.restore(ckpt, self.ctx.num_classes, self.config.warmup.steps)
     params = _transfer(state.params, warm.params)
     return state.replace(params=params, opt_state=self.optimizer().init(params))
 
   # -- helpers --------------------------------------------------------------
 
   def _encoder_means(self, encoder_params, x: np.ndarray) -> np.ndarray:
-    model = self.model(self.ctx.num_classes)
-    fn = jax.jit(lambda p, xb: model.apply({"params": {"encoder": p}}, xb,
-                                           method=TeacherGuidedVAE.encode)[0])
+    fn = self.compiled("encode", self.ctx.num_classes)
     bs = self.config.eval.batch_size
     return np.concatenate([np.asarray(fn(encoder_params, x[i:i + bs]))
                            for i in range(0, len(x), bs)])
 
   def _teacher_probs_fn(self):
-    model = self.model(self.ctx.num_classes)
-
-    def encoder_apply(variables, x):
-      return model.apply({"params": {"encoder": variables["params"]}}, x,
-                         method=TeacherGuidedVAE.encode)
-
-    return jax.jit(lambda teacher, x: teacher_lib.teacher_probs(encoder_apply, teacher, x))
+    return self.compiled("teacher", self.ctx.num_classes)
 
   def _split_targets(self, teacher_fn, target: str, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Teacher rows of the train and test splits, for evaluation (and fixed targets)."""
@@ -506,12 +540,11 @@ class Runner:
     os.makedirs(pdir, exist_ok=True)
     summary_path = os.path.join(pdir, "summary.json")
     metrics_path = os.path.join(pdir, "metrics.jsonl")
-    model = self.model(k)
     meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
 
     with Checkpointer(os.path.join(pdir, "checkpoints")) as ckpt:
       if ckpt.latest_step() is not None:
-        state, saved = ckpt.restore(self.fresh_state(k, _VARIANT_CODE))
+        state, saved = self.restore(ckpt, k)
         check_compatible(saved, {key: meta[key] for key in phase.meta}, f"{pdir!r}")
         _truncate_metrics(metrics_path, int(state.step))
         if int(state.step) < phase.total_steps:
@@ -527,9 +560,9 @@ class Runner:
         with open(summary_path) as fh:
           return json.load(fh)
       t_train, t_test = self._split_targets(teacher_fn, phase.target, k)
-      eval_fn = make_eval_fn(model)
-      train_step = make_train_step(model, self.optimizer(), phase.weights,
-                                   self.config.train.align_on_mean)
+      eval_fn = self.compiled("eval", k)
+      weights = jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), phase.weights)
+      train_step = functools.partial(self.compiled("step", k), weights=weights)
       state = self._loop(phase, jax.device_put(state, self._replicated), train_step, eval_fn,
                          ckpt, meta, self._batch_fn(phase, teacher_fn, t_train), t_train,
                          t_test, metrics_path)

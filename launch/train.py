@@ -25,6 +25,7 @@ cli.define_common_flags()
 
 def main() -> int:
   f = cli.parse(sys.argv)
+  cli.enable_compilation_cache()
   config = f.config
   if f.seed is not None:
     config.seed = f.seed

@@ -1,0 +1,69 @@
+"""Data sources and step-indexed batching."""
+
+import numpy as np
+import pytest
+
+from certvae_jax import data
+
+
+def test_digits_is_embedded_scaled_and_split_deterministically():
+  a = data.load_dataset("digits")
+  b = data.load_dataset("digits")
+  assert a.x_train.shape == (1438, 64) and a.x_test.shape == (359, 64)
+  assert a.x_train.dtype == np.float32 and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+  assert a.num_classes == 10 and a.example_shape == (8, 8)
+  np.testing.assert_array_equal(a.x_train, b.x_train)
+
+
+def test_npz_source_with_and_without_test_split(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, size=(50, 4, 4), dtype=np.uint8)
+  p = tmp_path / "d.npz"
+  np.savez(p, x=x, y=np.arange(50) % 3)
+  d = data.load_dataset(f"npz:{p}", test_fraction=0.2)
+  assert d.x_train.shape == (40, 16) and d.x_test.shape == (10, 16)
+  assert d.x_train.max() <= 1.0 and d.num_classes == 3
+  np.savez(p, x=x.astype(np.float32) / 255, x_test=x[:5].astype(np.float32) / 255)
+  d = data.load_dataset(f"npz:{p}")
+  assert len(d.x_train) == 50 and len(d.x_test) == 5 and d.y_train is None
+
+
+@pytest.mark.parametrize("arrays,match", [
+    ({"x": np.full((10, 3), np.nan, np.float32)}, "x: example 0 has NaN"),
+    ({"x": np.zeros(10, np.float32)}, "x: expected shape"),
+    ({"x": np.full((10, 3), 2.0, np.float32)}, r"x: float inputs must lie in \[0, 1\]"),
+    ({"x": np.zeros((10, 3), np.int64)}, "x: expected uint8 or float"),
+    ({"x": np.zeros((10, 3), np.float32), "y": np.zeros(9, np.int64)}, r"y: expected shape \(10,\)"),
+    ({"x": np.zeros((10, 3), np.float32), "y": np.zeros(10, np.float32)}, "y: expected integer"),
+    ({"y": np.zeros(10, np.int64)}, "missing array 'x'"),
+    ({"x": np.zeros((10, 3), np.float32), "x_test": np.zeros((4, 5), np.float32)}, "x_test: example size"),
+])
+def test_npz_bad_arrays_raise_clear_errors(tmp_path, arrays, match):
+  p = tmp_path / "bad.npz"
+  np.savez(p, **arrays)
+  with pytest.raises(ValueError, match=match):
+    data.load_dataset(f"npz:{p}")
+
+
+def test_unknown_and_missing_sources(tmp_path):
+  with pytest.raises(ValueError, match="unknown source 'mnist'"):
+    data.load_dataset("mnist")
+  with pytest.raises(ValueError, match="no such file"):
+    data.load_dataset(f"npz:{tmp_path}/nope.npz")
+  (tmp_path / "junk.npz").write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match="cannot read"):
+    data.load_dataset(f"npz:{tmp_path}/junk.npz")
+  with pytest.raises(ValueError, match="test_fraction"):
+    data.load_dataset("digits", test_fraction=1.5)
+
+
+def test_batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch():
+  n, b = 103, 10
+  per_epoch = data.steps_per_epoch(n, b)
+  epoch0 = np.concatenate([data.batch_indices(7, s, n, b) for s in range(per_epoch)])
+  assert len(np.unique(epoch0)) == per_epoch * b  # no repeats within an epoch
+  np.testing.assert_array_equal(data.batch_indices(7, 13, n, b), data.batch_indices(7, 13, n, b))
+  assert not np.array_equal(data.batch_indices(7, 0, n, b), data.batch_indices(7, per_epoch, n, b))
+  assert not np.array_equal(data.batch_indices(7, 0, n, b), data.batch_indices(8, 0, n, b))
+  with pytest.raises(ValueError, match="exceeds"):
+    data.batch_indices(0, 0, 5, 10)

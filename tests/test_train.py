@@ -1,0 +1,179 @@
+"""End to end on digits (smoke configs): every mode, exact restarts, rescue, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from certvae_jax import certificate, train
+from certvae_jax.checkpoint import Checkpointer
+from tests.conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUMMARY_SPLIT_KEYS = {"teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
+                      "certified", "psnr", "active_units", "kl", "probe_accuracy",
+                      "tau_sensitivity", "mi_estimate", "mean_sq_norm_mu"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """One seed's workdir with every mode run once (live and fixed targets)."""
+  wd = str(tmp_path_factory.mktemp("seed0"))
+  runner = train.Runner(tiny_config(), wd, log=lambda _: None)
+  for target in ("live", "fixed"):
+    for mode in ("full", "noalign", "rescue"):
+      runner.run_mode(mode, target)
+  return wd
+
+
+@pytest.mark.parametrize("phase", ["warmup", "full", "noalign", "rescue", "full_fixed",
+                                   "noalign_fixed", "rescue_fixed"])
+def test_every_mode_writes_summary_with_documented_keys(workdir, phase):
+  with open(os.path.join(workdir, phase, "summary.json")) as fh:
+    s = json.load(fh)
+  assert {"mode", "step", "seed", "dataset", "stress_case", "train", "test"} <= set(s)
+  assert s["dataset"] == "digits" and s["seed"] == 0
+  for split in ("train", "test"):
+    assert SUMMARY_SPLIT_KEYS <= set(s[split])
+  with open(os.path.join(workdir, phase, "metrics.jsonl")) as fh:
+    rows = [json.loads(line) for line in fh]
+  assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+  assert rows[-1]["step"] == s["step"]
+
+
+@pytest.mark.parametrize("phase", ["full", "noalign", "rescue_fixed"])
+def test_summary_certificate_equals_report_on_saved_predictions(workdir, phase):
+  with open(os.path.join(workdir, phase, "summary.json")) as fh:
+    s = json.load(fh)
+  pred = np.load(os.path.join(workdir, phase, "predictions.npz"))
+  for split in ("train", "test"):
+    r = certificate.report(pred[f"{split}_teacher"], pred[f"{split}_witness"], s[split]["tau"])
+    for key in ("teacher_mi", "alignment", "margin", "student_mi"):
+      assert s[split][key] == pytest.approx(float(getattr(r, key)), abs=2e-5), (split, key)
+    assert s[split]["certified"] == bool(r.certified)
+    assert s[split]["n"] == len(pred[f"{split}_teacher"])
+
+
+def test_variants_share_one_teacher_and_fixed_targets_match_live(workdir):
+  ids = set()
+  for phase in ("full", "noalign", "rescue", "full_fixed"):
+    with open(os.path.join(workdir, phase, "summary.json")) as fh:
+      ids.add(json.load(fh)["teacher_id"])
+  assert len(ids) == 1
+  live = np.load(os.path.join(workdir, "full", "predictions.npz"))["train_teacher"]
+  fixed = np.load(os.path.join(workdir, "full_fixed", "predictions.npz"))["train_teacher"]
+  np.testing.assert_allclose(live, fixed, atol=1e-6)
+
+
+def _params(phase_dir, step=None):
+  runner = train.Runner(tiny_config(), os.path.dirname(phase_dir), log=lambda _: None)
+  with Checkpointer(os.path.join(phase_dir, "checkpoints")) as ckpt:
+    state, meta = runner.restore(ckpt, 10, step)
+  return state, meta
+
+
+def test_rescue_continues_exactly_from_noalign_final_state(workdir):
+  """Replays rescue by hand: noalign's final checkpoint + full-weight steps == rescue."""
+  cfg = tiny_config()
+  runner = train.Runner(cfg, workdir, log=lambda _: None)
+  runner.ensure_teacher()
+  noalign, _ = _params(os.path.join(workdir, "noalign"))
+  rescue, meta = _params(os.path.join(workdir, "rescue"))
+  assert int(noalign.step) == cfg.train.steps and int(rescue.step) == 2 * cfg.train.steps
+  assert meta["lambda_ts"] == cfg.train.lambda_ts
+  phase = train.Phase("replay", "rescue", "live", 2 * cfg.train.steps,
+                      train._phase_weights(cfg, "rescue"), meta["data_seed"], {})
+  batch_at = runner._batch_fn(phase, runner.compiled("teacher", 10), None)
+  step = runner.compiled("step", 10)
+  weights = jax.tree.map(lambda w: np.float32(w), phase.weights)
+  state = noalign
+  for t in range(cfg.train.steps, 2 * cfg.train.steps):
+    state, _ = step(state, batch_at(t), weights)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(rescue.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def run_cli(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
+                        cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+SMOKE = ["--config=" + os.path.join(ROOT, "configs", "digits.py") + ":smoke",
+         "--config.train.progress=False", "--config.train.checkpoint_every=20"]
+
+
+def test_exact_restart_across_processes_is_bit_identical(tmp_path):
+  straight, split = str(tmp_path / "a"), str(tmp_path / "b")
+  r = run_cli("--mode=warmup", f"--workdir={straight}", *SMOKE, "--config.warmup.steps=60")
+  assert r.returncode == 0, r.stderr
+  r = run_cli("--mode=warmup", f"--workdir={split}", *SMOKE, "--config.warmup.steps=40")
+  assert r.returncode == 0, r.stderr
+  r = run_cli("--mode=warmup", f"--workdir={split}", *SMOKE, "--config.warmup.steps=60")
+  assert r.returncode == 0, r.stderr
+  assert "resuming from step 40" in r.stderr
+  a, _ = _params(os.path.join(straight, "warmup"), 60)
+  b, _ = _params(os.path.join(split, "warmup"), 60)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_cli_full_prints_one_line_certificate_and_reuses_finished_run(tmp_path):
+  wd = str(tmp_path / "w")
+  r = run_cli("--mode=full", f"--workdir={wd}", *SMOKE)
+  assert r.returncode == 0, r.stderr
+  lines = [l for l in r.stdout.splitlines() if l.startswith(("train:", "test:"))]
+  assert len(lines) == 2 and all("G_tau=" in l and "I_T=" in l for l in lines)
+  again = run_cli("--mode=full", f"--workdir={wd}", *SMOKE)
+  assert again.returncode == 0 and again.stdout == r.stdout
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config.data.source=mnist"], "unknown source 'mnist'"),
+    (["--config.train.lambda_ts=-1.0"], "config.train.lambda_ts"),
+    (["--config.teacher.components=(5000,)"], "K=5000 exceeds"),
+    (["--config.train.batch_size=0"], "config.train.batch_size"),
+    (["--config.nonexistent=1"], "nonexistent"),
+    (["--mode=rescue"], "rescue restarts from the final noalign checkpoint"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, match):
+  r = run_cli(f"--workdir={tmp_path / 'w'}", *SMOKE, *args)
+  assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+  err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(err) == 1 and match in err[0], r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+
+
+def test_cli_npz_with_nan_is_refused(tmp_path):
+  p = tmp_path / "bad.npz"
+  x = np.random.default_rng(0).random((40, 8)).astype(np.float32)
+  x[3, 2] = np.nan
+  np.savez(p, x=x)
+  r = run_cli(f"--workdir={tmp_path / 'w'}", *SMOKE, f"--config.data.source=npz:{p}")
+  assert r.returncode == 2 and "x: example 3 has NaN" in r.stderr
+
+
+def test_mismatched_teacher_or_model_in_workdir_is_refused(workdir):
+  cfg = tiny_config()
+  cfg.teacher.min_mass = 0.3  # a different teacher search than the one on disk
+  with pytest.raises(ValueError, match="the teacher in .* different fingerprint"):
+    train.Runner(cfg, workdir, log=lambda _: None).run_mode("full")
+  cfg = tiny_config()
+  cfg.model.latent_dim = 8
+  with pytest.raises(ValueError, match="different fingerprint"):
+    train.Runner(cfg, workdir, log=lambda _: None).run_mode("full")
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  cfg = tiny_config(learning_rate=1e30)
+  wd = str(tmp_path / "w")
+  with pytest.raises(train.TrainingDiverged, match="non-finite loss at step"):
+    train.Runner(cfg, wd, log=lambda _: None).run_warmup()
+  with Checkpointer(os.path.join(wd, "warmup", "checkpoints")) as ckpt:
+    steps = ckpt._manager.all_steps()
+  for s in steps:  # whatever was saved is finite
+    state, _ = _params(os.path.join(wd, "warmup"), s)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))

@@ -1,11 +1,16 @@
-"""Paper 1's prevention -> collapse -> rescue protocol over several seeds (section 4).
+"""The papers' protocols over several seeds, and paper 2's KL-weight stress test.
 
-For each seed: warm-up, teacher search, then ``full``, ``noalign`` and ``rescue``
+Paper 1 (section 4; ``config.protocol.variants = ('full', 'noalign', 'rescue')``): for
+each seed, warm-up, teacher search, then ``full``, ``noalign`` and ``rescue``
 (restarted exactly from ``noalign``'s final checkpoint), all against the seed's one
-teacher artifact. Writes ``protocol.json`` (one row per seed x variant x split) and
-``protocol.md`` (a table like the paper's Table 1, with student MI, PSNR, active units
-and probe accuracy). Seeds whose teacher search found no feasible candidate are
-stress cases: listed, but kept out of the means (paper 1, appendix E.5).
+teacher artifact. Seeds whose teacher search found no feasible candidate are stress
+cases: listed, but kept out of the means (paper 1, appendix E.5).
+
+Paper 2 (``configs/digits_simplex.py``; variants ``vae``, ``full`` = RST-VAE,
+``rst_prefit``): the same loop, reported with paper 2's columns and the analytic code
+energy ``E*`` and escape force of the teacher.
+
+Writes ``protocol.json`` (one row per seed x variant x split) and ``protocol.md``.
 """
 
 from __future__ import annotations
@@ -17,12 +22,31 @@ from typing import Any, Callable, Sequence
 import ml_collections
 import numpy as np
 
+from certvae_jax import simplex
 from certvae_jax import train as train_lib
 
-VARIANTS = ("full", "noalign", "rescue")
 ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
-            "certified", "psnr", "active_units", "kl", "probe_accuracy", "mean_sq_norm_mu",
-            "mi_estimate", "tau_sensitivity")
+            "certified", "psnr", "active_units", "kl", "rec", "probe_accuracy",
+            "mean_sq_norm_mu", "mi_estimate", "tau_sensitivity")
+DISPLAY = {"vae": "VAE", "full": "full", "noalign": "noalign", "rescue": "rescue",
+           "rst_prefit": "RST-prefit"}
+
+
+def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
+  """Paper 2's teacher quantities for a simplex-witness run: ``E*`` and the escape force.
+
+  Empty for other heads, or for teachers with zero entries (``E*`` needs ``log T``).
+  """
+  cfg = runner.config
+  if cfg.model.head != "simplex":
+    return {}
+  t_train, _ = runner.teacher_targets()
+  beta, lam = float(cfg.model.witness_beta), float(cfg.train.lambda_ts)
+  ef = simplex.escape_force(t_train, beta, lam)
+  out = {"escape_force_mean_sq": ef.closed_form}
+  if (np.asarray(t_train) > 0).all():
+    out["analytic_code_energy"] = simplex.analytic_code_energy(t_train, beta)
+  return out
 
 
 def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
@@ -42,27 +66,95 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
   """
   if not seeds:
     raise ValueError("seeds: expected at least one seed")
+  variants = tuple(config.protocol.variants)
+  for v in variants:
+    if v not in train_lib.MODES or v == "warmup":
+      raise ValueError(f"config.protocol.variants: unknown variant {v!r}")
   rows = []
   for seed in seeds:
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.seed = int(seed)
-    runner = train_lib.Runner(cfg, os.path.join(root, f"seed{seed}"), log)
-    for variant in VARIANTS:
-      summary = runner.run_mode(variant, target)
-      qc = runner.teacher_info["selected_scores"]
-      for split in ("train", "test"):
-        row = {"seed": int(seed), "variant": variant, "split": split, "target": target,
-               "step": summary["step"], "stress_case": summary["stress_case"],
-               "teacher_id": summary["teacher_id"], "teacher_qc": qc}
-        row.update({k: summary[split].get(k) for k in ROW_KEYS})
-        rows.append(row)
+    runner = train_lib.Runner(_with_seed(config, seed), os.path.join(root, f"seed{seed}"), log)
+    for variant in variants:
+      rows.extend(_rows(runner, variant, target))
   suffix = "" if target == "live" else "_fixed"
-  os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, f"protocol{suffix}.json"), "w") as fh:
-    json.dump(rows, fh, indent=1)
-  with open(os.path.join(root, f"protocol{suffix}.md"), "w") as fh:
-    fh.write(markdown_table(rows))
+  paper2 = config.model.head == "simplex"
+  _write_tables(root, f"protocol{suffix}", rows,
+                paper2_table(rows) if paper2 else markdown_table(rows, variants))
   return rows
+
+
+def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.seed = int(seed)
+  return cfg
+
+
+def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str, Any]]:
+  summary = runner.run_mode(variant, target)
+  qc = runner.teacher_info["selected_scores"]
+  geometry = teacher_geometry(runner)
+  rows = []
+  for split in ("train", "test"):
+    row = {"seed": int(runner.config.seed), "variant": variant, "split": split,
+           "target": target, "step": summary["step"], "stress_case": summary["stress_case"],
+           "teacher_id": summary["teacher_id"], "teacher_qc": qc,
+           "alpha_kl": float(runner.config.train.alpha_kl), **geometry}
+    row.update({k: summary[split].get(k) for k in ROW_KEYS})
+    rows.append(row)
+  return rows
+
+
+def _write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: str) -> None:
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, f"{stem}.json"), "w") as fh:
+    json.dump(rows, fh, indent=1)
+  with open(os.path.join(root, f"{stem}.md"), "w") as fh:
+    fh.write(markdown)
+
+
+def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
+                  alphas: Sequence[float], log: Callable[[str], None] | None = None
+                  ) -> list[dict[str, Any]]:
+  """Paper 2's KL-weight stress test: RST-VAE (``full``) at several ``alpha_KL``.
+
+  Does the certificate stay positive as the KL weight grows? Beside each measured
+  margin it reports the escape force (which does not depend on ``alpha_KL``) and the
+  energy balance at the analytic code, ``lambda_TS * I_T - alpha_KL * E*``: the
+  alignment a perfect code gains against the KL it costs (our heuristic predictor;
+  the decoder's side of the trade-off is left out). Writes ``kl_stress.json`` / ``.md``.
+  """
+  if not alphas:
+    raise ValueError("kl_stress: expected at least one KL weight")
+  rows = []
+  for alpha in alphas:
+    if not np.isfinite(alpha) or alpha < 0:
+      raise ValueError(f"kl_stress: KL weights must be finite and >= 0, got {alpha}")
+    for seed in seeds:
+      cfg = _with_seed(config, seed)
+      cfg.train.alpha_kl = float(alpha)
+      runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"), log)
+      rows.extend(_rows(runner, "full", "live"))
+  _write_tables(root, "kl_stress", rows, kl_stress_table(rows, float(config.train.lambda_ts)))
+  return rows
+
+
+def kl_stress_table(rows: list[dict[str, Any]], lambda_ts: float) -> str:
+  """Means over seeds per KL weight, with the predictors of :func:`run_kl_stress`."""
+  out = ("| alpha_KL | split | seeds | G_T (bare) | certified | active units | E‖mu‖² | "
+         "escape force ||F||^2 | lambda_TS I_T - alpha_KL E* |\n"
+         "|---|---|---|---|---|---|---|---|---|\n")
+  for alpha in sorted({r["alpha_kl"] for r in rows}):
+    for split in ("train", "test"):
+      sel = [r for r in rows if r["alpha_kl"] == alpha and r["split"] == split]
+      g = np.array([r["bare_margin"] for r in sel], float)
+      balance = "-"
+      if "analytic_code_energy" in sel[0]:
+        balance = (f"{np.mean([lambda_ts * r['teacher_mi'] for r in sel]) - alpha * sel[0]['analytic_code_energy']:+.3f}")
+      out += (f"| {alpha:g} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
+              f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
+              f"{np.mean([r['active_units'] for r in sel]):.1f} | "
+              f"{np.mean([r['mean_sq_norm_mu'] for r in sel]):.2f} | "
+              f"{sel[0].get('escape_force_mean_sq', float('nan')):.3f} | {balance} |\n")
+  return out
 
 
 def _fmt(v: Any, spec: str = "+.3f") -> str:
@@ -73,7 +165,27 @@ def _fmt(v: Any, spec: str = "+.3f") -> str:
   return format(v, spec)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def paper2_table(rows: list[dict[str, Any]]) -> str:
+  """Paper 2's columns (its MNIST table), means ± std over seeds, per split."""
+  out = ("| model | split | seeds | I_T | L_TS | G_T | certified | rec. | KL | E‖mu‖² | AU "
+         "| E* |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+  variants = list(dict.fromkeys(r["variant"] for r in rows))
+  for variant in variants:
+    for split in ("train", "test"):
+      sel = [r for r in rows if r["variant"] == variant and r["split"] == split]
+      mean = lambda key: np.mean([r[key] for r in sel])  # noqa: E731
+      g = np.array([r["bare_margin"] for r in sel], float)
+      energy = sel[0].get("analytic_code_energy")
+      out += (f"| {'RST-VAE' if variant == 'full' else DISPLAY[variant]} | {split} | {len(sel)} "
+              f"| {mean('teacher_mi'):.4f} | {mean('alignment'):.4f} | {g.mean():+.4f} ± "
+              f"{g.std():.4f} | {sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
+              f"{mean('rec'):.2f} | {mean('kl'):.2f} | {mean('mean_sq_norm_mu'):.2f} | "
+              f"{mean('active_units'):.1f} | {_fmt(energy, '.4f')} |\n")
+  return out + ("\nG_T = I_T - L_TS (no tau), as in paper 2; `certified` uses G_tau > 0 with "
+                "tau = 0.05. rec. is the Bernoulli negative log-likelihood per image (nats).\n")
+
+
+def markdown_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
   """Per-seed rows, then means over the feasible seeds (stress cases apart)."""
   head = ("| seed | variant | split | I_T | L_TS | G_tau | certified | I_S | PSNR | AU | "
           "probe acc | stress |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -87,7 +199,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     out += ("\nMeans over feasible seeds (± standard deviation):\n\n"
             "| variant | split | seeds | G_tau | certified | I_S | active units |\n"
             "|---|---|---|---|---|---|---|\n")
-    for variant in VARIANTS:
+    for variant in variants:
       for split in ("train", "test"):
         sel = [r for r in feasible if r["variant"] == variant and r["split"] == split]
         if not sel:

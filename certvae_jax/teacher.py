@@ -310,6 +310,7 @@ def search_teacher(features: np.ndarray, config: Any) -> TeacherSearch:
 _ARRAYS = "teacher.npz"
 _INFO = "teacher.json"
 _TARGETS = "targets_train.npy"
+_TEST_TARGETS = "targets_test.npy"
 
 
 def _flatten(tree: Any) -> dict[str, np.ndarray]:
@@ -348,7 +349,7 @@ def save_teacher(directory: str, teacher: FrozenTeacher, info: dict[str, Any],
   """
   os.makedirs(directory, exist_ok=True)
   tid = teacher_id(teacher)
-  info = dict(info, teacher_id=tid, covariance_type=teacher.gmm.covariance_type,
+  info = dict(info, teacher_id=tid, kind="gmm", covariance_type=teacher.gmm.covariance_type,
               num_components=teacher.num_classes)
   if train_targets is not None:
     _atomic_write(os.path.join(directory, _TARGETS),
@@ -369,12 +370,51 @@ def _atomic_write(path: str, write: Callable[[Any], Any]) -> None:
   os.replace(tmp, path)
 
 
+def _targets_id(train_targets: np.ndarray, test_targets: np.ndarray) -> str:
+  h = hashlib.sha256(b"label_smoothed")
+  for arr in (train_targets, test_targets):
+    arr = np.ascontiguousarray(arr, np.float32)
+    h.update(str(arr.shape).encode() + arr.tobytes())
+  return h.hexdigest()[:16]
+
+
+def save_label_teacher(directory: str, train_targets: np.ndarray, test_targets: np.ndarray,
+                       info: dict[str, Any]) -> str:
+  """Writes a teacher given by its rows on both splits (paper 2's label smoothing).
+
+  Such a teacher is a function of the label, not of ``x``, so its rows are the
+  artifact: ``targets_train.npy`` and ``targets_test.npy``.
+
+  Returns:
+    The teacher id (a hash of both arrays).
+  """
+  os.makedirs(directory, exist_ok=True)
+  tid = _targets_id(train_targets, test_targets)
+  for name, arr in ((_TARGETS, train_targets), (_TEST_TARGETS, test_targets)):
+    _atomic_write(os.path.join(directory, name),
+                  lambda fh, a=arr: np.save(fh, np.asarray(a, np.float32)))
+  info = dict(info, teacher_id=tid, kind="label_smoothed",
+              num_components=int(np.shape(train_targets)[1]))
+  _atomic_write(os.path.join(directory, _INFO),
+                lambda fh: fh.write(json.dumps(info, indent=1).encode()))
+  return tid
+
+
+def load_test_targets(directory: str) -> np.ndarray:
+  """The cached test-split rows of a label-smoothed teacher."""
+  path = os.path.join(directory, _TEST_TARGETS)
+  if not os.path.isfile(path):
+    raise ValueError(f"teacher: no test-target cache {path!r}")
+  return np.load(path)
+
+
 def teacher_exists(directory: str) -> bool:
   return os.path.isfile(os.path.join(directory, _INFO))
 
 
-def load_teacher(directory: str) -> tuple[FrozenTeacher, dict[str, Any]]:
-  """Reads an artifact written by :func:`save_teacher` and checks its id.
+def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
+  """Reads an artifact written by :func:`save_teacher` (or :func:`save_label_teacher`,
+  returned as ``(None, info)``) and checks its content hash.
 
   Raises:
     ValueError: missing or damaged artifact (its content hash does not match).
@@ -384,6 +424,12 @@ def load_teacher(directory: str) -> tuple[FrozenTeacher, dict[str, Any]]:
     raise ValueError(f"teacher: no teacher artifact in {directory!r}")
   with open(info_path) as fh:
     info = json.load(fh)
+  if info.get("kind") == "label_smoothed":
+    found = _targets_id(load_train_targets(directory), load_test_targets(directory))
+    if found != info["teacher_id"]:
+      raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "
+                       f"{found} != recorded {info['teacher_id']})")
+    return None, info
   with np.load(os.path.join(directory, _ARRAYS)) as f:
     arrays = {k: f[k] for k in f.files}
   enc = flax.traverse_util.unflatten_dict(

@@ -8,7 +8,15 @@ Modes (paper 1, section 3; SPEC section 3):
 ``noalign`` ``lambda_TS = 0`` (balance and the head stay): the collapse control
 ``rescue``  restores the final ``noalign`` checkpoint exactly (parameters,
             optimizer, step, RNG, data position) and continues with alignment on
+``vae``     plain VAE (``lambda_TS = lambda_bal = 0``) scored by the same witness:
+            paper 2's baseline row
+``rst_prefit`` paper 2: regress the encoder mean onto the analytic code of the
+            fixed simplex witness (phase ``prefit``), then train with all terms on
 ==========  =================================================================
+
+With ``model.head = 'simplex'`` the witness is paper 2's fixed simplex witness and
+``full`` is its RST-VAE. With ``teacher.kind = 'label_smoothed'`` the teacher is
+``(1 - eps) e_y + eps / K`` from the labels (no warm-up, no search).
 
 Each of ``full`` / ``noalign`` / ``rescue`` runs against the live frozen teacher
 ``T(x)`` (``target='live'``) or the cached targets ``T_fix`` (``target='fixed'``,
@@ -41,12 +49,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from certvae_jax import certificate, data as data_lib, diagnostics, losses
+from certvae_jax import certificate, data as data_lib, diagnostics, losses, simplex
 from certvae_jax import teacher as teacher_lib
 from certvae_jax.checkpoint import Checkpointer, check_compatible
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
 
-MODES = ("warmup", "full", "noalign", "rescue")
+MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit")
 TARGETS = ("live", "fixed")
 
 
@@ -114,6 +122,35 @@ def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
   return jax.jit(train_step, donate_argnums=0)
 
 
+def make_prefit_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation, k: int,
+                     beta: float) -> Callable[..., tuple[TrainState, dict]]:
+  """RST-prefit's first stage (paper 2): regress ``mu(x)`` onto the analytic code.
+
+  The target is the least-norm code of the fixed simplex witness: ``mu*(x)`` on the
+  first ``K-1`` coordinates and 0 elsewhere. Same signature as the train step
+  (``weights`` is ignored) so that it runs in the same loop.
+  """
+
+  def loss_fn(params, x, t):
+    mu, _ = model.apply({"params": params}, x, method=TeacherGuidedVAE.encode)
+    code = simplex.analytic_code_unchecked(t, beta)
+    mse = jnp.mean(jnp.sum(jnp.square(mu[:, : k - 1] - code), axis=-1)
+                   + jnp.sum(jnp.square(mu[:, k - 1:]), axis=-1))
+    return mse
+
+  def prefit_step(state: TrainState, batch: dict[str, jnp.ndarray], weights=None):
+    del weights
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch["x"], batch["t"])
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "code_mse": loss, "grad_norm": optax.global_norm(grads),
+               "param_norm": optax.global_norm(params)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                      rng=state.rng), metrics
+
+  return jax.jit(prefit_step, donate_argnums=0)
+
+
 def make_eval_fn(model: TeacherGuidedVAE) -> Callable[..., tuple[dict, certificate.CertificateStats]]:
   """Jitted per-batch evaluation: latent statistics, ELBO terms and certificate sums.
 
@@ -174,6 +211,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   lr = config.train.learning_rate
   if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
     raise ValueError(f"config.train.learning_rate: expected a finite number > 0, got {lr!r}")
+  if config.teacher.kind not in ("gmm", "label_smoothed"):
+    raise ValueError(f"config.teacher.kind: expected 'gmm' or 'label_smoothed', got "
+                     f"{config.teacher.kind!r}")
+  if not 0.0 <= config.teacher.eps <= 1.0:
+    raise ValueError(f"config.teacher.eps: expected a value in [0, 1], got {config.teacher.eps}")
+  positive_int("train.prefit_steps", config.train.prefit_steps)
   if config.train.init not in ("warmup", "fresh"):
     raise ValueError(f"config.train.init: expected 'warmup' or 'fresh', got {config.train.init!r}")
   if not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
@@ -190,6 +233,11 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
   if config.train.batch_size % mesh.size:
     raise ValueError(f"config.train.batch_size: {config.train.batch_size} must divide by the "
                      f"{mesh.size} devices of the data-parallel mesh")
+  if config.teacher.kind == "label_smoothed":
+    if data.y_train is None or data.y_test is None:
+      raise ValueError("config.teacher.kind: 'label_smoothed' needs labels (y and y_test) in "
+                       f"the data source {config.data.source!r}")
+    return Context(config, data, mesh, data.num_classes)
   for k in config.teacher.components:
     if int(k) > len(data.x_train):
       raise ValueError(f"config.teacher.components: K={k} exceeds the {len(data.x_train)} "
@@ -210,13 +258,15 @@ def fingerprint(config: ml_collections.ConfigDict, *extra: Any) -> str:
 def _phase_weights(config, mode: str) -> losses.LossWeights:
   if mode == "warmup":
     return losses.LossWeights(config.warmup.alpha_kl, 0.0, 0.0)
+  if mode == "vae":
+    return losses.LossWeights(config.train.alpha_kl, 0.0, 0.0)
   lambda_ts = 0.0 if mode == "noalign" else config.train.lambda_ts
   return losses.LossWeights(config.train.alpha_kl, lambda_ts, config.train.lambda_bal)
 
 
 # Full, noalign and rescue share one data stream and one RNG stream, so the variants
 # differ only in the objective (paper 1, table 8); rescue continues noalign's.
-_WARMUP_CODE, _VARIANT_CODE = 0, 1
+_WARMUP_CODE, _VARIANT_CODE, _PREFIT_CODE = 0, 1, 2
 
 
 def _data_seed(seed: int, phase_code: int) -> int:
@@ -340,6 +390,8 @@ class Runner:
         fn = jax.jit(init)
       elif name == "step":
         fn = make_train_step(model, tx, self.config.train.align_on_mean)
+      elif name == "prefit":
+        fn = make_prefit_step(model, tx, num_classes, float(self.config.model.witness_beta))
       elif name == "eval":
         fn = make_eval_fn(model)
       elif name == "encode":
@@ -391,9 +443,10 @@ class Runner:
     return self._run_phase(phase, k, lambda: self.fresh_state(k, _WARMUP_CODE),
                            teacher_fn=None)
 
-  def ensure_teacher(self) -> tuple[teacher_lib.FrozenTeacher, dict[str, Any]]:
-    """Loads the seed's teacher, or warms up and searches for one (SPEC section 4)."""
-    if self.teacher is not None:
+  def ensure_teacher(self) -> tuple[teacher_lib.FrozenTeacher | None, dict[str, Any]]:
+    """Loads the seed's teacher, or makes it: warm-up and GMM search (SPEC section 4),
+    or label smoothing (paper 2; the teacher is then ``None`` and its rows are cached)."""
+    if self.teacher_info is not None:
       return self.teacher, self.teacher_info
     tdir = self.phase_dir("teacher")
     warm_fp = fingerprint(self.config, "warmup", self.config.warmup.alpha_kl)
@@ -401,6 +454,17 @@ class Runner:
     if teacher_lib.teacher_exists(tdir):
       teacher, info = teacher_lib.load_teacher(tdir)
       check_compatible(info, {"fingerprint": teacher_fp}, f"the teacher in {tdir!r}")
+    elif self.config.teacher.kind == "label_smoothed":
+      d, eps = self.ctx.data, float(self.config.teacher.eps)
+      k = self.ctx.num_classes
+      train_t = teacher_lib.label_smoothed(d.y_train, k, eps)
+      test_t = teacher_lib.label_smoothed(d.y_test, k, eps)
+      info = {"fingerprint": teacher_fp, "seed": self.config.seed, "eps": eps,
+              "stress_case": False, "selected_scores": teacher_lib.score_teacher(train_t)}
+      teacher_lib.save_label_teacher(tdir, train_t, test_t, info)
+      teacher, info = teacher_lib.load_teacher(tdir)
+      self.log(f"teacher: label smoothing eps={eps}, K={k}, "
+               f"I_T={info['selected_scores']['teacher_mi']:.4f}")
     else:
       self.run_warmup()
       with Checkpointer(os.path.join(self.phase_dir("warmup"), "checkpoints")) as ckpt:
@@ -430,6 +494,11 @@ class Runner:
     t = self.config.teacher
     return len(t.components) * len(t.covariance_types) * len(t.seeds)
 
+  @property
+  def num_classes(self) -> int:
+    """K of the seed's teacher (loads or makes the teacher)."""
+    return int(self.ensure_teacher()[1]["num_components"])
+
   def run_mode(self, mode: str, target: str = "live") -> dict[str, Any]:
     """Runs ``mode`` (after warm-up and teacher search when needed); returns its summary."""
     if mode not in MODES:
@@ -440,8 +509,11 @@ class Runner:
       return self.run_warmup()
     if mode == "rescue":
       self._require_noalign(target)
-    teacher, info = self.ensure_teacher()
-    k = teacher.num_classes
+    if mode == "rst_prefit" and self.config.model.head != "simplex":
+      raise ValueError("mode: rst_prefit regresses the code onto the simplex witness's "
+                       "analytic code; it needs --config.model.head=simplex")
+    _, info = self.ensure_teacher()
+    k = self.num_classes
     suffix = "" if target == "live" else "_fixed"
     meta = {"fingerprint": fingerprint(self.config, "variant", self.config.train.alpha_kl,
                                        self.config.train.lambda_bal,
@@ -449,14 +521,35 @@ class Runner:
             "teacher_id": info["teacher_id"]}
     data_seed = _data_seed(self.config.seed, _VARIANT_CODE)
     weights = _phase_weights(self.config, mode)
+    total = self.config.train.steps
     if mode == "rescue":
       init_fn, start = self._noalign_final(target, k, meta)
       total = start + self.config.train.steps
+    elif mode == "rst_prefit":
+      prefit = self._run_prefit(target, k, meta)
+      init_fn = lambda: self._from_phase_final(prefit, k)  # noqa: E731
     else:
-      init_fn, total = (lambda: self._variant_init(k)), self.config.train.steps
+      init_fn = lambda: self._variant_init(k)  # noqa: E731
     phase = Phase(mode + suffix, mode, target, total, weights, data_seed,
                   dict(meta, lambda_ts=weights.lambda_ts))
     return self._run_phase(phase, k, init_fn, teacher_fn=self._teacher_probs_fn())
+
+  def _run_prefit(self, target: str, k: int, meta: dict[str, Any]) -> str:
+    """RST-prefit's regression phase (paper 2); returns its directory name."""
+    phase = Phase("prefit" + ("" if target == "live" else "_fixed"), "prefit", target,
+                  self.config.train.prefit_steps, losses.LossWeights(0.0, 0.0, 0.0),
+                  _data_seed(self.config.seed, _PREFIT_CODE),
+                  dict(meta, beta=float(self.config.model.witness_beta)))
+    self._run_phase(phase, k, lambda: self._variant_init(k), self._teacher_probs_fn(),
+                    step_name="prefit")
+    return phase.name
+
+  def _from_phase_final(self, name: str, k: int) -> TrainState:
+    """A new run starting from the parameters of phase ``name``'s final checkpoint."""
+    with Checkpointer(os.path.join(self.phase_dir(name), "checkpoints")) as ckpt:
+      done, _ = self.restore(ckpt, k)
+    fresh = self.fresh_state(k, _VARIANT_CODE)
+    return fresh.replace(params=done.params, opt_state=self.optimizer().init(done.params))
 
   def _require_noalign(self, target: str) -> None:
     name = "noalign" + ("" if target == "live" else "_fixed")
@@ -509,24 +602,32 @@ class Runner:
     if teacher_fn is None:  # warm-up: no teacher yet; uniform rows
       return (np.full((len(d.x_train), k), 1.0 / k, np.float32),
               np.full((len(d.x_test), k), 1.0 / k, np.float32))
+    tdir = self.phase_dir("teacher")
+    if self.teacher is None:  # label-smoothed: the rows are the teacher
+      return teacher_lib.load_train_targets(tdir), teacher_lib.load_test_targets(tdir)
     bs = self.config.eval.batch_size
 
     def live(x):
       return np.concatenate([np.asarray(teacher_fn(self.teacher, x[i:i + bs]))
                              for i in range(0, len(x), bs)])
 
-    train = (teacher_lib.load_train_targets(self.phase_dir("teacher")) if target == "fixed"
-             else live(d.x_train))
+    train = teacher_lib.load_train_targets(tdir) if target == "fixed" else live(d.x_train)
     return train, live(d.x_test)
+
+  def teacher_targets(self, target: str = "live") -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's rows on the train and test splits (making the teacher if needed)."""
+    self.ensure_teacher()
+    return self._split_targets(self._teacher_probs_fn(), target, self.num_classes)
 
   def _batch_fn(self, phase: Phase, teacher_fn, t_train: np.ndarray):
     """``step -> batch`` on the mesh. Live targets are computed from the batch on device."""
     x_train, cfg = self.ctx.data.x_train, self.config
-    teacher = None if teacher_fn is None else jax.device_put(self.teacher, self._replicated)
+    live = phase.target == "live" and teacher_fn is not None and self.teacher is not None
+    teacher = jax.device_put(self.teacher, self._replicated) if live else None
 
     def batch_at(step: int) -> dict[str, jax.Array]:
       idx = data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
-      if phase.target == "live":
+      if live:
         x = jax.device_put(x_train[idx], self._batch_sharding)
         return {"x": x, "t": teacher_fn(teacher, x)}
       return jax.device_put({"x": x_train[idx], "t": t_train[idx]}, self._batch_sharding)
@@ -535,7 +636,8 @@ class Runner:
 
   # -- the loop --------------------------------------------------------------
 
-  def _run_phase(self, phase: Phase, k: int, init_fn, teacher_fn) -> dict[str, Any]:
+  def _run_phase(self, phase: Phase, k: int, init_fn, teacher_fn,
+                 step_name: str = "step") -> dict[str, Any]:
     pdir = self.phase_dir(phase.name)
     os.makedirs(pdir, exist_ok=True)
     summary_path = os.path.join(pdir, "summary.json")
@@ -562,7 +664,10 @@ class Runner:
       t_train, t_test = self._split_targets(teacher_fn, phase.target, k)
       eval_fn = self.compiled("eval", k)
       weights = jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), phase.weights)
-      train_step = functools.partial(self.compiled("step", k), weights=weights)
+      train_step = functools.partial(self.compiled(step_name, k), weights=weights)
+      if step_name == "prefit" and (t_train <= 0).any():
+        raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
+                         "code takes log T); use a smoothed teacher")
       state = self._loop(phase, jax.device_put(state, self._replicated), train_step, eval_fn,
                          ckpt, meta, self._batch_fn(phase, teacher_fn, t_train), t_train,
                          t_test, metrics_path)
@@ -582,7 +687,8 @@ class Runner:
     cfg = self.config
     bar = _progress(phase.name, int(state.step), phase.total_steps, cfg.train.progress)
     pending: list[tuple[int, dict]] = []
-    loss = last_margin = float("nan")
+    last_margin = float("nan")
+    step_metrics = {"loss": float("nan")}
     for step in range(int(state.step), phase.total_steps):
       state, metrics = train_step(state, batch_at(step))
       pending.append((step, metrics))
@@ -591,18 +697,18 @@ class Runner:
       saving = done % cfg.train.checkpoint_every == 0 or is_last
       if done % cfg.train.log_every == 0 or saving:
         # Checked before every save: a non-finite state is never written.
-        loss = _check_finite(pending, phase.name)
+        step_metrics = _check_finite(pending, phase.name)
         pending.clear()
         bar.update(done - bar.n)
-        bar.set_postfix(loss=f"{loss:.2f}", G_tau=f"{last_margin:+.3f}")
+        bar.set_postfix(loss=f"{step_metrics['loss']:.2f}", G_tau=f"{last_margin:+.3f}")
       if done % cfg.eval.every == 0 and not is_last:
-        row = {"step": done, "mode": phase.mode}
+        row = {"step": done, "mode": phase.mode, "train_step": step_metrics}
         for split, x, t in self._splits(t_train, t_test):
           row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg, _EVAL_RNG)
         last_margin = row["train"]["margin"]
         with open(metrics_path, "a") as fh:
           fh.write(json.dumps(row) + "\n")
-        bar.set_postfix(loss=f"{loss:.2f}", G_tau=f"{last_margin:+.3f}")
+        bar.set_postfix(loss=f"{step_metrics['loss']:.2f}", G_tau=f"{last_margin:+.3f}")
       if saving:
         ckpt.save(done, state, meta)
     bar.close()
@@ -636,16 +742,20 @@ class Runner:
 _EVAL_RNG = jax.random.PRNGKey(12345)
 
 
-def _check_finite(pending: list[tuple[int, dict]], phase: str) -> float:
-  """Fetches the pending metrics; raises naming the first non-finite step."""
+def _check_finite(pending: list[tuple[int, dict]], phase: str) -> dict[str, float]:
+  """Fetches the pending step metrics; raises naming the first non-finite step.
+
+  Returns:
+    The last step's metrics as floats (loss terms, grad and param norms).
+  """
   values = jax.device_get([m for _, m in pending])
   for (step, _), m in zip(pending, values):
-    if not np.isfinite(m["loss"]):
+    if not all(np.isfinite(v) for v in m.values()):
       terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(m.items()))
       raise TrainingDiverged(
-          f"{phase}: non-finite loss at step {step + 1} ({terms}); stopped, the last good "
-          "checkpoint is kept. Lower train.learning_rate or check the data.")
-  return float(values[-1]["loss"])
+          f"{phase}: non-finite loss or gradient at step {step + 1} ({terms}); stopped, the "
+          "last good checkpoint is kept. Lower train.learning_rate or check the data.")
+  return {k: float(v) for k, v in values[-1].items()}
 
 
 def _transfer(fresh: Any, warm: Any) -> Any:

@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.latent_dim = 16
   c.model.head = "linear"          # raw z-only witness: 'linear' or 'mlp'
   c.model.head_hidden = (128,)
+  c.model.witness_beta = 5.0       # gain of paper 2's fixed simplex witness (head='simplex')
   c.model.decoder_reads_teacher = False  # paper 1's bypass route p(x | z, T(x))
 
   c.warmup = ml_collections.ConfigDict()
@@ -38,6 +39,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.warmup.alpha_kl = 1.0
 
   c.teacher = ml_collections.ConfigDict()
+  c.teacher.kind = "gmm"            # or 'label_smoothed' (paper 2; uses the labels)
+  c.teacher.eps = 0.05              # label smoothing of the 'label_smoothed' teacher
   c.teacher.components = (10,)
   c.teacher.covariance_types = ("full", "diag")
   c.teacher.seeds = (0, 1, 2)
@@ -60,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.lambda_bal = 1.0
   c.train.align_on_mean = False     # align s(mu) instead of s(z sampled)
   c.train.init = "warmup"           # variants start from the warm-up weights, or 'fresh'
+  c.train.prefit_steps = 500        # rst_prefit: steps regressing mu onto the analytic code
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
   c.train.progress = True
@@ -71,9 +75,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.active_unit_threshold = 0.01
   c.eval.mi_batch_size = 256
 
+  c.protocol = ml_collections.ConfigDict()
+  c.protocol.variants = ("full", "noalign", "rescue")
+
   if arg == "smoke":
     c.warmup.steps = 60
     c.train.steps = 60
+    c.train.prefit_steps = 30
     c.train.log_every = 10
     c.train.checkpoint_every = 30
     c.eval.every = 30

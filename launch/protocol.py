@@ -3,6 +3,8 @@
     python launch/protocol.py                   # 3 seeds, configs/digits.py, runs/digits
     python launch/protocol.py --seeds=5 --target=fixed
     python launch/protocol.py --config=configs/digits.py:smoke --workdir=/tmp/p
+    python launch/protocol.py --config=configs/digits_simplex.py          # paper 2's table
+    python launch/protocol.py --config=configs/digits_simplex.py --kl_stress=1,2,4,8
 
 Writes WORKDIR/protocol.json and WORKDIR/protocol.md (protocol_fixed.* for fixed
 targets); each seed's runs live in WORKDIR/seed<s>/ and are resumed if present.
@@ -18,6 +20,8 @@ from absl import flags  # noqa: E402
 from certvae_jax import cli  # noqa: E402
 
 flags.DEFINE_integer("seeds", 3, "Number of seeds (0 .. seeds-1), starting at --seed.")
+flags.DEFINE_list("kl_stress", [], "Paper 2's KL-weight stress test: run RST-VAE (full) at "
+                  "these alpha_KL values instead of the protocol, e.g. 1,2,4,8.")
 cli.define_common_flags()
 
 
@@ -29,11 +33,20 @@ def main() -> int:
   first = f.seed if f.seed is not None else 0
   root = f.workdir or os.path.join("runs", cli.dataset_tag(f.config.data.source))
   from certvae_jax import protocol  # pylint: disable=import-outside-toplevel
-  protocol.run_protocol(f.config, root, range(first, first + f.seeds), target=f.target)
-  suffix = "" if f.target == "live" else "_fixed"
-  with open(os.path.join(root, f"protocol{suffix}.md")) as fh:
+  seeds = range(first, first + f.seeds)
+  if f.kl_stress:
+    try:
+      alphas = [float(a) for a in f.kl_stress]
+    except ValueError:
+      cli.fail(f"--kl_stress: expected numbers such as 1,2,4,8, got {','.join(f.kl_stress)}")
+    protocol.run_kl_stress(f.config, os.path.join(root, "kl_stress"), seeds, alphas)
+    stem = os.path.join(root, "kl_stress", "kl_stress")
+  else:
+    protocol.run_protocol(f.config, root, seeds, target=f.target)
+    stem = os.path.join(root, "protocol" + ("" if f.target == "live" else "_fixed"))
+  with open(stem + ".md") as fh:
     print(fh.read())
-  print(f"tables: {os.path.join(root, f'protocol{suffix}.json')} and .md")
+  print(f"tables: {stem}.json and {stem}.md")
   return 0
 
 

@@ -19,7 +19,8 @@ from absl import flags  # noqa: E402
 
 from certvae_jax import cli  # noqa: E402
 
-flags.DEFINE_enum("mode", "full", ["warmup", "full", "noalign", "rescue"], "Training mode.")
+flags.DEFINE_enum("mode", "full", ["warmup", "full", "noalign", "rescue", "vae", "rst_prefit"],
+                  "Training mode (vae and rst_prefit are paper 2's).")
 cli.define_common_flags()
 
 

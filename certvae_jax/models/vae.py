@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from certvae_jax.models.heads import LinearHead, MLPHead
 from certvae_jax.models.mlp import MLPDecoder, MLPEncoder
+from certvae_jax.simplex import SimplexWitness
 
 
 class TeacherGuidedVAE(nn.Module):
@@ -45,7 +46,8 @@ def build_model(model_config: Any, input_dim: int, num_classes: int) -> TeacherG
 
   Args:
     model_config: ``ConfigDict`` with ``encoder``, ``hidden``, ``latent_dim``,
-      ``head`` ('linear' | 'mlp'), ``head_hidden``, ``decoder_reads_teacher``.
+      ``head`` ('linear' | 'mlp' | 'simplex'), ``head_hidden``, ``witness_beta``,
+      ``decoder_reads_teacher``.
     input_dim: flattened input size.
     num_classes: K, the teacher's number of classes.
 
@@ -68,8 +70,17 @@ def build_model(model_config: Any, input_dim: int, num_classes: int) -> TeacherG
     head = LinearHead(num_classes)
   elif model_config.head == "mlp":
     head = MLPHead(num_classes, tuple(int(h) for h in model_config.head_hidden))
+  elif model_config.head == "simplex":
+    beta = float(model_config.witness_beta)
+    if not beta > 0 or beta == float("inf"):
+      raise ValueError(f"model.witness_beta: expected a finite gain > 0, got {beta}")
+    if latent < num_classes - 1:
+      raise ValueError(f"model.latent_dim: the simplex witness needs latent_dim >= K-1 = "
+                       f"{num_classes - 1}, got {latent}")
+    head = SimplexWitness(num_classes=num_classes, beta=beta)
   else:
-    raise ValueError(f"model.head: unknown head {model_config.head!r}; expected 'linear' or 'mlp'")
+    raise ValueError(f"model.head: unknown head {model_config.head!r}; expected 'linear', "
+                     "'mlp' or 'simplex'")
   return TeacherGuidedVAE(encoder=encoder, decoder=decoder, head=head)
 
 

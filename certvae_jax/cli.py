@@ -22,7 +22,7 @@ def define_common_flags() -> None:
   config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file, e.g. "
                                   "configs/digits.py or configs/digits.py:smoke.",
                                   lock_config=True)
-  flags.DEFINE_string("workdir", None, "Run directory; default runs/<dataset>/seed<seed>.")
+  flags.DEFINE_string("workdir", None, "Run directory; default runs/<config name>[/seed<seed>].")
   flags.DEFINE_integer("seed", None, "Overrides config.seed.")
   flags.DEFINE_enum("target", "live", ["live", "fixed"],
                     "Teacher targets: the live frozen teacher or the cached T_fix.")
@@ -57,11 +57,22 @@ def fail(message: str, code: int = 2) -> None:
   sys.exit(code)
 
 
-def dataset_tag(source: str) -> str:
-  """``digits`` -> ``digits``; ``npz:/a/b/faces.npz`` -> ``faces``."""
+def run_name(f: flags.FlagValues) -> str:
+  """Default run directory name: the config's name, its argument and a user data file.
+
+  ``configs/digits.py`` -> ``digits``; ``configs/digits.py:smoke`` -> ``digits_smoke``;
+  with ``--config.data.source=npz:/a/faces.npz`` -> ``digits_faces``. Runs of different
+  configs therefore never share a default workdir.
+  """
+  spec = config_flags.get_config_filename(f["config"])
+  path, _, arg = spec.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  if arg:
+    name += "_" + arg
+  source = f.config.data.source
   if source.startswith("npz:"):
-    source = os.path.splitext(os.path.basename(source[4:]))[0]
-  return re.sub(r"[^A-Za-z0-9_.-]+", "_", source) or "data"
+    name += "_" + os.path.splitext(os.path.basename(source[4:]))[0]
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "run"
 
 
 def run_guarded(fn: Callable[[], int | None]) -> None:

@@ -31,7 +31,7 @@ def main() -> int:
   if f.seeds < 1:
     cli.fail(f"--seeds: expected >= 1, got {f.seeds}")
   first = f.seed if f.seed is not None else 0
-  root = f.workdir or os.path.join("runs", cli.dataset_tag(f.config.data.source))
+  root = f.workdir or os.path.join("runs", cli.run_name(f))
   from certvae_jax import protocol  # pylint: disable=import-outside-toplevel
   seeds = range(first, first + f.seeds)
   if f.kl_stress:

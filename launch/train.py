@@ -30,8 +30,7 @@ def main() -> int:
   config = f.config
   if f.seed is not None:
     config.seed = f.seed
-  workdir = f.workdir or os.path.join("runs", cli.dataset_tag(config.data.source),
-                                      f"seed{config.seed}")
+  workdir = f.workdir or os.path.join("runs", cli.run_name(f), f"seed{config.seed}")
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
   summary = train.train(config, f.mode, workdir, target=f.target)
   print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "

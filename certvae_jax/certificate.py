@@ -271,9 +271,14 @@ def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
 def _check_tau(tau: Any) -> None:
   if _is_traced(tau):
     return
-  if not np.isscalar(tau) and np.ndim(tau) != 0:
-    raise ValueError(f"tau: expected a scalar, got shape {np.shape(tau)}")
-  if not np.isfinite(tau) or tau < 0:
+  try:
+    shape = np.shape(tau)
+    value = float(tau) if shape == () and not isinstance(tau, (str, bytes)) else None
+  except (TypeError, ValueError):
+    value = None
+  if value is None:
+    raise ValueError(f"tau: expected a real scalar, got {tau!r:.60}")
+  if not np.isfinite(value) or value < 0:
     raise ValueError(f"tau: expected a finite value >= 0, got {tau}")
 
 

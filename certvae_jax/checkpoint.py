@@ -5,59 +5,125 @@ A checkpoint at step ``t`` is a composite of
 * ``state``: the train state pytree (parameters, optimizer state, step, RNG key);
 * ``meta``: JSON run metadata: the phase, the data position (data seed and step:
   batches are a pure function of them, see :mod:`certvae_jax.data`), the
-  fingerprint of the config that shapes the run, and the teacher artifact id.
+  fingerprint of the config that shapes the run, the teacher artifact id, and a
+  SHA-256 digest of every array of the state.
 
-Restoring refuses a checkpoint whose fingerprint or teacher differs from the run
-asking for it. Orbax writes each step into a temporary directory and renames it
-when complete, so an interrupted save never replaces the last good checkpoint.
+Orbax writes each step into a temporary directory and renames it when complete, so
+an interrupted save never replaces the last good checkpoint. On restore the digest
+is recomputed: a truncated or corrupted step (one that fails to load, or loads
+different bytes) is reported, moved to ``<dir>_damaged/``, and the previous good
+step is used instead. A wrong restore is never silent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
-class Checkpointer:
-  """A thin wrapper over ``orbax.checkpoint.CheckpointManager`` for one phase."""
+class IncompatibleCheckpoint(ValueError):
+  """A checkpoint or artifact made by a run with another config, teacher or data."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+
+def state_digest(state: Any) -> str:
+  """SHA-256 over the bytes, dtypes and shapes of every leaf of ``state``."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(jax.device_get(state)):
+    arr = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{arr.dtype}{arr.shape}".encode())
+    h.update(arr.tobytes())
+  return h.hexdigest()
+
+
+class Checkpointer:
+  """A thin wrapper over ``orbax.checkpoint.CheckpointManager`` for one phase.
+
+  Args:
+    directory: where the steps live.
+    max_to_keep: steps kept (at least 2, so a damaged latest step has a fallback).
+    log: receives the reports of damaged steps.
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 2,
+               log: Callable[[str], None] | None = None):
     self.directory = os.path.abspath(directory)
+    self._log = log or (lambda msg: None)
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=max(2, max_to_keep), create=True))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Saves and waits until the step is committed on disk."""
+    """Saves (with the state's digest in ``meta``) and waits until the step is committed."""
+    meta = dict(meta, state_digest=state_digest(state))
     self._manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
-  def restore(self, template: Any, step: int | None = None,
-              sharding: jax.sharding.Sharding | None = None) -> tuple[Any, dict[str, Any]]:
-    """Restores ``(state, meta)`` at ``step`` (default: the latest).
-
-    Args:
-      template: a pytree with the structure, shapes and dtypes of the state (arrays
-        or ``jax.ShapeDtypeStruct``; values are ignored).
-      step: the step to restore; default the latest.
-      sharding: where every restored array goes (default: the first device).
-    """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise ValueError(f"checkpoint: no checkpoint in {self.directory!r}")
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  def _restore_step(self, template: Any, step: int, sharding) -> tuple[Any, dict[str, Any]]:
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), template)
     out = self._manager.restore(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    digest = out.meta.get("state_digest")
+    if digest != state_digest(out.state):
+      raise ValueError("its arrays do not match the digest recorded when it was saved")
     return out.state, out.meta
+
+  def restore(self, template: Any, step: int | None = None,
+              sharding: jax.sharding.Sharding | None = None) -> tuple[Any, dict[str, Any]]:
+    """Restores and verifies ``(state, meta)``.
+
+    Args:
+      template: a pytree with the structure, shapes and dtypes of the state (arrays
+        or ``jax.ShapeDtypeStruct``; values are ignored).
+      step: an exact step to restore (no fallback: a damaged one is an error); by
+        default the latest good step, falling back past damaged ones.
+      sharding: where every restored array goes (default: the first device).
+
+    Raises:
+      ValueError: no checkpoint, or the requested / every step is damaged.
+    """
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    candidates = [step] if step is not None else self.all_steps()[::-1]
+    if not candidates:
+      raise ValueError(f"checkpoint: no checkpoint in {self.directory!r}")
+    for s in candidates:
+      try:
+        return self._restore_step(template, s, sharding)
+      except Exception as e:  # pylint: disable=broad-except  # any failure = damaged
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if step is not None:
+          raise ValueError(f"checkpoint: step {s} in {self.directory!r} is damaged "
+                           f"({reason})") from e
+        moved = self._quarantine(s)
+        self._log(f"checkpoint: step {s} in {self.directory!r} is damaged ({reason}); "
+                  f"moved to {moved!r}, trying the previous step")
+    raise ValueError(f"checkpoint: every checkpoint in {self.directory!r} is damaged")
+
+  def _quarantine(self, step: int) -> str:
+    """Moves a damaged step out of the manager's sight, keeping it for inspection."""
+    src = os.path.join(self.directory, str(step))
+    dst_dir = self.directory.rstrip("/") + "_damaged"
+    os.makedirs(dst_dir, exist_ok=True)
+    dst = os.path.join(dst_dir, str(step))
+    if os.path.exists(dst):
+      shutil.rmtree(dst)
+    if os.path.exists(src):
+      shutil.move(src, dst)
+    self._manager.reload()
+    return dst
 
   def close(self) -> None:
     self._manager.close()
@@ -70,10 +136,10 @@ class Checkpointer:
 
 
 def check_compatible(meta: dict[str, Any], expected: dict[str, Any], where: str) -> None:
-  """Raises ``ValueError`` if any key of ``expected`` differs in ``meta``."""
+  """Raises :class:`IncompatibleCheckpoint` if any key of ``expected`` differs in ``meta``."""
   for key, want in expected.items():
     have = meta.get(key)
     if have != want:
-      raise ValueError(
+      raise IncompatibleCheckpoint(
           f"checkpoint: {where} was made with a different {key} ({have!r}, this run has "
-          f"{want!r}); use another --workdir or delete it")
+          f"{want!r}); use another --workdir, or --overwrite to replace it")

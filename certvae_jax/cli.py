@@ -26,6 +26,8 @@ def define_common_flags() -> None:
   flags.DEFINE_integer("seed", None, "Overrides config.seed.")
   flags.DEFINE_enum("target", "live", ["live", "fixed"],
                     "Teacher targets: the live frozen teacher or the cached T_fix.")
+  flags.DEFINE_bool("overwrite", False, "Clear a workdir made with another config, teacher "
+                    "or dataset instead of refusing to run in it.")
 
 
 def enable_compilation_cache() -> None:

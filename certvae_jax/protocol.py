@@ -50,8 +50,8 @@ def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
 
 
 def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
-                 target: str = "live", log: Callable[[str], None] | None = None
-                 ) -> list[dict[str, Any]]:
+                 target: str = "live", log: Callable[[str], None] | None = None,
+                 overwrite: bool = False) -> list[dict[str, Any]]:
   """Runs every seed and variant (resuming what exists) and writes the tables.
 
   Args:
@@ -60,6 +60,7 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
     seeds: the seeds to run.
     target: ``'live'`` or ``'fixed'`` teacher targets.
     log: progress messages (default: stderr).
+    overwrite: clear seed workdirs made by an incompatible run instead of refusing.
 
   Returns:
     The rows written to ``protocol.json``.
@@ -72,7 +73,8 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
       raise ValueError(f"config.protocol.variants: unknown variant {v!r}")
   rows = []
   for seed in seeds:
-    runner = train_lib.Runner(_with_seed(config, seed), os.path.join(root, f"seed{seed}"), log)
+    runner = train_lib.Runner(_with_seed(config, seed), os.path.join(root, f"seed{seed}"), log,
+                              overwrite=overwrite)
     for variant in variants:
       rows.extend(_rows(runner, variant, target))
   suffix = "" if target == "live" else "_fixed"
@@ -112,8 +114,8 @@ def _write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: st
 
 
 def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
-                  alphas: Sequence[float], log: Callable[[str], None] | None = None
-                  ) -> list[dict[str, Any]]:
+                  alphas: Sequence[float], log: Callable[[str], None] | None = None,
+                  overwrite: bool = False) -> list[dict[str, Any]]:
   """Paper 2's KL-weight stress test: RST-VAE (``full``) at several ``alpha_KL``.
 
   Does the certificate stay positive as the KL weight grows? Beside each measured
@@ -131,7 +133,8 @@ def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
     for seed in seeds:
       cfg = _with_seed(config, seed)
       cfg.train.alpha_kl = float(alpha)
-      runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"), log)
+      runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"), log,
+                                overwrite=overwrite)
       rows.extend(_rows(runner, "full", "live"))
   _write_tables(root, "kl_stress", rows, kl_stress_table(rows, float(config.train.lambda_ts)))
   return rows

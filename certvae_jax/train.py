@@ -51,8 +51,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from certvae_jax import certificate, data as data_lib, diagnostics, losses, simplex
 from certvae_jax import teacher as teacher_lib
-from certvae_jax.checkpoint import Checkpointer, check_compatible
+from certvae_jax.checkpoint import Checkpointer, IncompatibleCheckpoint, check_compatible
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
+from certvae_jax.workdir import WorkdirLock, clear_workdir
 
 MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit")
 TARGETS = ("live", "fixed")
@@ -64,11 +65,13 @@ class TrainingDiverged(RuntimeError):
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything the step changes. ``rng`` is a raw ``uint32[2]`` key."""
+  """Everything the step changes. ``rng`` is a raw ``uint32[2]`` key; ``skipped``
+  counts batches skipped for a non-finite loss or gradient (``train.skip_nonfinite``)."""
   step: jnp.ndarray
   params: Any
   opt_state: Any
   rng: jnp.ndarray
+  skipped: jnp.ndarray
 
 
 # ---------------------------------------------------------------------------
@@ -77,7 +80,8 @@ class TrainState:
 
 
 def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
-                    align_on_mean: bool = False) -> Callable[..., tuple[TrainState, dict]]:
+                    align_on_mean: bool = False, skip_nonfinite: bool = False
+                    ) -> Callable[..., tuple[TrainState, dict]]:
   """Builds ``train_step(state, batch, weights) -> (state, metrics)``, jitted, state donated.
 
   Args:
@@ -90,7 +94,9 @@ def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
   traced, so every mode (and any schedule of weights) shares one compiled step;
   ``lambda_ts = lambda_bal = 0`` is a plain VAE. The step's randomness is
   ``fold_in(state.rng, state.step)``: it does not depend on history or on the number
-  of devices.
+  of devices. With ``skip_nonfinite`` a batch whose loss or gradient is not finite
+  leaves parameters and optimizer unchanged (the step and data position advance,
+  ``state.skipped`` counts it); otherwise the loop stops on it.
   """
 
   def loss_fn(params, x, t, rng, weights):
@@ -114,10 +120,21 @@ def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
         state.params, batch["x"], batch["t"], rng, weights)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads),
-                   param_norm=optax.global_norm(params))
+    grad_norm = optax.global_norm(grads)
+    skipped = state.skipped
+    if skip_nonfinite:
+      ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            & jnp.isfinite(optax.global_norm(params)))
+      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+      params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+      skipped = skipped + (~ok).astype(skipped.dtype)
+      # Reported finite so that the loop does not stop; the skip is in the counter.
+      loss, grad_norm = jnp.where(ok, loss, 0.0), jnp.where(ok, grad_norm, 0.0)
+      terms = {k: jnp.where(ok, v, 0.0) for k, v in terms.items()}
+    metrics = dict(terms, loss=loss, grad_norm=grad_norm,
+                   param_norm=optax.global_norm(params), skipped=skipped)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                      rng=state.rng), metrics
+                      rng=state.rng, skipped=skipped), metrics
 
   return jax.jit(train_step, donate_argnums=0)
 
@@ -146,7 +163,7 @@ def make_prefit_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation, 
     metrics = {"loss": loss, "code_mse": loss, "grad_norm": optax.global_norm(grads),
                "param_norm": optax.global_norm(params)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                      rng=state.rng), metrics
+                      rng=state.rng, skipped=state.skipped), metrics
 
   return jax.jit(prefit_step, donate_argnums=0)
 
@@ -197,7 +214,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{name}: expected an integer >= 1, got {value!r}")
 
   def non_negative(name, value):
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+        or not math.isfinite(value) or value < 0):
       raise ValueError(f"config.{name}: expected a finite number >= 0, got {value!r}")
 
   for name in ("warmup.steps", "train.steps", "train.batch_size", "train.log_every",
@@ -211,6 +229,35 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   lr = config.train.learning_rate
   if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
     raise ValueError(f"config.train.learning_rate: expected a finite number > 0, got {lr!r}")
+  for name in ("teacher.min_mass", "teacher.min_mi", "teacher.max_hard_balance_kl",
+               "teacher.max_soft_usage_kl", "teacher.high_margin", "eval.active_unit_threshold",
+               "teacher.reg_covar"):
+    section, field = name.split(".")
+    non_negative(name, config[section][field])
+  t = config.teacher
+  if not isinstance(t.min_mean_margin, (int, float)) or not math.isfinite(t.min_mean_margin):
+    raise ValueError(f"config.teacher.min_mean_margin: expected a finite number, got "
+                     f"{t.min_mean_margin!r}")
+  positive_int("teacher.max_iter", t.max_iter)
+  for name, seq in (("teacher.components", t.components), ("teacher.seeds", t.seeds),
+                    ("teacher.covariance_types", t.covariance_types)):
+    if not isinstance(seq, (tuple, list)) or not seq:
+      raise ValueError(f"config.{name}: expected a non-empty tuple, got {seq!r}")
+  for k in t.components:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
+      raise ValueError(f"config.teacher.components: each K must be an integer >= 2, got {k!r}")
+  for seed in t.seeds:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+      raise ValueError(f"config.teacher.seeds: each seed must be an integer >= 0, got {seed!r}")
+  for ct in t.covariance_types:
+    if ct not in teacher_lib.COVARIANCE_TYPES:
+      raise ValueError(f"config.teacher.covariance_types: unknown {ct!r}; expected one of "
+                       f"{teacher_lib.COVARIANCE_TYPES}")
+  for name in ("train.align_on_mean", "train.progress", "train.skip_nonfinite",
+               "model.decoder_reads_teacher"):
+    section, field = name.split(".")
+    if not isinstance(config[section][field], bool):
+      raise ValueError(f"config.{name}: expected True or False, got {config[section][field]!r}")
   if config.teacher.kind not in ("gmm", "label_smoothed"):
     raise ValueError(f"config.teacher.kind: expected 'gmm' or 'label_smoothed', got "
                      f"{config.teacher.kind!r}")
@@ -221,28 +268,35 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.train.init: expected 'warmup' or 'fresh', got {config.train.init!r}")
   if not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
     raise ValueError(f"config.seed: expected an integer >= 0, got {config.seed!r}")
+  if not isinstance(config.teacher.eps, (int, float)) or not math.isfinite(config.teacher.eps):
+    raise ValueError(f"config.teacher.eps: expected a number in [0, 1], got {config.teacher.eps!r}")
 
 
 def make_context(config: ml_collections.ConfigDict) -> Context:
-  """Validates the config, loads the data and builds the device mesh."""
+  """Validates the config, loads the data, checks the model builds, makes the mesh."""
   validate_config(config)
   data = data_lib.load_dataset(config.data.source, test_fraction=config.data.test_fraction,
                                split_seed=config.data.split_seed)
   data_lib.steps_per_epoch(len(data.x_train), config.train.batch_size)
-  mesh = Mesh(np.asarray(jax.devices()), ("data",))
-  if config.train.batch_size % mesh.size:
-    raise ValueError(f"config.train.batch_size: {config.train.batch_size} must divide by the "
-                     f"{mesh.size} devices of the data-parallel mesh")
   if config.teacher.kind == "label_smoothed":
     if data.y_train is None or data.y_test is None:
       raise ValueError("config.teacher.kind: 'label_smoothed' needs labels (y and y_test) in "
                        f"the data source {config.data.source!r}")
-    return Context(config, data, mesh, data.num_classes)
-  for k in config.teacher.components:
-    if int(k) > len(data.x_train):
-      raise ValueError(f"config.teacher.components: K={k} exceeds the {len(data.x_train)} "
-                       "training examples")
-  return Context(config, data, mesh, int(config.teacher.components[0]))
+    if data.num_classes < 2:
+      raise ValueError("config.teacher.kind: 'label_smoothed' needs at least 2 classes")
+    k = data.num_classes
+  else:
+    for kk in config.teacher.components:
+      if int(kk) > len(data.x_train):
+        raise ValueError(f"config.teacher.components: K={kk} exceeds the {len(data.x_train)} "
+                         "training examples")
+    k = int(config.teacher.components[0])
+  build_model(config.model, int(data.x_train.shape[1]), k)  # a bad model config fails now
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  if config.train.batch_size % mesh.size:
+    raise ValueError(f"config.train.batch_size: {config.train.batch_size} must divide by the "
+                     f"{mesh.size} devices of the data-parallel mesh")
+  return Context(config, data, mesh, k)
 
 
 def fingerprint(config: ml_collections.ConfigDict, *extra: Any) -> str:
@@ -360,10 +414,12 @@ class Runner:
   """Runs the phases of one seed in one workdir (see the module docstring)."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-               log: Callable[[str], None] | None = None):
+               log: Callable[[str], None] | None = None, overwrite: bool = False):
     self.ctx = make_context(config)
     self.config = config
     self.workdir = workdir
+    self.overwrite = overwrite
+    self._lock = WorkdirLock(workdir)
     self.log = log or (lambda msg: print(msg, file=sys.stderr))
     d = self.ctx.data
     self.input_dim = int(d.x_train.shape[1])
@@ -386,10 +442,12 @@ class Runner:
           return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                             opt_state=tx.init(params),
                             rng=jax.random.fold_in(jax.random.PRNGKey(self.config.seed),
-                                                   phase_code))
+                                                   phase_code),
+                            skipped=jnp.asarray(0, jnp.int32))
         fn = jax.jit(init)
       elif name == "step":
-        fn = make_train_step(model, tx, self.config.train.align_on_mean)
+        fn = make_train_step(model, tx, self.config.train.align_on_mean,
+                             bool(self.config.train.skip_nonfinite))
       elif name == "prefit":
         fn = make_prefit_step(model, tx, num_classes, float(self.config.model.witness_beta))
       elif name == "eval":
@@ -432,8 +490,28 @@ class Runner:
   def phase_dir(self, name: str) -> str:
     return os.path.join(self.workdir, name)
 
+  def checkpointer(self, phase_name: str) -> Checkpointer:
+    return Checkpointer(os.path.join(self.phase_dir(phase_name), "checkpoints"), log=self.log)
+
+  def _guarded(self, fn: Callable[[], Any]) -> Any:
+    """Runs ``fn`` holding the workdir lock; with ``overwrite``, an incompatible
+    workdir is cleared and ``fn`` retried once."""
+    with self._lock:
+      try:
+        return fn()
+      except IncompatibleCheckpoint as e:
+        if not self.overwrite:
+          raise
+        self.log(f"{e}\n--overwrite: clearing {self.workdir!r} and starting again")
+        clear_workdir(self.workdir)
+        self.teacher = self.teacher_info = None
+        return fn()
+
   def run_warmup(self) -> dict[str, Any]:
     """Warm-up VAE; resumes or returns its summary when already complete."""
+    return self._guarded(self._run_warmup)
+
+  def _run_warmup(self) -> dict[str, Any]:
     k = self.ctx.num_classes
     phase = Phase("warmup", "warmup", "none", self.config.warmup.steps,
                   _phase_weights(self.config, "warmup"),
@@ -446,6 +524,9 @@ class Runner:
   def ensure_teacher(self) -> tuple[teacher_lib.FrozenTeacher | None, dict[str, Any]]:
     """Loads the seed's teacher, or makes it: warm-up and GMM search (SPEC section 4),
     or label smoothing (paper 2; the teacher is then ``None`` and its rows are cached)."""
+    return self._guarded(self._ensure_teacher)
+
+  def _ensure_teacher(self) -> tuple[teacher_lib.FrozenTeacher | None, dict[str, Any]]:
     if self.teacher_info is not None:
       return self.teacher, self.teacher_info
     tdir = self.phase_dir("teacher")
@@ -467,7 +548,7 @@ class Runner:
                f"I_T={info['selected_scores']['teacher_mi']:.4f}")
     else:
       self.run_warmup()
-      with Checkpointer(os.path.join(self.phase_dir("warmup"), "checkpoints")) as ckpt:
+      with self.checkpointer("warmup") as ckpt:
         state, meta = self.restore(ckpt, self.ctx.num_classes, self.config.warmup.steps)
       check_compatible(meta, {"fingerprint": warm_fp}, "the warm-up checkpoint")
       encoder_params = state.params["encoder"]
@@ -500,7 +581,13 @@ class Runner:
     return int(self.ensure_teacher()[1]["num_components"])
 
   def run_mode(self, mode: str, target: str = "live") -> dict[str, Any]:
-    """Runs ``mode`` (after warm-up and teacher search when needed); returns its summary."""
+    """Runs ``mode`` (after warm-up and teacher search when needed); returns its summary.
+
+    Holds the workdir lock throughout: a second run on the same workdir is refused.
+    """
+    return self._guarded(lambda: self._run_mode(mode, target))
+
+  def _run_mode(self, mode: str, target: str) -> dict[str, Any]:
     if mode not in MODES:
       raise ValueError(f"mode: unknown {mode!r}; expected one of {MODES}")
     if target not in TARGETS:
@@ -546,7 +633,7 @@ class Runner:
 
   def _from_phase_final(self, name: str, k: int) -> TrainState:
     """A new run starting from the parameters of phase ``name``'s final checkpoint."""
-    with Checkpointer(os.path.join(self.phase_dir(name), "checkpoints")) as ckpt:
+    with self.checkpointer(name) as ckpt:
       done, _ = self.restore(ckpt, k)
     fresh = self.fresh_state(k, _VARIANT_CODE)
     return fresh.replace(params=done.params, opt_state=self.optimizer().init(done.params))
@@ -568,8 +655,8 @@ class Runner:
                        "run --mode=noalign to completion first")
     with open(summary_path) as fh:
       final_step = int(json.load(fh)["step"])
-    with Checkpointer(os.path.join(self.phase_dir(name), "checkpoints")) as ckpt:
-      if final_step not in ckpt._manager.all_steps():  # pylint: disable=protected-access
+    with self.checkpointer(name) as ckpt:
+      if final_step not in ckpt.all_steps():
         raise ValueError(f"mode: the noalign checkpoint at its final step {final_step} is "
                          f"missing from {self.phase_dir(name)!r}")
       state, nmeta = self.restore(ckpt, k, final_step)
@@ -580,7 +667,7 @@ class Runner:
     state = self.fresh_state(k, _VARIANT_CODE)
     if self.config.train.init == "fresh":
       return state
-    with Checkpointer(os.path.join(self.phase_dir("warmup"), "checkpoints")) as ckpt:
+    with self.checkpointer("warmup") as ckpt:
       warm, _ = self.restore(ckpt, self.ctx.num_classes, self.config.warmup.steps)
     params = _transfer(state.params, warm.params)
     return state.replace(params=params, opt_state=self.optimizer().init(params))
@@ -644,7 +731,7 @@ class Runner:
     metrics_path = os.path.join(pdir, "metrics.jsonl")
     meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
 
-    with Checkpointer(os.path.join(pdir, "checkpoints")) as ckpt:
+    with self.checkpointer(phase.name) as ckpt:
       if ckpt.latest_step() is not None:
         state, saved = self.restore(ckpt, k)
         check_compatible(saved, {key: meta[key] for key in phase.meta}, f"{pdir!r}")
@@ -695,13 +782,14 @@ class Runner:
       done = step + 1
       is_last = done == phase.total_steps
       saving = done % cfg.train.checkpoint_every == 0 or is_last
-      if done % cfg.train.log_every == 0 or saving:
-        # Checked before every save: a non-finite state is never written.
+      evaluating = done % cfg.eval.every == 0 and not is_last
+      if done % cfg.train.log_every == 0 or saving or evaluating:
+        # Checked before every save and evaluation: nothing non-finite is written.
         step_metrics = _check_finite(pending, phase.name)
         pending.clear()
         bar.update(done - bar.n)
         bar.set_postfix(loss=f"{step_metrics['loss']:.2f}", G_tau=f"{last_margin:+.3f}")
-      if done % cfg.eval.every == 0 and not is_last:
+      if evaluating:
         row = {"step": done, "mode": phase.mode, "train_step": step_metrics}
         for split, x, t in self._splits(t_train, t_test):
           row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg, _EVAL_RNG)
@@ -735,7 +823,8 @@ class Runner:
             "seed": int(self.config.seed), "dataset": d.name,
             "stress_case": bool(info.get("stress_case", False)),
             "teacher_id": info.get("teacher_id"),
-            "weights": phase.weights._asdict(), "train": splits["train"], "test": splits["test"]}
+            "weights": phase.weights._asdict(), "skipped_batches": int(state.skipped),
+            "train": splits["train"], "test": splits["test"]}
 
 
 # Evaluation uses its own fixed key: it never touches the training RNG stream.
@@ -750,11 +839,13 @@ def _check_finite(pending: list[tuple[int, dict]], phase: str) -> dict[str, floa
   """
   values = jax.device_get([m for _, m in pending])
   for (step, _), m in zip(pending, values):
-    if not all(np.isfinite(v) for v in m.values()):
+    bad = sorted(k for k, v in m.items() if not np.isfinite(v))
+    if bad:
       terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(m.items()))
       raise TrainingDiverged(
-          f"{phase}: non-finite loss or gradient at step {step + 1} ({terms}); stopped, the "
-          "last good checkpoint is kept. Lower train.learning_rate or check the data.")
+          f"{phase}: non-finite {', '.join(bad)} at step {step + 1} ({terms}); stopped, the "
+          "last good checkpoint is kept. Lower train.learning_rate, check the data, or set "
+          "train.skip_nonfinite=True to skip such batches.")
   return {k: float(v) for k, v in values[-1].items()}
 
 
@@ -790,18 +881,27 @@ def _progress(name: str, start: int, total: int, enabled: bool):
 
 
 def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: str = "live",
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
   """Runs one mode in ``workdir`` and returns its summary (the Python entry point).
 
   Runs warm-up and teacher search when the workdir lacks them and reuses them
   otherwise; resumes from the latest checkpoint; returns immediately with the
   summary of a finished run.
 
+  Args:
+    config: the run config (see ``configs/digits.py``).
+    mode: one of :data:`MODES`.
+    workdir: the seed's run directory.
+    target: ``'live'`` or ``'fixed'`` teacher targets.
+    log: progress messages (default: stderr).
+    overwrite: clear a workdir made by an incompatible run instead of refusing it.
+
   Raises:
-    ValueError: bad config, data, or a workdir made by an incompatible run.
+    ValueError: bad config or data, a workdir made by an incompatible run (without
+      ``overwrite``), or a workdir locked by another run.
     TrainingDiverged: a non-finite loss (the last good checkpoint is kept).
   """
-  return Runner(config, workdir, log).run_mode(mode, target)
+  return Runner(config, workdir, log, overwrite=overwrite).run_mode(mode, target)
 
 
 def summary_line(split_metrics: dict[str, Any]) -> str:

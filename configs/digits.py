@@ -67,6 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
   c.train.progress = True
+  c.train.skip_nonfinite = False    # skip (and count) non-finite batches instead of stopping
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 500

@@ -39,10 +39,11 @@ def main() -> int:
       alphas = [float(a) for a in f.kl_stress]
     except ValueError:
       cli.fail(f"--kl_stress: expected numbers such as 1,2,4,8, got {','.join(f.kl_stress)}")
-    protocol.run_kl_stress(f.config, os.path.join(root, "kl_stress"), seeds, alphas)
+    protocol.run_kl_stress(f.config, os.path.join(root, "kl_stress"), seeds, alphas,
+                           overwrite=f.overwrite)
     stem = os.path.join(root, "kl_stress", "kl_stress")
   else:
-    protocol.run_protocol(f.config, root, seeds, target=f.target)
+    protocol.run_protocol(f.config, root, seeds, target=f.target, overwrite=f.overwrite)
     stem = os.path.join(root, "protocol" + ("" if f.target == "live" else "_fixed"))
   with open(stem + ".md") as fh:
     print(fh.read())

@@ -32,7 +32,7 @@ def main() -> int:
     config.seed = f.seed
   workdir = f.workdir or os.path.join("runs", cli.run_name(f), f"seed{config.seed}")
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
-  summary = train.train(config, f.mode, workdir, target=f.target)
+  summary = train.train(config, f.mode, workdir, target=f.target, overwrite=f.overwrite)
   print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "
         f"{summary['seed']}, {summary['dataset']}; summary: "
         f"{os.path.join(workdir, f.mode if f.target == 'live' or f.mode == 'warmup' else f.mode + '_fixed', 'summary.json')}")

@@ -170,7 +170,7 @@ def test_mismatched_teacher_or_model_in_workdir_is_refused(workdir):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   cfg = tiny_config(learning_rate=1e30)
   wd = str(tmp_path / "w")
-  with pytest.raises(train.TrainingDiverged, match="non-finite loss at step"):
+  with pytest.raises(train.TrainingDiverged, match=r"non-finite .* at step \d+ \("):
     train.Runner(cfg, wd, log=lambda _: None).run_warmup()
   with Checkpointer(os.path.join(wd, "warmup", "checkpoints")) as ckpt:
     steps = ckpt._manager.all_steps()

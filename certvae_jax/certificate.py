@@ -87,9 +87,10 @@ def validate_simplex(
     raise ValueError(f"{name}: needs at least one row (N >= 1), got shape {arr.shape}")
   if k < 2:
     raise ValueError(f"{name}: needs at least two classes (K >= 2), got shape {arr.shape}")
+  converted = False
   if not np.issubdtype(arr.dtype, np.floating):
     if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
-      arr = arr.astype(np.float64)
+      arr, converted = arr.astype(np.float32), True  # e.g. one-hot rows given as ints
     else:
       raise ValueError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
   finite = np.isfinite(arr)
@@ -109,7 +110,7 @@ def validate_simplex(
     raise ValueError(
         f"{name}: rows must sum to 1 within {atol:g}; worst is row {worst} with sum "
         f"{sums[worst]:.6g}{hint}")
-  return probs
+  return arr if converted else probs
 
 
 def _check_pair(teacher: Array, student: Array, student_name: str = "student") -> None:
@@ -268,18 +269,28 @@ def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
           - alignment_loss(teacher, student, validate=validate))
 
 
-def _check_tau(tau: Any) -> None:
-  if _is_traced(tau):
-    return
+def check_scalar(name: str, value: Any, *, positive: bool = False) -> float:
+  """A finite real scalar ``>= 0`` (``> 0`` if ``positive``), as a float.
+
+  Raises:
+    ValueError: naming ``name``, for anything else (strings, arrays, None, NaN, ...).
+  """
   try:
-    shape = np.shape(tau)
-    value = float(tau) if shape == () and not isinstance(tau, (str, bytes)) else None
+    ok = np.shape(value) == () and not isinstance(value, (str, bytes, bool, np.bool_))
+    number = float(value) if ok else None
   except (TypeError, ValueError):
-    value = None
-  if value is None:
-    raise ValueError(f"tau: expected a real scalar, got {tau!r:.60}")
-  if not np.isfinite(value) or value < 0:
-    raise ValueError(f"tau: expected a finite value >= 0, got {tau}")
+    number = None
+  if number is None:
+    raise ValueError(f"{name}: expected a real number, got {value!r:.60}")
+  if not np.isfinite(number) or number < 0 or (positive and number == 0):
+    raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, "
+                     f"got {number}")
+  return number
+
+
+def _check_tau(tau: Any) -> None:
+  if not _is_traced(tau):
+    check_scalar("tau", tau)
 
 
 # ---------------------------------------------------------------------------

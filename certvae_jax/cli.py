@@ -11,6 +11,7 @@ import re
 import sys
 from typing import Callable
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
@@ -46,12 +47,32 @@ def enable_compilation_cache() -> None:
 
 
 def parse(argv: list[str]) -> flags.FlagValues:
-  """Parses flags; a malformed flag or config override exits 2 with one line."""
+  """Parses flags and loads the config; anything malformed exits 2 with one line."""
   try:
     flags.FLAGS(argv)
-  except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
-    fail(f"{e}".splitlines()[0] if str(e) else type(e).__name__)
+    config = flags.FLAGS.config
+  except Exception as e:  # pylint: disable=broad-except  # a config file can raise anything
+    fail(_first_line(e))
+  if not isinstance(config, ml_collections.ConfigDict):
+    # ml_collections keeps a load failure in a placeholder that raises when used.
+    try:
+      config["seed"]
+    except Exception as e:  # pylint: disable=broad-except
+      lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+      fail(f"--config: cannot load {config_flags.get_config_filename(flags.FLAGS['config'])}: "
+           f"{lines[-1] if lines else type(e).__name__}")
   return flags.FLAGS
+
+
+def _first_line(e: BaseException) -> str:
+  """The most specific one-line message of an exception chain."""
+  while e.__cause__ is not None and not str(e).strip():
+    e = e.__cause__
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  if not lines:
+    return type(e).__name__
+  # "Error whilst parsing config file:" and the like: the cause is on the last line.
+  return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -83,7 +104,7 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
   try:
     code = fn()
   except ValueError as e:
-    fail(str(e).splitlines()[0] if str(e) else "invalid input")
+    fail(_first_line(e))
   except TrainingDiverged as e:
     fail(str(e), code=1)
   sys.exit(code or 0)

@@ -79,8 +79,7 @@ class SimplexWitness(nn.Module):
 
 
 def _check_beta(beta: float) -> None:
-  if not np.isfinite(beta) or beta <= 0:
-    raise ValueError(f"beta: expected a finite gain > 0, got {beta}")
+  certificate.check_scalar("beta", beta, positive=True)
 
 
 def _positive_teacher(teacher) -> np.ndarray:
@@ -143,8 +142,7 @@ class EscapeForce(NamedTuple):
 def escape_force(teacher, beta: float, lambda_ts: float) -> EscapeForce:
   """The escape force of paper 2 / SPEC 6 (our derivation; tested against autodiff)."""
   _check_beta(beta)
-  if not np.isfinite(lambda_ts) or lambda_ts < 0:
-    raise ValueError(f"lambda_ts: expected a finite weight >= 0, got {lambda_ts}")
+  certificate.check_scalar("lambda_ts", lambda_ts)
   t = np.asarray(certificate.validate_simplex("teacher", teacher), np.float64)
   k = t.shape[1]
   dev = t - t.mean(axis=0)

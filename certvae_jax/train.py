@@ -293,9 +293,11 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
     k = int(config.teacher.components[0])
   build_model(config.model, int(data.x_train.shape[1]), k)  # a bad model config fails now
   mesh = Mesh(np.asarray(jax.devices()), ("data",))
-  if config.train.batch_size % mesh.size:
-    raise ValueError(f"config.train.batch_size: {config.train.batch_size} must divide by the "
-                     f"{mesh.size} devices of the data-parallel mesh")
+  for name in ("train.batch_size", "eval.batch_size"):
+    section, field = name.split(".")
+    if config[section][field] % mesh.size:
+      raise ValueError(f"config.{name}: {config[section][field]} must divide by the "
+                       f"{mesh.size} devices of the data-parallel mesh")
   return Context(config, data, mesh, k)
 
 
@@ -333,8 +335,12 @@ def _data_seed(seed: int, phase_code: int) -> int:
 
 
 def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
-                   rng: jax.Array) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                   rng: jax.Array, sharding: jax.sharding.Sharding | None = None
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Certificate and diagnostics on one split, streamed in batches.
+
+  With ``sharding`` (the mesh's batch sharding) each padded batch is split across the
+  devices; the certificate sums are reduced by XLA and merged in float64 on the host.
 
   Returns:
     ``(metrics, arrays)``: JSON-ready metrics, and host arrays (``mu``, ``logvar``,
@@ -345,8 +351,11 @@ def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
   bs = config.eval.batch_size
   for i, start in enumerate(range(0, len(x), bs)):
     # Every batch is padded to one shape (masked rows) so evaluation compiles once.
-    xb, tb, n = _pad(x[start:start + bs], bs), _pad(t[start:start + bs], bs), len(x[start:start + bs])
-    out, batch_stats = eval_fn(params, xb, tb, np.arange(bs) < n, jax.random.fold_in(rng, i))
+    n = len(x[start:start + bs])
+    batch = (_pad(x[start:start + bs], bs), _pad(t[start:start + bs], bs), np.arange(bs) < n)
+    if sharding is not None:
+      batch = jax.device_put(batch, sharding)
+    out, batch_stats = eval_fn(params, *batch, jax.random.fold_in(rng, i))
     stats = stats.merge(batch_stats)
     for key, value in jax.device_get(out).items():
       parts.setdefault(key, []).append(np.asarray(value)[:n])
@@ -792,7 +801,8 @@ class Runner:
       if evaluating:
         row = {"step": done, "mode": phase.mode, "train_step": step_metrics}
         for split, x, t in self._splits(t_train, t_test):
-          row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg, _EVAL_RNG)
+          row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg, _EVAL_RNG,
+                                         self._batch_sharding)
         last_margin = row["train"]["margin"]
         with open(metrics_path, "a") as fh:
           fh.write(json.dumps(row) + "\n")
@@ -811,7 +821,7 @@ class Runner:
     splits, arrays = {}, {}
     for split, x, t in self._splits(t_train, t_test):
       splits[split], arrays[split] = evaluate_split(eval_fn, state.params, x, t, self.config,
-                                                    _EVAL_RNG)
+                                                    _EVAL_RNG, self._batch_sharding)
     if d.y_train is not None and d.y_test is not None:
       train_acc, test_acc = diagnostics.linear_probe_accuracy(
           arrays["train"]["mu"], d.y_train, arrays["test"]["mu"], d.y_test)

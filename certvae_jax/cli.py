@@ -25,8 +25,9 @@ def define_common_flags() -> None:
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory; default runs/<config name>[/seed<seed>].")
   flags.DEFINE_integer("seed", None, "Overrides config.seed.")
-  flags.DEFINE_enum("target", "live", ["live", "fixed"],
-                    "Teacher targets: the live frozen teacher or the cached T_fix.")
+  flags.DEFINE_enum("target", None, ["live", "fixed"],
+                    "Teacher targets: the live frozen teacher or the cached T_fix "
+                    "(default: config.protocol.target).")
   flags.DEFINE_bool("overwrite", False, "Clear a workdir made with another config, teacher "
                     "or dataset instead of refusing to run in it.")
 

@@ -7,6 +7,14 @@ Sources (``config.data.source``):
 * ``npz:PATH``: the user's own arrays: ``x`` (N, ...) uint8 in [0, 255] or float in
   [0, 1]; optional ``y`` (N,) integer labels; optional ``x_test`` / ``y_test``
   (otherwise a fixed fraction of ``x`` is held out).
+* ``tfds:NAME``: any TFDS image dataset with an ``image`` feature (and ``label`` when
+  present), read through ``tfds.data_source`` (ArrayRecord, random access, no
+  TensorFlow needed) from ``data_dir``; splits ``train`` and ``test`` (or
+  ``validation``). Nothing is downloaded: unprepared data is a clear error with the
+  command that prepares it on a machine with internet access.
+
+Images stay ``uint8`` in memory (Tiny-ImageNet is 1.2 GB so, 4.9 GB as float32);
+:func:`to_unit` scales a batch to float32 in [0, 1] when it is used.
 
 Batching is a pure function of ``(data_seed, step)``: the batch at step ``t`` is a
 slice of a permutation drawn for epoch ``t // steps_per_epoch``. A restart at step
@@ -23,11 +31,12 @@ import numpy as np
 
 
 class Dataset(NamedTuple):
-  """In-memory splits. ``x_*`` are float32 in [0, 1], flattened per example.
+  """In-memory splits, flattened per example.
 
   Attributes:
     name: the source string it came from.
-    x_train, x_test: ``(N, D)`` float32 inputs in [0, 1].
+    x_train, x_test: ``(N, D)`` inputs, float32 in [0, 1] or uint8 in [0, 255]; pass
+      batches through :func:`to_unit`.
     y_train, y_test: ``(N,)`` int labels, or ``None``.
     example_shape: the shape of one example before flattening (e.g. ``(8, 8)``).
   """
@@ -45,30 +54,38 @@ class Dataset(NamedTuple):
     return int(max(self.y_train.max(), -1 if self.y_test is None else self.y_test.max())) + 1
 
 
-def load_dataset(source: str, *, test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+def to_unit(x: np.ndarray) -> np.ndarray:
+  """A batch as float32 in [0, 1] (uint8 pixels are divided by 255)."""
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) * np.float32(1.0 / 255.0)
+  return x
+
+
+def load_dataset(source: str, *, test_fraction: float = 0.2, split_seed: int = 0,
+                 data_dir: str | None = None) -> Dataset:
   """Loads a dataset by source string (see module docstring).
 
   Args:
-    source: ``"digits"`` or ``"npz:PATH"``.
+    source: ``"digits"``, ``"npz:PATH"`` or ``"tfds:NAME"``.
     test_fraction: held-out fraction when the source has no test split.
     split_seed: seed of the fixed train/test split.
+    data_dir: TFDS data directory (default: TFDS's own, ``~/tensorflow_datasets``).
 
   Raises:
     ValueError: unknown source, missing file, or invalid arrays (named in the message).
   """
   if not isinstance(source, str) or not source:
-    raise ValueError(f"data.source: expected 'digits' or 'npz:PATH', got {source!r}")
-  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"data.source: expected 'digits', 'npz:PATH' or 'tfds:NAME', got {source!r}")
+  if not isinstance(test_fraction, float) or not 0.0 < test_fraction < 1.0:
     raise ValueError(f"data.test_fraction: expected a value in (0, 1), got {test_fraction}")
   if source == "digits":
     return _load_digits(test_fraction, split_seed)
   if source.startswith("npz:"):
     return _load_npz(source, source[len("npz:"):], test_fraction, split_seed)
   if source.startswith("tfds:"):
-    raise ValueError(
-        f"data.source: {source!r}: TFDS sources are not supported yet; use 'digits' or "
-        "'npz:PATH' (arrays x, optional y, x_test, y_test)")
-  raise ValueError(f"data.source: unknown source {source!r}; expected 'digits' or 'npz:PATH'")
+    return _load_tfds(source, source[len("tfds:"):], data_dir)
+  raise ValueError(f"data.source: unknown source {source!r}; expected 'digits', 'npz:PATH' "
+                   "or 'tfds:NAME'")
 
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +109,7 @@ def _as_unit_float(name: str, x: np.ndarray) -> np.ndarray:
   if x.shape[0] < 2:
     raise ValueError(f"{name}: needs at least 2 examples, got {x.shape[0]}")
   if x.dtype == np.uint8:
-    return (x.reshape(len(x), -1) / 255.0).astype(np.float32)
+    return x.reshape(len(x), -1)  # kept as uint8; to_unit scales each batch
   if not np.issubdtype(x.dtype, np.floating):
     raise ValueError(f"{name}: expected uint8 or float values, got dtype {x.dtype}")
   flat = x.reshape(len(x), -1).astype(np.float32)
@@ -139,6 +156,59 @@ def _load_npz(source: str, path: str, test_fraction: float, split_seed: int) -> 
   tr, te = _split(len(x), test_fraction, split_seed)
   return Dataset(source, x[tr], None if y is None else y[tr], x[te],
                  None if y is None else y[te], shape)
+
+
+def _prepare_hint(name: str, data_dir: str | None) -> str:
+  where = data_dir or "~/tensorflow_datasets"
+  return (f"on a machine with internet access run: python -c \"import tensorflow_datasets as "
+          f"tfds; tfds.builder('{name}', data_dir='{where}', file_format='array_record')"
+          f".download_and_prepare()\" (with tensorflow installed there), then copy "
+          f"{where}/{name} to {where} on this machine (or set config.data.data_dir)")
+
+
+def _load_tfds(source: str, name: str, data_dir: str | None) -> Dataset:
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  if not name:
+    raise ValueError(f"data.source: {source!r}: expected tfds:NAME, e.g. tfds:cifar100")
+  splits = {}
+  for split in ("train", "test", "validation"):
+    try:
+      splits[split] = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise ValueError(f"data.source: {source!r}: TFDS has no dataset {name!r}") from e
+    except (ValueError, KeyError) as e:
+      if split == "train" or "split" not in str(e).lower():
+        raise ValueError(f"data.source: {source!r}: {str(e).splitlines()[0]}") from e
+    except (NotImplementedError, FileNotFoundError, AssertionError, OSError) as e:
+      raise ValueError(f"data.source: {source!r}: the data is not prepared in ArrayRecord "
+                       f"format; {_prepare_hint(name, data_dir)}") from e
+    if split == "test" and "test" in splits:
+      break
+  test_split = splits.get("test", splits.get("validation"))
+  if test_split is None:
+    raise ValueError(f"data.source: {source!r}: needs a 'test' or 'validation' split")
+  x, y = _read_images(source, splits["train"])
+  x_test, y_test = _read_images(source, test_split)
+  return Dataset(source, x.reshape(len(x), -1), y, x_test.reshape(len(x_test), -1), y_test,
+                 tuple(x.shape[1:]))
+
+
+def _read_images(source: str, ds) -> tuple[np.ndarray, np.ndarray | None]:
+  """Every record's ``image`` (uint8) and ``label`` (if any), by random access."""
+  if len(ds) < 2:
+    raise ValueError(f"data.source: {source!r}: a split has {len(ds)} examples; needs >= 2")
+  first = ds[0]
+  if "image" not in first:
+    raise ValueError(f"data.source: {source!r}: records have no 'image' feature "
+                     f"(features: {sorted(first)})")
+  images = np.empty((len(ds),) + np.shape(first["image"]), np.uint8)
+  labels = np.empty(len(ds), np.int32) if "label" in first else None
+  for i in range(len(ds)):
+    record = ds[i]
+    images[i] = record["image"]
+    if labels is not None:
+      labels[i] = record["label"]
+  return images, labels
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

@@ -29,6 +29,32 @@ def bernoulli_nll_per_example(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarra
   return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x), axis=-1)
 
 
+def gaussian_nll_per_example(out: jnp.ndarray, x: jnp.ndarray, scale: float) -> jnp.ndarray:
+  """``-log N(x | sigmoid(out), scale^2)`` summed over features (fixed scale).
+
+  The mean is ``sigmoid(out)`` so that it stays in [0, 1] like the data.
+  """
+  mean = jax.nn.sigmoid(out)
+  return jnp.sum(0.5 * jnp.square((x - mean) / scale) + jnp.log(scale)
+                 + 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def reconstruction_nll(likelihood: str, scale: float = 0.1):
+  """The per-example ``-log p(x|z)`` of ``config.model.likelihood`` (SPEC section 3).
+
+  Raises:
+    ValueError: an unknown likelihood or a non-positive scale.
+  """
+  if likelihood == "bernoulli":
+    return bernoulli_nll_per_example
+  if likelihood == "gaussian":
+    if not scale > 0:
+      raise ValueError(f"model.gaussian_scale: expected > 0, got {scale}")
+    return lambda out, x: gaussian_nll_per_example(out, x, scale)
+  raise ValueError(f"model.likelihood: unknown {likelihood!r}; expected 'bernoulli' or "
+                   "'gaussian'")
+
+
 def gaussian_kl_per_dim(mu: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
   """``KL(N(mu, exp(logvar)) || N(0, 1))`` per example and latent dimension."""
   return 0.5 * (jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar)

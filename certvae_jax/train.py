@@ -80,7 +80,8 @@ class TrainState:
 
 
 def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
-                    align_on_mean: bool = False, skip_nonfinite: bool = False
+                    align_on_mean: bool = False, skip_nonfinite: bool = False,
+                    nll: Callable[..., jnp.ndarray] = losses.bernoulli_nll_per_example
                     ) -> Callable[..., tuple[TrainState, dict]]:
   """Builds ``train_step(state, batch, weights) -> (state, metrics)``, jitted, state donated.
 
@@ -88,6 +89,8 @@ def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
     model: the VAE.
     tx: the optimizer.
     align_on_mean: align the witness at ``mu`` instead of the sampled ``z``.
+    skip_nonfinite: skip non-finite batches instead of letting the loop stop.
+    nll: per-example reconstruction ``-log p(x|z)`` (see ``losses.reconstruction_nll``).
 
   The batch holds ``x`` ``(B, D)`` and ``t`` ``(B, K)`` (teacher rows; uniform rows
   in warm-up). ``weights`` is a :class:`~certvae_jax.losses.LossWeights` of scalars,
@@ -102,8 +105,7 @@ def make_train_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation,
   def loss_fn(params, x, t, rng, weights):
     mu, logvar = model.apply({"params": params}, x, method=TeacherGuidedVAE.encode)
     z = losses.reparameterize(rng, mu, logvar)
-    rec = jnp.mean(losses.bernoulli_nll_per_example(
-        model.apply({"params": params}, z, t, method=TeacherGuidedVAE.decode), x))
+    rec = jnp.mean(nll(model.apply({"params": params}, z, t, method=TeacherGuidedVAE.decode), x))
     kl = losses.gaussian_kl(mu, logvar)
     logits = model.apply({"params": params}, mu if align_on_mean else z,
                          method=TeacherGuidedVAE.witness_logits)
@@ -168,7 +170,9 @@ def make_prefit_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation, 
   return jax.jit(prefit_step, donate_argnums=0)
 
 
-def make_eval_fn(model: TeacherGuidedVAE) -> Callable[..., tuple[dict, certificate.CertificateStats]]:
+def make_eval_fn(model: TeacherGuidedVAE,
+                 nll: Callable[..., jnp.ndarray] = losses.bernoulli_nll_per_example
+                 ) -> Callable[..., tuple[dict, certificate.CertificateStats]]:
   """Jitted per-batch evaluation: latent statistics, ELBO terms and certificate sums.
 
   The certificate reads the raw witness at the encoder mean ``z = mu(x)`` (SPEC 1).
@@ -179,7 +183,7 @@ def make_eval_fn(model: TeacherGuidedVAE) -> Callable[..., tuple[dict, certifica
     v = {"params": params}
     mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
     z = losses.reparameterize(rng, mu, logvar)
-    rec = losses.bernoulli_nll_per_example(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x)
+    rec = nll(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x)
     mean_image = jax.nn.sigmoid(model.apply(v, mu, t, method=TeacherGuidedVAE.decode))
     logits = model.apply(v, mu, method=TeacherGuidedVAE.witness_logits)
     out = {"mu": mu, "logvar": logvar, "rec": rec,
@@ -276,7 +280,8 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
   """Validates the config, loads the data, checks the model builds, makes the mesh."""
   validate_config(config)
   data = data_lib.load_dataset(config.data.source, test_fraction=config.data.test_fraction,
-                               split_seed=config.data.split_seed)
+                               split_seed=config.data.split_seed,
+                               data_dir=config.data.data_dir or None)
   data_lib.steps_per_epoch(len(data.x_train), config.train.batch_size)
   if config.teacher.kind == "label_smoothed":
     if data.y_train is None or data.y_test is None:
@@ -291,7 +296,9 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
         raise ValueError(f"config.teacher.components: K={kk} exceeds the {len(data.x_train)} "
                          "training examples")
     k = int(config.teacher.components[0])
-  build_model(config.model, int(data.x_train.shape[1]), k)  # a bad model config fails now
+  # A bad model config fails now, before any work.
+  build_model(config.model, int(data.x_train.shape[1]), k, data.example_shape)
+  losses.reconstruction_nll(config.model.likelihood, float(config.model.gaussian_scale))
   mesh = Mesh(np.asarray(jax.devices()), ("data",))
   for name in ("train.batch_size", "eval.batch_size"):
     section, field = name.split(".")
@@ -352,7 +359,8 @@ def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
   for i, start in enumerate(range(0, len(x), bs)):
     # Every batch is padded to one shape (masked rows) so evaluation compiles once.
     n = len(x[start:start + bs])
-    batch = (_pad(x[start:start + bs], bs), _pad(t[start:start + bs], bs), np.arange(bs) < n)
+    batch = (_pad(data_lib.to_unit(x[start:start + bs]), bs), _pad(t[start:start + bs], bs),
+             np.arange(bs) < n)
     if sharding is not None:
       batch = jax.device_put(batch, sharding)
     out, batch_stats = eval_fn(params, *batch, jax.random.fold_in(rng, i))
@@ -456,11 +464,11 @@ class Runner:
         fn = jax.jit(init)
       elif name == "step":
         fn = make_train_step(model, tx, self.config.train.align_on_mean,
-                             bool(self.config.train.skip_nonfinite))
+                             bool(self.config.train.skip_nonfinite), self._nll())
       elif name == "prefit":
         fn = make_prefit_step(model, tx, num_classes, float(self.config.model.witness_beta))
       elif name == "eval":
-        fn = make_eval_fn(model)
+        fn = make_eval_fn(model, self._nll())
       elif name == "encode":
         fn = jax.jit(lambda p, xb: model.apply({"params": {"encoder": p}}, xb,
                                                method=TeacherGuidedVAE.encode)[0])
@@ -477,7 +485,12 @@ class Runner:
   # -- model and state ------------------------------------------------------
 
   def model(self, num_classes: int) -> TeacherGuidedVAE:
-    return build_model(self.config.model, self.input_dim, num_classes)
+    return build_model(self.config.model, self.input_dim, num_classes,
+                       self.ctx.data.example_shape)
+
+  def _nll(self) -> Callable[..., jnp.ndarray]:
+    m = self.config.model
+    return losses.reconstruction_nll(m.likelihood, float(m.gaussian_scale))
 
   def optimizer(self) -> optax.GradientTransformation:
     return optax.adam(self.config.train.learning_rate)
@@ -566,7 +579,8 @@ class Runner:
                f"{features.shape[0]}x{features.shape[1]} warm-up means")
       search = teacher_lib.search_teacher(features, self.config.teacher)
       teacher = teacher_lib.FrozenTeacher(encoder_params=encoder_params, gmm=search.gmm)
-      targets = np.asarray(self._teacher_probs_fn()(teacher, jnp.asarray(self.ctx.data.x_train)))
+      teacher_fn = self._teacher_probs_fn()
+      targets = self._map_batches(lambda xb: teacher_fn(teacher, xb), self.ctx.data.x_train)
       info = {"fingerprint": teacher_fp, "seed": self.config.seed,
               "warmup_step": self.config.warmup.steps, "stress_case": search.stress_case,
               "selected": search.selected, "candidates": search.candidates,
@@ -683,11 +697,15 @@ class Runner:
 
   # -- helpers --------------------------------------------------------------
 
+  def _map_batches(self, fn: Callable[[np.ndarray], Any], x: np.ndarray) -> np.ndarray:
+    """``fn`` over ``x`` in evaluation-sized batches (scaled to [0, 1]), concatenated."""
+    bs = self.config.eval.batch_size
+    return np.concatenate([np.asarray(fn(data_lib.to_unit(x[i:i + bs])))
+                           for i in range(0, len(x), bs)])
+
   def _encoder_means(self, encoder_params, x: np.ndarray) -> np.ndarray:
     fn = self.compiled("encode", self.ctx.num_classes)
-    bs = self.config.eval.batch_size
-    return np.concatenate([np.asarray(fn(encoder_params, x[i:i + bs]))
-                           for i in range(0, len(x), bs)])
+    return self._map_batches(lambda xb: fn(encoder_params, xb), x)
 
   def _teacher_probs_fn(self):
     return self.compiled("teacher", self.ctx.num_classes)
@@ -701,11 +719,8 @@ class Runner:
     tdir = self.phase_dir("teacher")
     if self.teacher is None:  # label-smoothed: the rows are the teacher
       return teacher_lib.load_train_targets(tdir), teacher_lib.load_test_targets(tdir)
-    bs = self.config.eval.batch_size
-
     def live(x):
-      return np.concatenate([np.asarray(teacher_fn(self.teacher, x[i:i + bs]))
-                             for i in range(0, len(x), bs)])
+      return self._map_batches(lambda xb: teacher_fn(self.teacher, xb), x)
 
     train = teacher_lib.load_train_targets(tdir) if target == "fixed" else live(d.x_train)
     return train, live(d.x_test)
@@ -724,9 +739,10 @@ class Runner:
     def batch_at(step: int) -> dict[str, jax.Array]:
       idx = data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
       if live:
-        x = jax.device_put(x_train[idx], self._batch_sharding)
+        x = jax.device_put(data_lib.to_unit(x_train[idx]), self._batch_sharding)
         return {"x": x, "t": teacher_fn(teacher, x)}
-      return jax.device_put({"x": x_train[idx], "t": t_train[idx]}, self._batch_sharding)
+      return jax.device_put({"x": data_lib.to_unit(x_train[idx]), "t": t_train[idx]},
+                            self._batch_sharding)
 
     return batch_at
 

@@ -24,10 +24,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.source = "digits"
   c.data.test_fraction = 0.2
   c.data.split_seed = 0
+  c.data.data_dir = ""              # TFDS data directory for tfds:NAME sources ("" = default)
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "mlp"
+  c.model.encoder = "mlp"           # or 'conv' for (H, W, C) images
   c.model.hidden = (256, 256)
+  c.model.conv_channels = (32, 64, 128, 256)  # conv encoder: one stride-2 stage each
+  c.model.fast_conv = True          # exact fast rewrites of the stride-2 (transposed) convs
+  c.model.likelihood = "bernoulli"  # or 'gaussian' (fixed scale) for natural images
+  c.model.gaussian_scale = 0.1
   c.model.latent_dim = 16
   c.model.head = "linear"          # raw z-only witness: 'linear' or 'mlp'
   c.model.head_hidden = (128,)
@@ -78,6 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.protocol = ml_collections.ConfigDict()
   c.protocol.variants = ("full", "noalign", "rescue")
+  c.protocol.target = "live"        # default --target: 'live' teacher or cached 'fixed' T_fix
 
   if arg == "smoke":
     c.warmup.steps = 60

@@ -28,6 +28,7 @@ cli.define_common_flags()
 def main() -> int:
   f = cli.parse(sys.argv)
   cli.enable_compilation_cache()
+  target = f.target or f.config.protocol.target
   if f.seeds < 1:
     cli.fail(f"--seeds: expected >= 1, got {f.seeds}")
   first = f.seed if f.seed is not None else 0
@@ -43,8 +44,8 @@ def main() -> int:
                            overwrite=f.overwrite)
     stem = os.path.join(root, "kl_stress", "kl_stress")
   else:
-    protocol.run_protocol(f.config, root, seeds, target=f.target, overwrite=f.overwrite)
-    stem = os.path.join(root, "protocol" + ("" if f.target == "live" else "_fixed"))
+    protocol.run_protocol(f.config, root, seeds, target=target, overwrite=f.overwrite)
+    stem = os.path.join(root, "protocol" + ("" if target == "live" else "_fixed"))
   with open(stem + ".md") as fh:
     print(fh.read())
   print(f"tables: {stem}.json and {stem}.md")

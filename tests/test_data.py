@@ -22,7 +22,9 @@ def test_npz_source_with_and_without_test_split(tmp_path):
   np.savez(p, x=x, y=np.arange(50) % 3)
   d = data.load_dataset(f"npz:{p}", test_fraction=0.2)
   assert d.x_train.shape == (40, 16) and d.x_test.shape == (10, 16)
-  assert d.x_train.max() <= 1.0 and d.num_classes == 3
+  assert d.x_train.dtype == np.uint8 and d.num_classes == 3  # scaled per batch
+  unit = data.to_unit(d.x_train)
+  assert unit.dtype == np.float32 and unit.max() <= 1.0
   np.savez(p, x=x.astype(np.float32) / 255, x_test=x[:5].astype(np.float32) / 255)
   d = data.load_dataset(f"npz:{p}")
   assert len(d.x_train) == 50 and len(d.x_test) == 5 and d.y_train is None

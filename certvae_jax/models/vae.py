@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from certvae_jax.models.conv import ConvDecoder, ConvEncoder
 from certvae_jax.models.heads import LinearHead, MLPHead
 from certvae_jax.models.mlp import MLPDecoder, MLPEncoder
 from certvae_jax.simplex import SimplexWitness
@@ -41,15 +42,17 @@ class TeacherGuidedVAE(nn.Module):
     return self.decode(mu, t), self.witness_logits(mu), logvar
 
 
-def build_model(model_config: Any, input_dim: int, num_classes: int) -> TeacherGuidedVAE:
+def build_model(model_config: Any, input_dim: int, num_classes: int,
+                example_shape: tuple[int, ...] | None = None) -> TeacherGuidedVAE:
   """Builds the VAE described by ``config.model``.
 
   Args:
-    model_config: ``ConfigDict`` with ``encoder``, ``hidden``, ``latent_dim``,
-      ``head`` ('linear' | 'mlp' | 'simplex'), ``head_hidden``, ``witness_beta``,
-      ``decoder_reads_teacher``.
+    model_config: ``ConfigDict`` with ``encoder`` ('mlp' | 'conv'), ``hidden``,
+      ``conv_channels``, ``fast_conv``, ``latent_dim``, ``head`` ('linear' | 'mlp' |
+      'simplex'), ``head_hidden``, ``witness_beta``, ``decoder_reads_teacher``.
     input_dim: flattened input size.
     num_classes: K, the teacher's number of classes.
+    example_shape: the shape of one example, ``(H, W, C)`` for the conv encoder.
 
   Raises:
     ValueError: an unknown architecture or head, or a non-positive size.
@@ -60,12 +63,28 @@ def build_model(model_config: Any, input_dim: int, num_classes: int) -> TeacherG
     raise ValueError(f"model: latent_dim and hidden widths must be >= 1, got {latent}, {hidden}")
   if num_classes < 2:
     raise ValueError(f"teacher.num_components: needs K >= 2, got {num_classes}")
-  if model_config.encoder != "mlp":
+  reads_teacher = bool(model_config.decoder_reads_teacher)
+  if model_config.encoder == "mlp":
+    encoder = MLPEncoder(hidden=hidden, latent_dim=latent)
+    decoder = MLPDecoder(hidden=hidden[::-1], out_dim=input_dim, reads_teacher=reads_teacher)
+  elif model_config.encoder == "conv":
+    channels = tuple(int(c) for c in model_config.conv_channels)
+    shape = tuple(example_shape or ())
+    if len(shape) != 3:
+      raise ValueError(f"model.encoder: 'conv' needs image examples of shape (H, W, C), got "
+                       f"{shape or 'flat vectors'}")
+    if not channels or any(c < 1 for c in channels):
+      raise ValueError(f"model.conv_channels: expected positive widths, got {channels}")
+    if shape[0] % 2 ** len(channels) or shape[1] % 2 ** len(channels):
+      raise ValueError(f"model.conv_channels: {len(channels)} stride-2 stages need H and W "
+                       f"divisible by {2 ** len(channels)}, got {shape[:2]}")
+    fast = bool(model_config.fast_conv)
+    encoder = ConvEncoder(image_shape=shape, channels=channels, latent_dim=latent, fast=fast)
+    decoder = ConvDecoder(image_shape=shape, channels=channels, reads_teacher=reads_teacher,
+                          fast=fast)
+  else:
     raise ValueError(f"model.encoder: unknown architecture {model_config.encoder!r}; "
-                     "expected 'mlp'")
-  encoder = MLPEncoder(hidden=hidden, latent_dim=latent)
-  decoder = MLPDecoder(hidden=hidden[::-1], out_dim=input_dim,
-                       reads_teacher=bool(model_config.decoder_reads_teacher))
+                     "expected 'mlp' or 'conv'")
   if model_config.head == "linear":
     head = LinearHead(num_classes)
   elif model_config.head == "mlp":

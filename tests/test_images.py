@@ -1,0 +1,95 @@
+"""Image data and conv models (issue 4): exact conv rewrites, TFDS via mock data, smoke runs."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from certvae_jax import data, train
+from certvae_jax.models import conv
+from configs import cifar100, tiny_imagenet
+
+
+@pytest.mark.parametrize("hw,cin,cout", [(8, 3, 5), (16, 4, 2), (2, 6, 3)])
+def test_fast_strided_conv_equals_plain(hw, cin, cout):
+  rng = np.random.default_rng(hw)
+  x = jnp.asarray(rng.normal(size=(2, hw, hw, cin)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(4, 4, cin, cout)) * 0.3, jnp.float32)
+  np.testing.assert_allclose(conv.downsample(x, k, True), conv.downsample(x, k, False),
+                             atol=3e-6)
+  y = jnp.asarray(rng.normal(size=(2, hw, hw, cin)), jnp.float32)
+  up_fast, up_plain = conv.upsample(y, k, True), conv.upsample(y, k, False)
+  assert up_fast.shape == (2, 2 * hw, 2 * hw, cout)
+  np.testing.assert_allclose(up_fast, up_plain, atol=3e-6)
+
+
+def test_upsample_is_the_adjoint_of_downsample():
+  rng = np.random.default_rng(1)
+  k = jnp.asarray(rng.normal(size=(4, 4, 3, 2)), jnp.float32)
+  u = jnp.asarray(rng.normal(size=(1, 8, 8, 2)), jnp.float32)  # downsample input
+  v = jnp.asarray(rng.normal(size=(1, 4, 4, 3)), jnp.float32)  # upsample input
+  # <down(u; k^T), v> == <u, up(v; k)> with k^T swapping the channel axes.
+  lhs = jnp.sum(conv.downsample(u, k.transpose(0, 1, 3, 2), True) * v)
+  rhs = jnp.sum(u * conv.upsample(v, k, True))
+  assert float(lhs) == pytest.approx(float(rhs), rel=1e-5)
+
+
+def test_conv_encoder_decoder_fast_equal_plain_with_same_parameters():
+  shape, channels = (32, 32, 3), (8, 16, 32)
+  x = jnp.asarray(np.random.default_rng(0).random((2, 32 * 32 * 3)), jnp.float32)
+  enc_f = conv.ConvEncoder(shape, channels, 16, fast=True)
+  enc_p = conv.ConvEncoder(shape, channels, 16, fast=False)
+  params = enc_f.init(jax.random.PRNGKey(0), x)
+  for a, b in zip(enc_f.apply(params, x), enc_p.apply(params, x)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  z = jnp.ones((2, 16))
+  dec_f = conv.ConvDecoder(shape, channels, fast=True)
+  dec_p = conv.ConvDecoder(shape, channels, fast=False)
+  dp = dec_f.init(jax.random.PRNGKey(1), z)
+  out = dec_f.apply(dp, z)
+  assert out.shape == (2, 32 * 32 * 3)
+  np.testing.assert_allclose(out, dec_p.apply(dp, z), atol=1e-5)
+
+
+def test_tfds_source_reads_images_and_labels_through_data_source():
+  with tfds.testing.mock_data(num_examples=40):
+    d = data.load_dataset("tfds:cifar100")
+  assert d.x_train.shape == (40, 32 * 32 * 3) and d.x_train.dtype == np.uint8
+  assert d.example_shape == (32, 32, 3) and d.y_train.shape == (40,)
+  assert len(d.x_test) == 40
+
+
+def test_unprepared_or_unknown_tfds_data_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="not prepared.*download_and_prepare"):
+    data.load_dataset("tfds:cifar100", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="TFDS has no dataset 'no_such_set_xyz'"):
+    data.load_dataset("tfds:no_such_set_xyz", data_dir=str(tmp_path))
+
+
+def test_cifar100_smoke_runs_on_mock_data(tmp_path):
+  cfg = cifar100.get_config("smoke")
+  with tfds.testing.mock_data(num_examples=96):
+    runner = train.Runner(cfg, str(tmp_path), log=lambda _: None)
+    summary = runner.run_mode("full")
+  assert summary["dataset"] == "tfds:cifar100" and summary["step"] == cfg.train.steps
+  assert np.isfinite(summary["test"]["margin"]) and summary["test"]["k"] == 10
+
+
+def test_tiny_imagenet_smoke_runs_fixed_target_on_synthetic_npz(tmp_path):
+  rng = np.random.default_rng(0)
+  p = tmp_path / "tiny.npz"
+  np.savez(p, x=rng.integers(0, 256, (96, 64, 64, 3), dtype=np.uint8),
+           y=rng.integers(0, 200, 96), x_test=rng.integers(0, 256, (32, 64, 64, 3), dtype=np.uint8),
+           y_test=rng.integers(0, 200, 32))
+  cfg = tiny_imagenet.get_config("smoke")
+  cfg.data.source = f"npz:{p}"
+  summary = train.Runner(cfg, str(tmp_path / "w"), log=lambda _: None).run_mode(
+      "full", cfg.protocol.target)
+  assert summary["target"] == "fixed"
+  assert os.path.isfile(tmp_path / "w" / "full_fixed" / "summary.json")
+  with open(tmp_path / "w" / "teacher" / "teacher.json") as fh:
+    assert json.load(fh)["num_components"] == 10

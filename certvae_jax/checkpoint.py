@@ -113,15 +113,22 @@ class Checkpointer:
     raise ValueError(f"checkpoint: every checkpoint in {self.directory!r} is damaged")
 
   def _quarantine(self, step: int) -> str:
-    """Moves a damaged step out of the manager's sight, keeping it for inspection."""
+    """Moves a damaged step out of the manager's sight, keeping it for inspection.
+
+    Process 0 moves it; every process then reloads the manager's list of steps.
+    """
     src = os.path.join(self.directory, str(step))
     dst_dir = self.directory.rstrip("/") + "_damaged"
-    os.makedirs(dst_dir, exist_ok=True)
     dst = os.path.join(dst_dir, str(step))
-    if os.path.exists(dst):
-      shutil.rmtree(dst)
-    if os.path.exists(src):
-      shutil.move(src, dst)
+    if jax.process_index() == 0:
+      os.makedirs(dst_dir, exist_ok=True)
+      if os.path.exists(dst):
+        shutil.rmtree(dst)
+      if os.path.exists(src):
+        shutil.move(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices(f"quarantine-{step}")
     self._manager.reload()
     return dst
 

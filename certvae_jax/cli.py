@@ -28,8 +28,23 @@ def define_common_flags() -> None:
   flags.DEFINE_enum("target", None, ["live", "fixed"],
                     "Teacher targets: the live frozen teacher or the cached T_fix "
                     "(default: config.protocol.target).")
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+  flags.DEFINE_bool("distributed", False, "Multi-host with JAX's cluster auto-detection "
+                    "(TPU pods, SLURM, ...); implied by --coordinator_address.")
   flags.DEFINE_bool("overwrite", False, "Clear a workdir made with another config, teacher "
                     "or dataset instead of refusing to run in it.")
+
+
+def maybe_initialize_distributed(f: flags.FlagValues) -> None:
+  """``jax.distributed.initialize`` when asked, before anything touches a device."""
+  if f.distributed or f.coordinator_address or f.num_processes or f.process_id is not None:
+    from certvae_jax import distributed  # pylint: disable=import-outside-toplevel
+    try:
+      distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    except ValueError as e:
+      fail(str(e))
 
 
 def enable_compilation_cache() -> None:
@@ -74,6 +89,15 @@ def _first_line(e: BaseException) -> str:
     return type(e).__name__
   # "Error whilst parsing config file:" and the like: the cause is on the last line.
   return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def setup(argv: list[str]) -> tuple[flags.FlagValues, str]:
+  """A launch script's prologue: flags and config, the distributed runtime (before any
+  device is touched), the compilation cache; returns the flags and the target."""
+  f = parse(argv)
+  maybe_initialize_distributed(f)
+  enable_compilation_cache()
+  return f, f.target or f.config.protocol.target
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -33,6 +33,7 @@ Workdir layout (one seed)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -49,7 +50,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from certvae_jax import certificate, data as data_lib, diagnostics, losses, simplex
+from certvae_jax import certificate, data as data_lib, diagnostics, distributed, losses, simplex
 from certvae_jax import teacher as teacher_lib
 from certvae_jax.checkpoint import Checkpointer, IncompatibleCheckpoint, check_compatible
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
@@ -171,14 +172,15 @@ def make_prefit_step(model: TeacherGuidedVAE, tx: optax.GradientTransformation, 
 
 
 def make_eval_fn(model: TeacherGuidedVAE,
-                 nll: Callable[..., jnp.ndarray] = losses.bernoulli_nll_per_example
+                 nll: Callable[..., jnp.ndarray] = losses.bernoulli_nll_per_example,
+                 out_sharding: jax.sharding.Sharding | None = None
                  ) -> Callable[..., tuple[dict, certificate.CertificateStats]]:
   """Jitted per-batch evaluation: latent statistics, ELBO terms and certificate sums.
 
   The certificate reads the raw witness at the encoder mean ``z = mu(x)`` (SPEC 1).
+  ``out_sharding`` (replicated) gathers the per-example outputs to every process.
   """
 
-  @jax.jit
   def eval_batch(params, x, t, mask, rng):
     v = {"params": params}
     mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
@@ -192,7 +194,7 @@ def make_eval_fn(model: TeacherGuidedVAE,
            "witness": jax.nn.softmax(logits, axis=-1)}
     return out, certificate.batch_stats(t, logits, from_logits=True, mask=mask)
 
-  return eval_batch
+  return jax.jit(eval_batch, out_shardings=out_sharding)
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +364,7 @@ def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
     batch = (_pad(data_lib.to_unit(x[start:start + bs]), bs), _pad(t[start:start + bs], bs),
              np.arange(bs) < n)
     if sharding is not None:
-      batch = jax.device_put(batch, sharding)
+      batch = tuple(distributed.global_batch(b, sharding) for b in batch)
     out, batch_stats = eval_fn(params, *batch, jax.random.fold_in(rng, i))
     stats = stats.merge(batch_stats)
     for key, value in jax.device_get(out).items():
@@ -436,8 +438,10 @@ class Runner:
     self.config = config
     self.workdir = workdir
     self.overwrite = overwrite
-    self._lock = WorkdirLock(workdir)
-    self.log = log or (lambda msg: print(msg, file=sys.stderr))
+    self.main = distributed.is_main()  # process 0 writes files and logs; see distributed.py
+    self._lock = WorkdirLock(workdir) if self.main else contextlib.nullcontext()
+    sink = log or (lambda msg: print(msg, file=sys.stderr))
+    self.log = sink if self.main else (lambda msg: None)
     d = self.ctx.data
     self.input_dim = int(d.x_train.shape[1])
     self._replicated = NamedSharding(self.ctx.mesh, P())
@@ -461,14 +465,14 @@ class Runner:
                             rng=jax.random.fold_in(jax.random.PRNGKey(self.config.seed),
                                                    phase_code),
                             skipped=jnp.asarray(0, jnp.int32))
-        fn = jax.jit(init)
+        fn = jax.jit(init, out_shardings=self._replicated)
       elif name == "step":
         fn = make_train_step(model, tx, self.config.train.align_on_mean,
                              bool(self.config.train.skip_nonfinite), self._nll())
       elif name == "prefit":
         fn = make_prefit_step(model, tx, num_classes, float(self.config.model.witness_beta))
       elif name == "eval":
-        fn = make_eval_fn(model, self._nll())
+        fn = make_eval_fn(model, self._nll(), self._replicated)
       elif name == "encode":
         fn = jax.jit(lambda p, xb: model.apply({"params": {"encoder": p}}, xb,
                                                method=TeacherGuidedVAE.encode)[0])
@@ -525,7 +529,9 @@ class Runner:
         if not self.overwrite:
           raise
         self.log(f"{e}\n--overwrite: clearing {self.workdir!r} and starting again")
-        clear_workdir(self.workdir)
+        if self.main:
+          clear_workdir(self.workdir)
+        distributed.barrier("overwrite")
         self.teacher = self.teacher_info = None
         return fn()
 
@@ -554,7 +560,12 @@ class Runner:
     tdir = self.phase_dir("teacher")
     warm_fp = fingerprint(self.config, "warmup", self.config.warmup.alpha_kl)
     teacher_fp = fingerprint(self.config, "teacher", self.config.teacher.to_dict())
-    if teacher_lib.teacher_exists(tdir):
+    # Every process must take the same branch below: look only after all arrived, and let
+    # nobody write before all have looked.
+    distributed.barrier("teacher-look")
+    exists = teacher_lib.teacher_exists(tdir)
+    distributed.barrier("teacher-looked")
+    if exists:
       teacher, info = teacher_lib.load_teacher(tdir)
       check_compatible(info, {"fingerprint": teacher_fp}, f"the teacher in {tdir!r}")
     elif self.config.teacher.kind == "label_smoothed":
@@ -564,7 +575,9 @@ class Runner:
       test_t = teacher_lib.label_smoothed(d.y_test, k, eps)
       info = {"fingerprint": teacher_fp, "seed": self.config.seed, "eps": eps,
               "stress_case": False, "selected_scores": teacher_lib.score_teacher(train_t)}
-      teacher_lib.save_label_teacher(tdir, train_t, test_t, info)
+      if self.main:
+        teacher_lib.save_label_teacher(tdir, train_t, test_t, info)
+      distributed.barrier("teacher-saved")
       teacher, info = teacher_lib.load_teacher(tdir)
       self.log(f"teacher: label smoothing eps={eps}, K={k}, "
                f"I_T={info['selected_scores']['teacher_mi']:.4f}")
@@ -578,14 +591,18 @@ class Runner:
       self.log(f"teacher: fitting {self._grid_size()} GMM candidates on "
                f"{features.shape[0]}x{features.shape[1]} warm-up means")
       search = teacher_lib.search_teacher(features, self.config.teacher)
-      teacher = teacher_lib.FrozenTeacher(encoder_params=encoder_params, gmm=search.gmm)
-      teacher_fn = self._teacher_probs_fn()
-      targets = self._map_batches(lambda xb: teacher_fn(teacher, xb), self.ctx.data.x_train)
-      info = {"fingerprint": teacher_fp, "seed": self.config.seed,
-              "warmup_step": self.config.warmup.steps, "stress_case": search.stress_case,
-              "selected": search.selected, "candidates": search.candidates,
-              "selected_scores": search.candidates[search.selected]["scores"]}
-      teacher_lib.save_teacher(tdir, teacher, info, train_targets=targets)
+      # Fitted on every host; process 0's fit is the one all use (and the one saved).
+      gmm = distributed.broadcast(search.gmm)
+      teacher = teacher_lib.FrozenTeacher(encoder_params=encoder_params, gmm=gmm)
+      if self.main:
+        teacher_fn = self._teacher_probs_fn()
+        targets = self._map_batches(lambda xb: teacher_fn(teacher, xb), self.ctx.data.x_train)
+        info = {"fingerprint": teacher_fp, "seed": self.config.seed,
+                "warmup_step": self.config.warmup.steps, "stress_case": search.stress_case,
+                "selected": search.selected, "candidates": search.candidates,
+                "selected_scores": search.candidates[search.selected]["scores"]}
+        teacher_lib.save_teacher(tdir, teacher, info, train_targets=targets)
+      distributed.barrier("teacher-saved")
       teacher, info = teacher_lib.load_teacher(tdir)
       sel = info["candidates"][info["selected"]]
       self.log(f"teacher: selected K={sel['components']} {sel['covariance_type']} seed "
@@ -734,15 +751,15 @@ class Runner:
     """``step -> batch`` on the mesh. Live targets are computed from the batch on device."""
     x_train, cfg = self.ctx.data.x_train, self.config
     live = phase.target == "live" and teacher_fn is not None and self.teacher is not None
-    teacher = jax.device_put(self.teacher, self._replicated) if live else None
+    teacher = (jax.device_put(jax.tree.map(np.asarray, self.teacher), self._replicated)
+               if live else None)
 
     def batch_at(step: int) -> dict[str, jax.Array]:
       idx = data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
+      x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self._batch_sharding)
       if live:
-        x = jax.device_put(data_lib.to_unit(x_train[idx]), self._batch_sharding)
         return {"x": x, "t": teacher_fn(teacher, x)}
-      return jax.device_put({"x": data_lib.to_unit(x_train[idx]), "t": t_train[idx]},
-                            self._batch_sharding)
+      return {"x": x, "t": distributed.global_batch(t_train[idx], self._batch_sharding)}
 
     return batch_at
 
@@ -755,17 +772,19 @@ class Runner:
     summary_path = os.path.join(pdir, "summary.json")
     metrics_path = os.path.join(pdir, "metrics.jsonl")
     meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
+    distributed.barrier(f"{phase.name}-start")  # all see the same files below
 
     with self.checkpointer(phase.name) as ckpt:
       if ckpt.latest_step() is not None:
         state, saved = self.restore(ckpt, k)
         check_compatible(saved, {key: meta[key] for key in phase.meta}, f"{pdir!r}")
-        _truncate_metrics(metrics_path, int(state.step))
+        if self.main:
+          _truncate_metrics(metrics_path, int(state.step))
         if int(state.step) < phase.total_steps:
           self.log(f"{phase.name}: resuming from step {int(state.step)}")
       else:
         state = init_fn()
-        if os.path.exists(metrics_path):
+        if self.main and os.path.exists(metrics_path):
           os.remove(metrics_path)
       if int(state.step) > phase.total_steps:
         raise ValueError(f"{phase.name}: the checkpoint is at step {int(state.step)}, beyond "
@@ -786,10 +805,12 @@ class Runner:
       if ckpt.latest_step() != int(state.step):
         ckpt.save(int(state.step), state, meta)
     summary = self._final_summary(phase, state, eval_fn, t_train, t_test, pdir)
-    with open(metrics_path, "a") as fh:
-      fh.write(json.dumps({"step": summary["step"], "mode": phase.mode,
-                           "train": summary["train"], "test": summary["test"]}) + "\n")
-    _write_json(summary_path, summary)
+    if self.main:
+      with open(metrics_path, "a") as fh:
+        fh.write(json.dumps({"step": summary["step"], "mode": phase.mode,
+                             "train": summary["train"], "test": summary["test"]}) + "\n")
+      _write_json(summary_path, summary)
+    distributed.barrier(f"{phase.name}-done")
     return summary
 
   def _loop(self, phase, state, train_step, eval_fn, ckpt, meta, batch_at, t_train, t_test,
@@ -797,7 +818,8 @@ class Runner:
     """Steps to ``phase.total_steps``; evaluates every ``eval.every`` (the final
     evaluation is the summary's) and checkpoints every ``train.checkpoint_every``."""
     cfg = self.config
-    bar = _progress(phase.name, int(state.step), phase.total_steps, cfg.train.progress)
+    bar = _progress(phase.name, int(state.step), phase.total_steps,
+                    cfg.train.progress and self.main)
     pending: list[tuple[int, dict]] = []
     last_margin = float("nan")
     step_metrics = {"loss": float("nan")}
@@ -817,11 +839,12 @@ class Runner:
       if evaluating:
         row = {"step": done, "mode": phase.mode, "train_step": step_metrics}
         for split, x, t in self._splits(t_train, t_test):
-          row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg, _EVAL_RNG,
-                                         self._batch_sharding)
+          row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg,
+                                         jax.random.PRNGKey(_EVAL_SEED), self._batch_sharding)
         last_margin = row["train"]["margin"]
-        with open(metrics_path, "a") as fh:
-          fh.write(json.dumps(row) + "\n")
+        if self.main:
+          with open(metrics_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
         bar.set_postfix(loss=f"{step_metrics['loss']:.2f}", G_tau=f"{last_margin:+.3f}")
       if saving:
         ckpt.save(done, state, meta)
@@ -836,14 +859,17 @@ class Runner:
     d = self.ctx.data
     splits, arrays = {}, {}
     for split, x, t in self._splits(t_train, t_test):
-      splits[split], arrays[split] = evaluate_split(eval_fn, state.params, x, t, self.config,
-                                                    _EVAL_RNG, self._batch_sharding)
+      splits[split], arrays[split] = evaluate_split(
+          eval_fn, state.params, x, t, self.config, jax.random.PRNGKey(_EVAL_SEED),
+          self._batch_sharding)
     if d.y_train is not None and d.y_test is not None:
       train_acc, test_acc = diagnostics.linear_probe_accuracy(
           arrays["train"]["mu"], d.y_train, arrays["test"]["mu"], d.y_test)
       splits["train"]["probe_accuracy"], splits["test"]["probe_accuracy"] = train_acc, test_acc
-    np.savez(os.path.join(pdir, "predictions.npz"),
-             **{f"{s}_{key}": arrays[s][key] for s in arrays for key in ("teacher", "witness", "mu")})
+    if self.main:
+      np.savez(os.path.join(pdir, "predictions.npz"),
+               **{f"{s}_{key}": arrays[s][key] for s in arrays
+                  for key in ("teacher", "witness", "mu")})
     info = self.teacher_info or {}
     return {"mode": phase.mode, "target": phase.target, "step": int(state.step),
             "seed": int(self.config.seed), "dataset": d.name,
@@ -853,8 +879,9 @@ class Runner:
             "train": splits["train"], "test": splits["test"]}
 
 
-# Evaluation uses its own fixed key: it never touches the training RNG stream.
-_EVAL_RNG = jax.random.PRNGKey(12345)
+# Evaluation uses its own fixed key: it never touches the training RNG stream. (A seed,
+# not a key: nothing may run on a device at import, before jax.distributed.initialize.)
+_EVAL_SEED = 12345
 
 
 def _check_finite(pending: list[tuple[int, dict]], phase: str) -> dict[str, float]:

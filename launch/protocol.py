@@ -26,9 +26,7 @@ cli.define_common_flags()
 
 
 def main() -> int:
-  f = cli.parse(sys.argv)
-  cli.enable_compilation_cache()
-  target = f.target or f.config.protocol.target
+  f, target = cli.setup(sys.argv)
   if f.seeds < 1:
     cli.fail(f"--seeds: expected >= 1, got {f.seeds}")
   first = f.seed if f.seed is not None else 0

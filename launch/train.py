@@ -25,22 +25,22 @@ cli.define_common_flags()
 
 
 def main() -> int:
-  f = cli.parse(sys.argv)
-  cli.enable_compilation_cache()
-  target = f.target or f.config.protocol.target
+  f, target = cli.setup(sys.argv)
   config = f.config
   if f.seed is not None:
     config.seed = f.seed
   workdir = f.workdir or os.path.join("runs", cli.run_name(f), f"seed{config.seed}")
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
   summary = train.train(config, f.mode, workdir, target=target, overwrite=f.overwrite)
-  print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "
-        f"{summary['seed']}, {summary['dataset']}; summary: "
-        f"{os.path.join(workdir, f.mode if target == 'live' or f.mode == 'warmup' else f.mode + '_fixed', 'summary.json')}")
-  for split in ("train", "test"):
-    print(f"{split}: {train.summary_line(summary[split])}")
-  if summary.get("stress_case"):
-    print("note: teacher stress case (no candidate passed the QC thresholds); report separately")
+  if train.distributed.is_main():
+    phase = f.mode if target == "live" or f.mode == "warmup" else f.mode + "_fixed"
+    print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "
+          f"{summary['seed']}, {summary['dataset']}; summary: "
+          f"{os.path.join(workdir, phase, 'summary.json')}")
+    for split in ("train", "test"):
+      print(f"{split}: {train.summary_line(summary[split])}")
+    if summary.get("stress_case"):
+      print("note: teacher stress case (no candidate passed the QC thresholds); report apart")
   return 0
 
 

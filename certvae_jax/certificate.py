@@ -442,9 +442,8 @@ class CertificateStats(NamedTuple):
     """Sum of two accumulators (associative and commutative)."""
     if self.k != other.k:
       raise ValueError(f"other: cannot merge stats with K={other.k} into K={self.k}")
-    host = all(not isinstance(x, jax.Array) for x in self)
-    if host:
-      return CertificateStats(*(np.asarray(a) + np.asarray(jax.device_get(b), dtype=np.asarray(a).dtype)
+    if all(not isinstance(x, jax.Array) for x in self):  # host accumulator: add in float64
+      return CertificateStats(*(np.asarray(a) + np.asarray(jax.device_get(b), np.asarray(a).dtype)
                                 for a, b in zip(self, other)))
     return CertificateStats(*(a + b for a, b in zip(self, other)))
 

@@ -151,7 +151,8 @@ def kl_stress_table(rows: list[dict[str, Any]], lambda_ts: float) -> str:
       g = np.array([r["bare_margin"] for r in sel], float)
       balance = "-"
       if "analytic_code_energy" in sel[0]:
-        balance = (f"{np.mean([lambda_ts * r['teacher_mi'] for r in sel]) - alpha * sel[0]['analytic_code_energy']:+.3f}")
+        gain = np.mean([lambda_ts * r["teacher_mi"] for r in sel])
+        balance = f"{gain - alpha * sel[0]['analytic_code_energy']:+.3f}"
       out += (f"| {alpha:g} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
               f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
               f"{np.mean([r['active_units'] for r in sel]):.1f} | "

@@ -205,7 +205,8 @@ def test_streamed_and_merged_stats_equal_one_shot_report(seed, n, k, parts, logi
   t = random_simplex(rng, n, k, 0.3).astype(np.float32)
   z = (rng.normal(size=(n, k)) * 2).astype(np.float32)
   s = np.asarray(jax.nn.softmax(z, -1))
-  cuts = np.sort(rng.choice(np.arange(1, n), size=min(parts - 1, n - 1), replace=False)) if n > 1 else []
+  cuts = (np.sort(rng.choice(np.arange(1, n), size=min(parts - 1, n - 1), replace=False))
+          if n > 1 else [])
   pieces = np.split(np.arange(n), cuts)
   # Two halves accumulated separately (e.g. two hosts), then merged.
   halves = [cert.CertificateStats.zeros(k), cert.CertificateStats.zeros(k)]

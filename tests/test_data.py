@@ -30,15 +30,18 @@ def test_npz_source_with_and_without_test_split(tmp_path):
   assert len(d.x_train) == 50 and len(d.x_test) == 5 and d.y_train is None
 
 
+ZEROS = np.zeros((10, 3), np.float32)
+
+
 @pytest.mark.parametrize("arrays,match", [
     ({"x": np.full((10, 3), np.nan, np.float32)}, "x: example 0 has NaN"),
     ({"x": np.zeros(10, np.float32)}, "x: expected shape"),
     ({"x": np.full((10, 3), 2.0, np.float32)}, r"x: float inputs must lie in \[0, 1\]"),
     ({"x": np.zeros((10, 3), np.int64)}, "x: expected uint8 or float"),
-    ({"x": np.zeros((10, 3), np.float32), "y": np.zeros(9, np.int64)}, r"y: expected shape \(10,\)"),
-    ({"x": np.zeros((10, 3), np.float32), "y": np.zeros(10, np.float32)}, "y: expected integer"),
+    ({"x": ZEROS, "y": np.zeros(9, np.int64)}, r"y: expected shape \(10,\)"),
+    ({"x": ZEROS, "y": np.zeros(10, np.float32)}, "y: expected integer"),
     ({"y": np.zeros(10, np.int64)}, "missing array 'x'"),
-    ({"x": np.zeros((10, 3), np.float32), "x_test": np.zeros((4, 5), np.float32)}, "x_test: example size"),
+    ({"x": ZEROS, "x_test": np.zeros((4, 5), np.float32)}, "x_test: example size"),
 ])
 def test_npz_bad_arrays_raise_clear_errors(tmp_path, arrays, match):
   p = tmp_path / "bad.npz"

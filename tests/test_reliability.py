@@ -65,9 +65,9 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path):
 
 
 def _largest_data_file(step_dir):
-  files = []
-  for root, _, names in os.walk(os.path.join(step_dir, "state")):
-    files += [os.path.join(root, n) for n in names if os.sep + "d" + os.sep in os.path.join(root, n) + os.sep]
+  """The biggest array-data file of a step (Orbax keeps them in ``.../d/`` folders)."""
+  files = [os.path.join(root, n) for root, _, names in os.walk(os.path.join(step_dir, "state"))
+           if os.path.basename(root) == "d" for n in names]
   return max(files, key=os.path.getsize)
 
 

@@ -1,0 +1,192 @@
+"""Training throughput: JAX (this library's train step) against PyTorch, same architectures.
+
+    python benchmarks/throughput.py                    # both models, 1/2/4 CPU devices, PyTorch
+    python benchmarks/throughput.py --models=mlp --devices=1 --no-torch
+
+Models: the digits MLP VAE (64-256-256, d = 16, K = 10, Bernoulli) and the 32x32x3 conv VAE
+(32-64-128-256 stride 2, latent 64, K = 100, Gaussian). Each step does everything a training
+step does here: encoder, reparameterisation, decoder, KL, alignment to teacher rows, balance,
+Adam. Reported: compile time of the first step, then the median of timed windows.
+JAX runs once per device count in a subprocess (the device count is fixed when JAX starts);
+PyTorch (optional: ``pip install torch``; never needed by the tests) runs eager on the CPU
+with denormals flushed, the fair setting (PERF-NOTES).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MODELS = {  # name -> (input shape, K, latent, batch)
+    "mlp": ((64,), 10, 16, 128),
+    "conv": ((32, 32, 3), 100, 64, 128),
+}
+
+
+def _batch(shape, k, batch, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.random((batch, int(np.prod(shape)))).astype(np.float32)
+  t = rng.dirichlet(np.full(k, 0.3), size=batch).astype(np.float32)
+  return x, t
+
+
+def _time(step, n_windows=5, window=20):
+  times = []
+  for _ in range(n_windows):
+    t0 = time.perf_counter()
+    step(window)
+    times.append((time.perf_counter() - t0) / window)
+  return statistics.median(times)
+
+
+def jax_worker(model_name: str) -> dict:
+  """Runs inside a subprocess with the forced device count."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from certvae_jax import losses, train  # pylint: disable=import-outside-toplevel
+  from certvae_jax.models.vae import build_model, init_params  # pylint: disable=import-outside-toplevel
+  from configs import cifar100, digits  # pylint: disable=import-outside-toplevel
+
+  shape, k, latent, batch = MODELS[model_name]
+  cfg = (digits.get_config() if model_name == "mlp" else cifar100.get_config()).model
+  cfg.latent_dim = latent
+  model = build_model(cfg, int(np.prod(shape)), k, shape if len(shape) == 3 else None)
+  tx = optax.adam(1e-3)
+  nll = losses.reconstruction_nll(cfg.likelihood, cfg.gaussian_scale)
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  params = init_params(model, jax.random.PRNGKey(0), int(np.prod(shape)), k)
+  state = train.TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                           opt_state=tx.init(params), rng=jax.random.PRNGKey(1),
+                           skipped=jnp.asarray(0, jnp.int32))
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  x, t = _batch(shape, k, batch)
+  batch_arrays = jax.device_put({"x": x, "t": t}, NamedSharding(mesh, P("data")))
+  weights = losses.LossWeights(*(jnp.float32(w) for w in (1.0, 5.0, 1.0)))
+  step_fn = train.make_train_step(model, tx, nll=nll)
+  t0 = time.perf_counter()
+  state, m = step_fn(state, batch_arrays, weights)
+  jax.block_until_ready(m["loss"])
+  compile_s = time.perf_counter() - t0
+  holder = [state]
+
+  def run(n):
+    s = holder[0]
+    for _ in range(n):
+      s, metrics = step_fn(s, batch_arrays, weights)
+    jax.block_until_ready(metrics["loss"])
+    holder[0] = s
+
+  sec = _time(run)
+  return {"devices": jax.device_count(), "compile_s": compile_s, "step_s": sec,
+          "images_s": batch / sec}
+
+
+def torch_model(model_name: str):
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn  # pylint: disable=import-outside-toplevel
+  shape, k, latent, _ = MODELS[model_name]
+
+  class VAE(nn.Module):
+    def __init__(self):
+      super().__init__()
+      if model_name == "mlp":
+        d = shape[0]
+        self.enc = nn.Sequential(nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+        self.mu, self.lv = nn.Linear(256, latent), nn.Linear(256, latent)
+        self.dec = nn.Sequential(nn.Linear(latent, 256), nn.ReLU(), nn.Linear(256, 256),
+                                 nn.ReLU(), nn.Linear(256, d))
+      else:
+        ch = (3, 32, 64, 128, 256)
+        self.enc = nn.Sequential(*[m for i in range(4) for m in
+                                   (nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1), nn.ReLU())],
+                                 nn.Flatten())
+        self.mu, self.lv = nn.Linear(256 * 4, latent), nn.Linear(256 * 4, latent)
+        ups = [m for i in range(4, 1, -1) for m in
+               (nn.ConvTranspose2d(ch[i], ch[i - 1], 4, 2, 1), nn.ReLU())]
+        self.dec = nn.Sequential(nn.Linear(latent, 256 * 4), nn.ReLU(),
+                                 nn.Unflatten(1, (256, 2, 2)), *ups,
+                                 nn.ConvTranspose2d(32, 3, 4, 2, 1), nn.Flatten())
+      self.head = nn.Linear(latent, k)
+
+    def loss(self, x, t):
+      inp = x if model_name == "mlp" else x.view(-1, 32, 32, 3).permute(0, 3, 1, 2)
+      h = self.enc(inp)
+      mu, lv = self.mu(h), self.lv(h)
+      z = mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
+      out = self.dec(z)
+      if model_name == "mlp":
+        rec = nn.functional.binary_cross_entropy_with_logits(out, x, reduction="sum") / len(x)
+      else:
+        target = inp.flatten(1)
+        rec = (0.5 * ((target - torch.sigmoid(out)) / 0.1) ** 2).sum() / len(x)
+      kl = 0.5 * (lv.exp() + mu ** 2 - 1 - lv).sum() / len(x)
+      log_s = torch.log_softmax(self.head(z), -1)
+      align = (torch.special.xlogy(t, t) - t * log_s).sum() / len(x)
+      sbar = log_s.exp().mean(0)
+      bal = torch.log(torch.tensor(float(k))) + torch.special.xlogy(sbar, sbar).sum()
+      return rec + kl + 5.0 * align + bal
+
+  return VAE()
+
+
+def torch_run(model_name: str) -> dict:
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_flush_denormal(True)
+  shape, k, _, batch = MODELS[model_name]
+  model = torch_model(model_name)
+  opt = torch.optim.Adam(model.parameters(), 1e-3)
+  x, t = (torch.from_numpy(a) for a in _batch(shape, k, batch))
+
+  def run(n):
+    for _ in range(n):
+      opt.zero_grad(set_to_none=True)
+      model.loss(x, t).backward()
+      opt.step()
+
+  run(3)
+  sec = _time(run)
+  return {"step_s": sec, "images_s": batch / sec, "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="mlp,conv")
+  p.add_argument("--devices", default="1,2,4")
+  p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--worker", help=argparse.SUPPRESS)
+  a = p.parse_args()
+  if a.worker:
+    print(json.dumps(jax_worker(a.worker)))
+    return
+  rows = []
+  for name in a.models.split(","):
+    for n in (int(d) for d in a.devices.split(",")):
+      env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+      out = subprocess.run([sys.executable, __file__, f"--worker={name}"], env=env,
+                           capture_output=True, text=True, check=True)
+      r = json.loads(out.stdout.strip().splitlines()[-1])
+      rows.append((name, f"JAX, {r['devices']} CPU device(s)", r))
+    if not a.no_torch:
+      try:
+        rows.append((name, "PyTorch eager", torch_run(name)))
+      except ImportError:
+        print("(PyTorch not installed: pip install torch, to compare)")
+  print(f"machine: {os.cpu_count()} cores; batch 128; median of 5 windows of 20 steps")
+  print("| model | framework | compile (s) | step (ms) | images/s |\n|---|---|---|---|---|")
+  for name, label, r in rows:
+    compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
+    print(f"| {name} | {label} | {compile_s} | {r['step_s'] * 1e3:.2f} | {r['images_s']:.0f} |")
+
+
+if __name__ == "__main__":
+  main()

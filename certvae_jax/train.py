@@ -912,25 +912,11 @@ def _transfer(fresh: Any, warm: Any) -> Any:
   return flax.traverse_util.unflatten_dict(out)
 
 
-class _NoBar:
-  n = 0
-
-  def update(self, n):
-    self.n += n
-
-  def set_postfix(self, **_):
-    pass
-
-  def close(self):
-    pass
-
-
 def _progress(name: str, start: int, total: int, enabled: bool):
-  if not enabled:
-    return _NoBar()
+  """A terminal progress bar (step, loss, live margin); silent when disabled or not a TTY."""
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   return tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, leave=False,
-              disable=None)
+              disable=None if enabled else True)
 
 
 def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: str = "live",

@@ -47,7 +47,7 @@ def _time(step, n_windows=5, window=20):
   return statistics.median(times)
 
 
-def jax_worker(model_name: str) -> dict:
+def jax_worker(model_name: str, batch: int) -> dict:
   """Runs inside a subprocess with the forced device count."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -57,7 +57,7 @@ def jax_worker(model_name: str) -> dict:
   from certvae_jax.models.vae import build_model, init_params  # pylint: disable=import-outside-toplevel
   from configs import cifar100, digits  # pylint: disable=import-outside-toplevel
 
-  shape, k, latent, batch = MODELS[model_name]
+  shape, k, latent, _ = MODELS[model_name]
   cfg = (digits.get_config() if model_name == "mlp" else cifar100.get_config()).model
   cfg.latent_dim = latent
   model = build_model(cfg, int(np.prod(shape)), k, shape if len(shape) == 3 else None)
@@ -87,8 +87,8 @@ def jax_worker(model_name: str) -> dict:
     holder[0] = s
 
   sec = _time(run)
-  return {"devices": jax.device_count(), "compile_s": compile_s, "step_s": sec,
-          "images_s": batch / sec}
+  return {"devices": jax.device_count(), "platform": jax.devices()[0].platform,
+          "compile_s": compile_s, "step_s": sec, "images_s": batch / sec}
 
 
 def torch_model(model_name: str):
@@ -139,19 +139,21 @@ def torch_model(model_name: str):
   return VAE()
 
 
-def torch_run(model_name: str) -> dict:
+def torch_run(model_name: str, batch: int, device: str = "cpu") -> dict:
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_flush_denormal(True)
-  shape, k, _, batch = MODELS[model_name]
-  model = torch_model(model_name)
+  shape, k, _, _ = MODELS[model_name]
+  model = torch_model(model_name).to(device)
   opt = torch.optim.Adam(model.parameters(), 1e-3)
-  x, t = (torch.from_numpy(a) for a in _batch(shape, k, batch))
+  x, t = (torch.from_numpy(a).to(device) for a in _batch(shape, k, batch))
 
   def run(n):
     for _ in range(n):
       opt.zero_grad(set_to_none=True)
       model.loss(x, t).backward()
       opt.step()
+    if device != "cpu":
+      torch.cuda.synchronize()
 
   run(3)
   sec = _time(run)
@@ -162,26 +164,30 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="mlp,conv")
   p.add_argument("--devices", default="1,2,4")
+  p.add_argument("--batch", type=int, default=128)
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--torch_device", default="cpu", help="cpu, or cuda on a GPU machine")
   p.add_argument("--worker", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.worker:
-    print(json.dumps(jax_worker(a.worker)))
+    print(json.dumps(jax_worker(a.worker, a.batch)))
     return
   rows = []
   for name in a.models.split(","):
     for n in (int(d) for d in a.devices.split(",")):
       env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-      out = subprocess.run([sys.executable, __file__, f"--worker={name}"], env=env,
+      out = subprocess.run([sys.executable, __file__, f"--worker={name}", f"--batch={a.batch}"],
+                           env=env,
                            capture_output=True, text=True, check=True)
       r = json.loads(out.stdout.strip().splitlines()[-1])
-      rows.append((name, f"JAX, {r['devices']} CPU device(s)", r))
+      rows.append((name, f"JAX, {r['devices']} {r['platform'].upper()} device(s)", r))
     if not a.no_torch:
       try:
-        rows.append((name, "PyTorch eager", torch_run(name)))
+        rows.append((name, f"PyTorch eager ({a.torch_device})",
+                     torch_run(name, a.batch, a.torch_device)))
       except ImportError:
         print("(PyTorch not installed: pip install torch, to compare)")
-  print(f"machine: {os.cpu_count()} cores; batch 128; median of 5 windows of 20 steps")
+  print(f"machine: {os.cpu_count()} cores; batch {a.batch}; median of 5 windows of 20 steps")
   print("| model | framework | compile (s) | step (ms) | images/s |\n|---|---|---|---|---|")
   for name, label, r in rows:
     compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"

@@ -54,10 +54,15 @@ def simplex_vertices(k: int) -> np.ndarray:
   return np.sqrt(k / (k - 1.0)) * u
 
 
+# Full float32 matrix products: on GPUs and TPUs the default precision rounds operands
+# (TF32 / bf16 passes), which moved the analytic code's softmax by 9e-4 on an H100.
+_EXACT = jax.lax.Precision.HIGHEST
+
+
 def witness_logits(mu: jnp.ndarray, k: int, beta: float) -> jnp.ndarray:
   """``beta * W mu[..., :K-1]``: the fixed witness's logits (pure, jit-able)."""
   w = jnp.asarray(simplex_vertices(k), mu.dtype)
-  return beta * mu[..., : k - 1] @ w.T
+  return beta * jnp.matmul(mu[..., : k - 1], w.T, precision=_EXACT)
 
 
 class SimplexWitness(nn.Module):
@@ -113,7 +118,7 @@ def analytic_code_unchecked(t: jnp.ndarray, beta: float) -> jnp.ndarray:
   log_t = jnp.log(t)
   centred = log_t - jnp.mean(log_t, axis=-1, keepdims=True)
   w = jnp.asarray(simplex_vertices(k), t.dtype)
-  return (k - 1.0) / (k * beta) * centred @ w
+  return (k - 1.0) / (k * beta) * jnp.matmul(centred, w, precision=_EXACT)
 
 
 def analytic_code_energy(teacher, beta: float) -> float:

@@ -63,6 +63,11 @@ class FrozenGMM:
     return int(self.means.shape[0])
 
 
+# Full float32 products (the GPU/TPU default rounds operands to TF32 / bf16 passes):
+# T(x) must match scikit-learn's predict_proba on every backend.
+_EXACT = jax.lax.Precision.HIGHEST
+
+
 def _component_log_density(gmm: FrozenGMM, f: jnp.ndarray) -> jnp.ndarray:
   """``log N(f | mean_k, Sigma_k)`` for each row and component, shape ``(N, K)``."""
   d = f.shape[-1]
@@ -70,10 +75,10 @@ def _component_log_density(gmm: FrozenGMM, f: jnp.ndarray) -> jnp.ndarray:
   p = gmm.precisions_cholesky
   ct = gmm.covariance_type
   if ct == "full":
-    y = jnp.einsum("nkd,kde->nke", diff, p)
+    y = jnp.einsum("nkd,kde->nke", diff, p, precision=_EXACT)
     log_det = jnp.sum(jnp.log(jnp.diagonal(p, axis1=1, axis2=2)), axis=-1)
   elif ct == "tied":
-    y = jnp.einsum("nkd,de->nke", diff, p)
+    y = jnp.einsum("nkd,de->nke", diff, p, precision=_EXACT)
     log_det = jnp.sum(jnp.log(jnp.diag(p)))
   elif ct == "diag":
     y = diff * p[None]

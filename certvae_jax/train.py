@@ -40,6 +40,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any, Callable, NamedTuple
 
 import flax
@@ -182,6 +183,7 @@ def make_eval_fn(model: TeacherGuidedVAE,
   """
 
   def eval_batch(params, x, t, mask, rng):
+    x = _to_unit(x)  # uint8 pixels travel as bytes, a quarter of float32's
     v = {"params": params}
     mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
     z = losses.reparameterize(rng, mu, logvar)
@@ -260,7 +262,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.teacher.covariance_types: unknown {ct!r}; expected one of "
                        f"{teacher_lib.COVARIANCE_TYPES}")
   for name in ("train.align_on_mean", "train.progress", "train.skip_nonfinite",
-               "model.decoder_reads_teacher"):
+               "model.decoder_reads_teacher", "data.on_device"):
     section, field = name.split(".")
     if not isinstance(config[section][field], bool):
       raise ValueError(f"config.{name}: expected True or False, got {config[section][field]!r}")
@@ -313,9 +315,11 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
 def fingerprint(config: ml_collections.ConfigDict, *extra: Any) -> str:
   """Hash of what shapes a run's results (data, model, seed, teacher grid).
 
-  Step counts and logging intervals are left out so a run can be extended.
+  Step counts and logging intervals are left out so a run can be extended, and
+  ``data.on_device`` because it moves the same batches, not different ones.
   """
-  blob = json.dumps({"data": config.data.to_dict(), "model": config.model.to_dict(),
+  data = {k: v for k, v in config.data.to_dict().items() if k != "on_device"}
+  blob = json.dumps({"data": data, "model": config.model.to_dict(),
                      "seed": config.seed, "extra": extra}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -356,18 +360,21 @@ def evaluate_split(eval_fn, params, x: np.ndarray, t: np.ndarray, config,
     ``witness``, ``teacher``) for probes and saved predictions.
   """
   stats = certificate.CertificateStats.zeros(t.shape[1])
-  parts: dict[str, list[np.ndarray]] = {}
   bs = config.eval.batch_size
+  results = []
   for i, start in enumerate(range(0, len(x), bs)):
     # Every batch is padded to one shape (masked rows) so evaluation compiles once.
     n = len(x[start:start + bs])
-    batch = (_pad(data_lib.to_unit(x[start:start + bs]), bs), _pad(t[start:start + bs], bs),
-             np.arange(bs) < n)
+    batch = (_pad(x[start:start + bs], bs), _pad(t[start:start + bs], bs), np.arange(bs) < n)
     if sharding is not None:
       batch = tuple(distributed.global_batch(b, sharding) for b in batch)
-    out, batch_stats = eval_fn(params, *batch, jax.random.fold_in(rng, i))
+    results.append((n, eval_fn(params, *batch, jax.random.fold_in(rng, i))))
+  # Fetched once at the end, so the device runs ahead while the host sends the next
+  # batches (the outputs are per-example vectors, small next to the inputs).
+  parts: dict[str, list[np.ndarray]] = {}
+  for n, (out, batch_stats) in jax.device_get(results):
     stats = stats.merge(batch_stats)
-    for key, value in jax.device_get(out).items():
+    for key, value in out.items():
       parts.setdefault(key, []).append(np.asarray(value)[:n])
   arrays = {k: np.concatenate(v) for k, v in parts.items()}
   rep = stats.finalize(config.eval.tau)
@@ -451,9 +458,13 @@ class Runner:
     self._compiled: dict[tuple[str, int], Callable[..., Any]] = {}
 
   def compiled(self, name: str, num_classes: int) -> Callable[..., Any]:
-    """The jitted ``init`` / ``step`` / ``eval`` / ``encode`` / ``teacher`` function for
-    K classes, built once per run so that the phases share compilations."""
+    """The jitted ``init`` / ``step`` / ``eval`` / ``encode`` / ``teacher`` / ``take``
+    function for K classes, built once per run so that the phases share compilations."""
     key = (name, num_classes)
+    if key not in self._compiled and name == "take":
+      # Rows of a device-resident array, scaled like data.to_unit (no model involved).
+      self._compiled[key] = jax.jit(lambda source, idx: _to_unit(source[idx]),
+                                    out_shardings=self._batch_sharding)
     if key not in self._compiled:
       model, tx = self.model(num_classes), self.optimizer()
       if name == "init":
@@ -748,18 +759,33 @@ class Runner:
     return self._split_targets(self._teacher_probs_fn(), target, self.num_classes)
 
   def _batch_fn(self, phase: Phase, teacher_fn, t_train: np.ndarray):
-    """``step -> batch`` on the mesh. Live targets are computed from the batch on device."""
+    """``step -> batch`` on the mesh. Live targets are computed from the batch on device.
+
+    With ``data.on_device`` the training split (and fixed targets) is copied to every
+    device once and each step sends only its indices: the host leaves the hot path.
+    Either way the batch holds the same values (uint8 pixels scaled by 1/255 in float32).
+    """
     x_train, cfg = self.ctx.data.x_train, self.config
     live = phase.target == "live" and teacher_fn is not None and self.teacher is not None
     teacher = (jax.device_put(jax.tree.map(np.asarray, self.teacher), self._replicated)
                if live else None)
+    if cfg.data.on_device:
+      x_src = jax.device_put(x_train, self._replicated)
+      t_src = None if live else jax.device_put(t_train, self._replicated)
+      take = self.compiled("take", 0)
+    else:
+      x_src, t_src = x_train, t_train
+
+    def rows(source, idx):
+      if cfg.data.on_device:
+        return take(source, distributed.global_batch(idx.astype(np.int32),
+                                                     self._batch_sharding))
+      return distributed.global_batch(data_lib.to_unit(source[idx]), self._batch_sharding)
 
     def batch_at(step: int) -> dict[str, jax.Array]:
       idx = data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
-      x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self._batch_sharding)
-      if live:
-        return {"x": x, "t": teacher_fn(teacher, x)}
-      return {"x": x, "t": distributed.global_batch(t_train[idx], self._batch_sharding)}
+      x = rows(x_src, idx)
+      return {"x": x, "t": teacher_fn(teacher, x) if live else rows(t_src, idx)}
 
     return batch_at
 
@@ -799,12 +825,13 @@ class Runner:
       if step_name == "prefit" and (t_train <= 0).any():
         raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
                          "code takes log T); use a smoothed teacher")
-      state = self._loop(phase, jax.device_put(state, self._replicated), train_step, eval_fn,
-                         ckpt, meta, self._batch_fn(phase, teacher_fn, t_train), t_train,
-                         t_test, metrics_path)
+      state, timing = self._loop(phase, jax.device_put(state, self._replicated), train_step,
+                                 eval_fn, ckpt, meta, self._batch_fn(phase, teacher_fn, t_train),
+                                 t_train, t_test, metrics_path)
       if ckpt.latest_step() != int(state.step):
         ckpt.save(int(state.step), state, meta)
     summary = self._final_summary(phase, state, eval_fn, t_train, t_test, pdir)
+    summary["timing"] = timing
     if self.main:
       with open(metrics_path, "a") as fh:
         fh.write(json.dumps({"step": summary["step"], "mode": phase.mode,
@@ -816,8 +843,17 @@ class Runner:
   def _loop(self, phase, state, train_step, eval_fn, ckpt, meta, batch_at, t_train, t_test,
             metrics_path):
     """Steps to ``phase.total_steps``; evaluates every ``eval.every`` (the final
-    evaluation is the summary's) and checkpoints every ``train.checkpoint_every``."""
+    evaluation is the summary's) and checkpoints every ``train.checkpoint_every``.
+
+    Returns:
+      ``(state, timing)``, timing as in :func:`_timing`.
+    """
     cfg = self.config
+    start, clock = int(state.step), time.perf_counter()
+    # (step, training time) at each host sync; training time leaves out evaluations and
+    # saves, which start right after a sync (so no queued training step is billed to them).
+    syncs: list[tuple[int, float]] = []
+    side = {"eval": 0.0, "checkpoint": 0.0}
     bar = _progress(phase.name, int(state.step), phase.total_steps,
                     cfg.train.progress and self.main)
     pending: list[tuple[int, dict]] = []
@@ -834,9 +870,11 @@ class Runner:
         # Checked before every save and evaluation: nothing non-finite is written.
         step_metrics = _check_finite(pending, phase.name)
         pending.clear()
+        syncs.append((done, time.perf_counter() - sum(side.values())))
         bar.update(done - bar.n)
         bar.set_postfix(loss=f"{step_metrics['loss']:.2f}", G_tau=f"{last_margin:+.3f}")
       if evaluating:
+        tick = time.perf_counter()
         row = {"step": done, "mode": phase.mode, "train_step": step_metrics}
         for split, x, t in self._splits(t_train, t_test):
           row[split], _ = evaluate_split(eval_fn, state.params, x, t, cfg,
@@ -846,10 +884,14 @@ class Runner:
           with open(metrics_path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         bar.set_postfix(loss=f"{step_metrics['loss']:.2f}", G_tau=f"{last_margin:+.3f}")
+        side["eval"] += time.perf_counter() - tick
       if saving:
+        tick = time.perf_counter()
         ckpt.save(done, state, meta)
+        side["checkpoint"] += time.perf_counter() - tick
     bar.close()
-    return state
+    return state, _timing(int(state.step) - start, time.perf_counter() - clock, syncs, side,
+                          cfg.train.batch_size, self.ctx.mesh)
 
   def _splits(self, t_train, t_test):
     d = self.ctx.data
@@ -900,6 +942,41 @@ def _check_finite(pending: list[tuple[int, dict]], phase: str) -> dict[str, floa
           "last good checkpoint is kept. Lower train.learning_rate, check the data, or set "
           "train.skip_nonfinite=True to skip such batches.")
   return {k: float(v) for k, v in values[-1].items()}
+
+
+def _timing(steps: int, seconds: float, syncs: list[tuple[int, float]],
+            side: dict[str, float], batch_size: int, mesh: Mesh) -> dict[str, Any]:
+  """The summary's ``timing``: this invocation's wall time and training throughput.
+
+  ``seconds`` is the loop's wall time, of which ``eval_seconds`` and
+  ``checkpoint_seconds`` went to evaluations and saves. ``steps_per_s`` is training
+  alone, from the first to the last host sync (so without the first step's compilation);
+  None when fewer than two syncs happened. ``peak_device_memory_bytes`` is the largest peak
+  over this process's devices where the backend reports it (GPU, TPU), else None.
+  """
+  rate = None
+  if len(syncs) >= 2 and syncs[-1][1] > syncs[0][1]:
+    rate = (syncs[-1][0] - syncs[0][0]) / (syncs[-1][1] - syncs[0][1])
+  peaks = []
+  for device in jax.local_devices():
+    try:
+      stats = device.memory_stats() or {}
+    except Exception:  # pylint: disable=broad-except  # backends without memory stats
+      stats = {}
+    if "peak_bytes_in_use" in stats:
+      peaks.append(int(stats["peak_bytes_in_use"]))
+  return {"steps": steps, "seconds": seconds, "eval_seconds": side["eval"],
+          "checkpoint_seconds": side["checkpoint"], "steps_per_s": rate,
+          "examples_per_s": None if rate is None else rate * batch_size,
+          "platform": mesh.devices.flat[0].platform, "devices": int(mesh.size),
+          "peak_device_memory_bytes": max(peaks) if peaks else None}
+
+
+def _to_unit(x: jax.Array) -> jax.Array:
+  """:func:`data.to_unit` on device: the same float32 values."""
+  if x.dtype == jnp.uint8:
+    return x.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+  return x
 
 
 def _transfer(fresh: Any, warm: Any) -> Any:

@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.test_fraction = 0.2
   c.data.split_seed = 0
   c.data.data_dir = ""              # TFDS data directory for tfds:NAME sources ("" = default)
+  c.data.on_device = True           # keep the training split on every device; False: host batches
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "mlp"           # or 'conv' for (H, W, C) images

@@ -43,6 +43,28 @@ def test_every_mode_writes_summary_with_documented_keys(workdir, phase):
     rows = [json.loads(line) for line in fh]
   assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
   assert rows[-1]["step"] == s["step"]
+  timing = s["timing"]
+  assert timing["steps"] == 40 and timing["platform"] == "cpu" and timing["devices"] == 1
+  assert timing["steps_per_s"] > 0 and timing["examples_per_s"] == pytest.approx(
+      timing["steps_per_s"] * 128)
+  assert 0 <= timing["eval_seconds"] + timing["checkpoint_seconds"] < timing["seconds"]
+  assert timing["peak_device_memory_bytes"] is None  # the CPU backend reports none
+
+
+@pytest.mark.parametrize("target", ["live", "fixed"])
+def test_host_made_batches_give_the_same_run_as_device_resident_data(workdir, tmp_path, target):
+  """``data.on_device`` moves the same batches: identical parameters and summaries."""
+  c = tiny_config()
+  c.data.on_device = False
+  host = train.train(c, "full", str(tmp_path), target=target, log=lambda _: None)
+  phase = "full" if target == "live" else "full_fixed"
+  with open(os.path.join(workdir, phase, "summary.json")) as fh:
+    device = json.load(fh)
+  assert host["train"] == device["train"] and host["test"] == device["test"]
+  a, _ = _params(os.path.join(workdir, phase))
+  b, _ = _params(os.path.join(str(tmp_path), phase))
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize("phase", ["full", "noalign", "rescue_fixed"])

@@ -455,16 +455,12 @@ class Runner:
     self._batch_sharding = NamedSharding(self.ctx.mesh, P("data"))
     self.teacher: teacher_lib.FrozenTeacher | None = None
     self.teacher_info: dict[str, Any] | None = None
-    self._compiled: dict[tuple[str, int], Callable[..., Any]] = {}
+    self._compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
   def compiled(self, name: str, num_classes: int) -> Callable[..., Any]:
-    """The jitted ``init`` / ``step`` / ``eval`` / ``encode`` / ``teacher`` / ``take``
-    function for K classes, built once per run so that the phases share compilations."""
+    """The jitted ``init`` / ``step`` / ``eval`` / ``encode`` / ``teacher`` function for
+    K classes, built once per run so that the phases share compilations."""
     key = (name, num_classes)
-    if key not in self._compiled and name == "take":
-      # Rows of a device-resident array, scaled like data.to_unit (no model involved).
-      self._compiled[key] = jax.jit(lambda source, idx: _to_unit(source[idx]),
-                                    out_shardings=self._batch_sharding)
     if key not in self._compiled:
       model, tx = self.model(num_classes), self.optimizer()
       if name == "init":
@@ -758,36 +754,54 @@ class Runner:
     self.ensure_teacher()
     return self._split_targets(self._teacher_probs_fn(), target, self.num_classes)
 
-  def _batch_fn(self, phase: Phase, teacher_fn, t_train: np.ndarray):
-    """``step -> batch`` on the mesh. Live targets are computed from the batch on device.
+  def _stepper(self, phase: Phase, step_fn, teacher_fn, t_train: np.ndarray, weights):
+    """``advance(state, step) -> (state, metrics)``: one training step on the batch at ``step``.
 
     With ``data.on_device`` the training split (and fixed targets) is copied to every
-    device once and each step sends only its indices: the host leaves the hot path.
-    Either way the batch holds the same values (uint8 pixels scaled by 1/255 in float32).
+    device once; each step sends only its indices, and the gather, the live teacher and
+    the step run as one compiled call. Otherwise the host gathers and scales each batch
+    and the live teacher runs as a call of its own. Both feed the same values.
     """
     x_train, cfg = self.ctx.data.x_train, self.config
     live = phase.target == "live" and teacher_fn is not None and self.teacher is not None
     teacher = (jax.device_put(jax.tree.map(np.asarray, self.teacher), self._replicated)
                if live else None)
+
+    def indices(step: int) -> np.ndarray:
+      return data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
+
     if cfg.data.on_device:
       x_src = jax.device_put(x_train, self._replicated)
       t_src = None if live else jax.device_put(t_train, self._replicated)
-      take = self.compiled("take", 0)
-    else:
-      x_src, t_src = x_train, t_train
+      fused = self._fused_step(step_fn, teacher_fn if live else None)
 
-    def rows(source, idx):
-      if cfg.data.on_device:
-        return take(source, distributed.global_batch(idx.astype(np.int32),
-                                                     self._batch_sharding))
-      return distributed.global_batch(data_lib.to_unit(source[idx]), self._batch_sharding)
+      def advance(state, step):
+        idx = distributed.global_batch(indices(step).astype(np.int32), self._batch_sharding)
+        return fused(state, x_src, t_src, teacher, idx, weights)
+      return advance
 
-    def batch_at(step: int) -> dict[str, jax.Array]:
-      idx = data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
-      x = rows(x_src, idx)
-      return {"x": x, "t": teacher_fn(teacher, x) if live else rows(t_src, idx)}
+    def advance(state, step):  # pylint: disable=function-redefined
+      idx = indices(step)
+      x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self._batch_sharding)
+      t = (teacher_fn(teacher, x) if live
+           else distributed.global_batch(t_train[idx], self._batch_sharding))
+      return step_fn(state, {"x": x, "t": t}, weights)
+    return advance
 
-    return batch_at
+  def _fused_step(self, step_fn, teacher_fn):
+    """``step_fn`` on rows gathered from device-resident data, in one jit (state donated);
+    built once per step function and teacher, so that the phases share compilations."""
+    key = ("fused", step_fn, teacher_fn)
+    if key not in self._compiled:
+      rows = functools.partial(jax.lax.with_sharding_constraint, shardings=self._batch_sharding)
+
+      def fused(state, x_src, t_src, teacher, idx, weights):
+        x = rows(_to_unit(x_src[idx]))
+        t = teacher_fn(teacher, x) if teacher_fn is not None else rows(t_src[idx])
+        return step_fn(state, {"x": x, "t": t}, weights)
+
+      self._compiled[key] = jax.jit(fused, donate_argnums=0)
+    return self._compiled[key]
 
   # -- the loop --------------------------------------------------------------
 
@@ -821,13 +835,12 @@ class Runner:
       t_train, t_test = self._split_targets(teacher_fn, phase.target, k)
       eval_fn = self.compiled("eval", k)
       weights = jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), phase.weights)
-      train_step = functools.partial(self.compiled(step_name, k), weights=weights)
       if step_name == "prefit" and (t_train <= 0).any():
         raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
                          "code takes log T); use a smoothed teacher")
-      state, timing = self._loop(phase, jax.device_put(state, self._replicated), train_step,
-                                 eval_fn, ckpt, meta, self._batch_fn(phase, teacher_fn, t_train),
-                                 t_train, t_test, metrics_path)
+      advance = self._stepper(phase, self.compiled(step_name, k), teacher_fn, t_train, weights)
+      state, timing = self._loop(phase, jax.device_put(state, self._replicated), advance,
+                                 eval_fn, ckpt, meta, t_train, t_test, metrics_path)
       if ckpt.latest_step() != int(state.step):
         ckpt.save(int(state.step), state, meta)
     summary = self._final_summary(phase, state, eval_fn, t_train, t_test, pdir)
@@ -840,8 +853,7 @@ class Runner:
     distributed.barrier(f"{phase.name}-done")
     return summary
 
-  def _loop(self, phase, state, train_step, eval_fn, ckpt, meta, batch_at, t_train, t_test,
-            metrics_path):
+  def _loop(self, phase, state, advance, eval_fn, ckpt, meta, t_train, t_test, metrics_path):
     """Steps to ``phase.total_steps``; evaluates every ``eval.every`` (the final
     evaluation is the summary's) and checkpoints every ``train.checkpoint_every``.
 
@@ -860,7 +872,7 @@ class Runner:
     last_margin = float("nan")
     step_metrics = {"loss": float("nan")}
     for step in range(int(state.step), phase.total_steps):
-      state, metrics = train_step(state, batch_at(step))
+      state, metrics = advance(state, step)
       pending.append((step, metrics))
       done = step + 1
       is_last = done == phase.total_steps

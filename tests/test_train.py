@@ -109,12 +109,12 @@ def test_rescue_continues_exactly_from_noalign_final_state(workdir):
   assert meta["lambda_ts"] == cfg.train.lambda_ts
   phase = train.Phase("replay", "rescue", "live", 2 * cfg.train.steps,
                       train._phase_weights(cfg, "rescue"), meta["data_seed"], {})
-  batch_at = runner._batch_fn(phase, runner.compiled("teacher", 10), None)
-  step = runner.compiled("step", 10)
   weights = jax.tree.map(lambda w: np.float32(w), phase.weights)
+  advance = runner._stepper(phase, runner.compiled("step", 10), runner.compiled("teacher", 10),
+                            None, weights)
   state = noalign
   for t in range(cfg.train.steps, 2 * cfg.train.steps):
-    state, _ = step(state, batch_at(t), weights)
+    state, _ = advance(state, t)
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(rescue.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

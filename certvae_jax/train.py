@@ -770,7 +770,12 @@ class Runner:
     def indices(step: int) -> np.ndarray:
       return data_lib.batch_indices(phase.data_seed, step, len(x_train), cfg.train.batch_size)
 
-    if cfg.data.on_device:
+    resident = x_train.nbytes + (0 if live else t_train.nbytes)
+    on_device = cfg.data.on_device and fits_on_devices(resident, jax.local_devices())
+    if cfg.data.on_device and not on_device:
+      self.log(f"{phase.name}: the training split ({resident / 2**30:.2f} GiB) would take over "
+               "half of a device's memory; batches are gathered on the host instead")
+    if on_device:
       x_src = jax.device_put(x_train, self._replicated)
       t_src = None if live else jax.device_put(t_train, self._replicated)
       fused = self._fused_step(step_fn, teacher_fn if live else None)
@@ -982,6 +987,22 @@ def _timing(steps: int, seconds: float, syncs: list[tuple[int, float]],
           "examples_per_s": None if rate is None else rate * batch_size,
           "platform": mesh.devices.flat[0].platform, "devices": int(mesh.size),
           "peak_device_memory_bytes": max(peaks) if peaks else None}
+
+
+def fits_on_devices(nbytes: int, devices, fraction: float = 0.5) -> bool:
+  """Whether ``nbytes`` take at most ``fraction`` of every device's memory.
+
+  Backends that report no memory limit (the CPU) always fit: host memory holds the
+  split already.
+  """
+  for device in devices:
+    try:
+      limit = (device.memory_stats() or {}).get("bytes_limit")
+    except Exception:  # pylint: disable=broad-except  # backends without memory stats
+      limit = None
+    if limit is not None and nbytes > fraction * limit:
+      return False
+  return True
 
 
 def _to_unit(x: jax.Array) -> jax.Array:

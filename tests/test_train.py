@@ -199,3 +199,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   for s in steps:  # whatever was saved is finite
     state, _ = _params(os.path.join(wd, "warmup"), s)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+class _FakeDevice:
+  def __init__(self, stats):
+    self._stats = stats
+
+  def memory_stats(self):
+    return self._stats
+
+
+def test_device_resident_data_falls_back_when_it_would_crowd_a_device():
+  gib = 2**30
+  assert train.fits_on_devices(3 * gib, [_FakeDevice({"bytes_limit": 8 * gib})])
+  assert not train.fits_on_devices(5 * gib, [_FakeDevice({"bytes_limit": 80 * gib}),
+                                             _FakeDevice({"bytes_limit": 8 * gib})])
+  assert train.fits_on_devices(100 * gib, [_FakeDevice(None)])  # the CPU reports no limit
+  assert train.fits_on_devices(100 * gib, jax.local_devices())

@@ -54,8 +54,11 @@ class Dataset(NamedTuple):
     return int(max(self.y_train.max(), -1 if self.y_test is None else self.y_test.max())) + 1
 
 
-def to_unit(x: np.ndarray) -> np.ndarray:
-  """A batch as float32 in [0, 1] (uint8 pixels are divided by 255)."""
+def to_unit(x):
+  """A batch as float32 in [0, 1] (uint8 pixels are multiplied by 1/255 in float32).
+
+  Works on NumPy arrays on the host and on JAX arrays inside jit, with the same values.
+  """
   if x.dtype == np.uint8:
     return x.astype(np.float32) * np.float32(1.0 / 255.0)
   return x

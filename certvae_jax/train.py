@@ -183,7 +183,7 @@ def make_eval_fn(model: TeacherGuidedVAE,
   """
 
   def eval_batch(params, x, t, mask, rng):
-    x = _to_unit(x)  # uint8 pixels travel as bytes, a quarter of float32's
+    x = data_lib.to_unit(x)  # uint8 pixels travel as bytes, a quarter of float32's
     v = {"params": params}
     mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
     z = losses.reparameterize(rng, mu, logvar)
@@ -780,18 +780,18 @@ class Runner:
       t_src = None if live else jax.device_put(t_train, self._replicated)
       fused = self._fused_step(step_fn, teacher_fn if live else None)
 
-      def advance(state, step):
+      def advance_on_device(state, step):
         idx = distributed.global_batch(indices(step).astype(np.int32), self._batch_sharding)
         return fused(state, x_src, t_src, teacher, idx, weights)
-      return advance
+      return advance_on_device
 
-    def advance(state, step):  # pylint: disable=function-redefined
+    def advance_from_host(state, step):
       idx = indices(step)
       x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self._batch_sharding)
       t = (teacher_fn(teacher, x) if live
            else distributed.global_batch(t_train[idx], self._batch_sharding))
       return step_fn(state, {"x": x, "t": t}, weights)
-    return advance
+    return advance_from_host
 
   def _fused_step(self, step_fn, teacher_fn):
     """``step_fn`` on rows gathered from device-resident data, in one jit (state donated);
@@ -801,7 +801,7 @@ class Runner:
       rows = functools.partial(jax.lax.with_sharding_constraint, shardings=self._batch_sharding)
 
       def fused(state, x_src, t_src, teacher, idx, weights):
-        x = rows(_to_unit(x_src[idx]))
+        x = rows(data_lib.to_unit(x_src[idx]))
         t = teacher_fn(teacher, x) if teacher_fn is not None else rows(t_src[idx])
         return step_fn(state, {"x": x, "t": t}, weights)
 
@@ -974,14 +974,8 @@ def _timing(steps: int, seconds: float, syncs: list[tuple[int, float]],
   rate = None
   if len(syncs) >= 2 and syncs[-1][1] > syncs[0][1]:
     rate = (syncs[-1][0] - syncs[0][0]) / (syncs[-1][1] - syncs[0][1])
-  peaks = []
-  for device in jax.local_devices():
-    try:
-      stats = device.memory_stats() or {}
-    except Exception:  # pylint: disable=broad-except  # backends without memory stats
-      stats = {}
-    if "peak_bytes_in_use" in stats:
-      peaks.append(int(stats["peak_bytes_in_use"]))
+  peaks = [int(stats["peak_bytes_in_use"]) for stats in map(_memory_stats, jax.local_devices())
+           if "peak_bytes_in_use" in stats]
   return {"steps": steps, "seconds": seconds, "eval_seconds": side["eval"],
           "checkpoint_seconds": side["checkpoint"], "steps_per_s": rate,
           "examples_per_s": None if rate is None else rate * batch_size,
@@ -995,21 +989,16 @@ def fits_on_devices(nbytes: int, devices, fraction: float = 0.5) -> bool:
   Backends that report no memory limit (the CPU) always fit: host memory holds the
   split already.
   """
-  for device in devices:
-    try:
-      limit = (device.memory_stats() or {}).get("bytes_limit")
-    except Exception:  # pylint: disable=broad-except  # backends without memory stats
-      limit = None
-    if limit is not None and nbytes > fraction * limit:
-      return False
-  return True
+  limits = [_memory_stats(device).get("bytes_limit") for device in devices]
+  return all(limit is None or nbytes <= fraction * limit for limit in limits)
 
 
-def _to_unit(x: jax.Array) -> jax.Array:
-  """:func:`data.to_unit` on device: the same float32 values."""
-  if x.dtype == jnp.uint8:
-    return x.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
-  return x
+def _memory_stats(device) -> dict[str, Any]:
+  """``device.memory_stats()``, or ``{}`` where the backend keeps none (the CPU)."""
+  try:
+    return device.memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except  # backends without memory stats
+    return {}
 
 
 def _transfer(fresh: Any, warm: Any) -> Any:

@@ -72,3 +72,15 @@ def test_batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch():
   assert not np.array_equal(data.batch_indices(7, 0, n, b), data.batch_indices(8, 0, n, b))
   with pytest.raises(ValueError, match="exceeds"):
     data.batch_indices(0, 0, 5, 10)
+
+
+def test_to_unit_on_device_equals_host_bit_for_bit():
+  """Device-resident uint8 data is scaled inside jit; the batches must equal the host's."""
+  import jax  # pylint: disable=import-outside-toplevel
+  pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+  host = data.to_unit(pixels)
+  device = np.asarray(jax.jit(data.to_unit)(pixels))
+  assert host.dtype == device.dtype == np.float32
+  np.testing.assert_array_equal(host, device)
+  floats = np.linspace(0, 1, 5, dtype=np.float32)
+  np.testing.assert_array_equal(np.asarray(jax.jit(data.to_unit)(floats)), floats)

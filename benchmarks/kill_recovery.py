@@ -69,7 +69,7 @@ def main() -> None:
     import jax  # pylint: disable=import-outside-toplevel
 
     def final(wd):
-      runner = train.Runner(cfg, wd, log=lambda _: None)
+      runner = train.Runner(cfg, wd)
       with Checkpointer(os.path.join(wd, "full", "checkpoints")) as ckpt:
         state = runner.restore(ckpt, 10)[0]
       summary = json.load(open(os.path.join(wd, "full", "summary.json")))

@@ -50,31 +50,27 @@ def _time(step, n_windows=5, window=20):
 def jax_worker(model_name: str, batch: int) -> dict:
   """Runs inside a subprocess with the forced device count."""
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
-  from certvae_jax import losses, train  # pylint: disable=import-outside-toplevel
+  from certvae_jax import objectives, step  # pylint: disable=import-outside-toplevel
   from certvae_jax.models.vae import build_model, init_params  # pylint: disable=import-outside-toplevel
   from configs import cifar100, digits  # pylint: disable=import-outside-toplevel
 
   shape, k, latent, _ = MODELS[model_name]
-  cfg = (digits.get_config() if model_name == "mlp" else cifar100.get_config()).model
-  cfg.latent_dim = latent
-  model = build_model(cfg, int(np.prod(shape)), k, shape if len(shape) == 3 else None)
+  config = digits.get_config() if model_name == "mlp" else cifar100.get_config()
+  config.model.latent_dim = latent
+  model = build_model(config.model, int(np.prod(shape)), k, shape if len(shape) == 3 else None)
   tx = optax.adam(1e-3)
-  nll = losses.reconstruction_nll(cfg.likelihood, cfg.gaussian_scale)
   mesh = Mesh(np.asarray(jax.devices()), ("data",))
   params = init_params(model, jax.random.PRNGKey(0), int(np.prod(shape)), k)
-  state = train.TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                           opt_state=tx.init(params), rng=jax.random.PRNGKey(1),
-                           skipped=jnp.asarray(0, jnp.int32))
+  weights = {"alpha_kl": 1.0, "lambda_ts": 5.0, "lambda_bal": 1.0}
+  state = step.init_state(params, tx, jax.random.PRNGKey(1), weights)
   state = jax.device_put(state, NamedSharding(mesh, P()))
   x, t = _batch(shape, k, batch)
   batch_arrays = jax.device_put({"x": x, "t": t}, NamedSharding(mesh, P("data")))
-  weights = losses.LossWeights(*(jnp.float32(w) for w in (1.0, 5.0, 1.0)))
-  step_fn = train.make_train_step(model, tx, nll=nll)
+  step_fn = step.make_train_step(objectives.build("teacher_guided", model, config), tx)
   t0 = time.perf_counter()
-  state, m = step_fn(state, batch_arrays, weights)
+  state, m = step_fn(state, batch_arrays)
   jax.block_until_ready(m["loss"])
   compile_s = time.perf_counter() - t0
   holder = [state]
@@ -82,7 +78,7 @@ def jax_worker(model_name: str, batch: int) -> dict:
   def run(n):
     s = holder[0]
     for _ in range(n):
-      s, metrics = step_fn(s, batch_arrays, weights)
+      s, metrics = step_fn(s, batch_arrays)
     jax.block_until_ready(metrics["loss"])
     holder[0] = s
 

@@ -67,7 +67,7 @@ def main() -> None:
     c.train.progress = False
     workdir = os.path.join(tmp, f"run_{on_device}")
     t0 = time.perf_counter()
-    full = train.train(c, "full", workdir, log=lambda m: None)
+    full = train.train(c, "full", workdir)
     total = time.perf_counter() - t0
     with open(os.path.join(workdir, "warmup", "summary.json")) as fh:
       warm = json.load(fh)

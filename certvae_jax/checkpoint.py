@@ -18,13 +18,17 @@ step is used instead. A wrong restore is never silent.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+_log = logging.getLogger(__name__)
 
 
 class IncompatibleCheckpoint(ValueError):
@@ -46,17 +50,15 @@ class Checkpointer:
 
   Args:
     directory: where the steps live.
-    max_to_keep: steps kept (at least 2, so a damaged latest step has a fallback).
-    log: receives the reports of damaged steps.
+    keep: the latest steps kept (at least 2, so a damaged latest step has a fallback).
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 2,
-               log: Callable[[str], None] | None = None):
+  def __init__(self, directory: str, keep: int = 2):
     self.directory = os.path.abspath(directory)
-    self._log = log or (lambda msg: None)
+    policy = ocp.checkpoint_managers.LatestN(n=max(2, keep))
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max(2, max_to_keep), create=True))
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -108,8 +110,8 @@ class Checkpointer:
           raise ValueError(f"checkpoint: step {s} in {self.directory!r} is damaged "
                            f"({reason})") from e
         moved = self._quarantine(s)
-        self._log(f"checkpoint: step {s} in {self.directory!r} is damaged ({reason}); "
-                  f"moved to {moved!r}, trying the previous step")
+        _log.warning("checkpoint: step %d in %r is damaged (%s); moved to %r, trying the "
+                     "previous step", s, self.directory, reason, moved)
     raise ValueError(f"checkpoint: every checkpoint in {self.directory!r} is damaged")
 
   def _quarantine(self, step: int) -> str:

@@ -6,6 +6,7 @@ exits with code 1. Everything a script does is one library call with the same na
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -15,13 +16,17 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "configs", "digits.py")
+from certvae_jax import configs
+from certvae_jax.config import resolve_config_path
+
+# Inside the package, so that an installed certvae_jax runs from any directory.
+DEFAULT_CONFIG = os.path.join(configs.DIRECTORY, "digits.py")
 
 
 def define_common_flags() -> None:
   config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file, e.g. "
-                                  "configs/digits.py or configs/digits.py:smoke.",
+                                  "configs/digits.py or configs/digits.py:smoke, or a shipped "
+                                  f"config by name: {', '.join(configs.NAMES)} (:smoke).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory; default runs/<config name>[/seed<seed>].")
   flags.DEFINE_integer("seed", None, "Overrides config.seed.")
@@ -64,6 +69,7 @@ def enable_compilation_cache() -> None:
 
 def parse(argv: list[str]) -> flags.FlagValues:
   """Parses flags and loads the config; anything malformed exits 2 with one line."""
+  argv = [_resolve_config_flag(a) for a in argv]
   try:
     flags.FLAGS(argv)
     config = flags.FLAGS.config
@@ -78,6 +84,13 @@ def parse(argv: list[str]) -> flags.FlagValues:
       fail(f"--config: cannot load {config_flags.get_config_filename(flags.FLAGS['config'])}: "
            f"{lines[-1] if lines else type(e).__name__}")
   return flags.FLAGS
+
+
+def _resolve_config_flag(arg: str) -> str:
+  """``--config=digits:smoke`` -> the shipped file's path; other arguments unchanged."""
+  if arg.startswith("--config="):
+    return "--config=" + resolve_config_path(arg[len("--config="):])
+  return arg
 
 
 def _first_line(e: BaseException) -> str:
@@ -96,8 +109,20 @@ def setup(argv: list[str]) -> tuple[flags.FlagValues, str]:
   device is touched), the compilation cache; returns the flags and the target."""
   f = parse(argv)
   maybe_initialize_distributed(f)
+  setup_logging()
   enable_compilation_cache()
   return f, f.target or f.config.protocol.target
+
+
+def setup_logging() -> None:
+  """The library's progress messages (``certvae_jax`` loggers) to stderr, process 0 only."""
+  import jax  # pylint: disable=import-outside-toplevel
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  package = logging.getLogger("certvae_jax")
+  package.addHandler(handler)
+  package.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+  package.propagate = False  # absl's root handler would print them a second time
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -125,7 +150,7 @@ def run_name(f: flags.FlagValues) -> str:
 
 def run_guarded(fn: Callable[[], int | None]) -> None:
   """Runs ``fn``; ValueError -> exit 2, a diverged run -> exit 1, one line each."""
-  from certvae_jax.train import TrainingDiverged  # pylint: disable=import-outside-toplevel
+  from certvae_jax.loop import TrainingDiverged  # pylint: disable=import-outside-toplevel
   try:
     code = fn()
   except ValueError as e:

@@ -67,3 +67,21 @@ def global_batch(batch: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Arra
   per = len(batch) // n
   return jax.make_array_from_process_local_data(sharding, batch[i * per:(i + 1) * per],
                                                 batch.shape)
+
+
+def memory_stats(device) -> dict[str, Any]:
+  """``device.memory_stats()``, or ``{}`` where the backend keeps none (the CPU)."""
+  try:
+    return device.memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except  # backends without memory stats
+    return {}
+
+
+def fits_on_devices(nbytes: int, devices, fraction: float = 0.5) -> bool:
+  """Whether ``nbytes`` take at most ``fraction`` of every device's memory.
+
+  Backends that report no memory limit (the CPU) always fit: host memory holds the
+  split already.
+  """
+  limits = [memory_stats(device).get("bytes_limit") for device in devices]
+  return all(limit is None or nbytes <= fraction * limit for limit in limits)

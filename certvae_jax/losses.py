@@ -1,4 +1,4 @@
-"""Terms of the teacher-guided objective (paper 1, section 3; SPEC section 3).
+"""Terms of the teacher-guided objective (paper 1, section 3).
 
 ``L = L_rec + alpha_KL * KL(q(z|x) || N(0, I)) + lambda_TS * L_align + lambda_bal * L_bal``
 
@@ -8,20 +8,11 @@ All functions are pure and jit-able; each returns a batch mean unless its name s
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from certvae_jax import certificate
-
-
-class LossWeights(NamedTuple):
-  """Weights of the objective. ``lambda_ts = 0`` is the no-alignment control."""
-  alpha_kl: float
-  lambda_ts: float
-  lambda_bal: float
 
 
 def bernoulli_nll_per_example(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
@@ -40,7 +31,7 @@ def gaussian_nll_per_example(out: jnp.ndarray, x: jnp.ndarray, scale: float) -> 
 
 
 def reconstruction_nll(likelihood: str, scale: float = 0.1):
-  """The per-example ``-log p(x|z)`` of ``config.model.likelihood`` (SPEC section 3).
+  """The per-example ``-log p(x|z)`` of ``config.model.likelihood`` (paper 1, section 3).
 
   Raises:
     ValueError: an unknown likelihood or a non-positive scale.

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
 
-from certvae_jax import simplex
+from certvae_jax import modes, simplex
 from certvae_jax import train as train_lib
 
 ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
@@ -50,8 +50,7 @@ def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
 
 
 def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
-                 target: str = "live", log: Callable[[str], None] | None = None,
-                 overwrite: bool = False) -> list[dict[str, Any]]:
+                 target: str = "live", overwrite: bool = False) -> list[dict[str, Any]]:
   """Runs every seed and variant (resuming what exists) and writes the tables.
 
   Args:
@@ -59,7 +58,6 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
     root: directory holding ``seed<s>/`` workdirs and the protocol tables.
     seeds: the seeds to run.
     target: ``'live'`` or ``'fixed'`` teacher targets.
-    log: progress messages (default: stderr).
     overwrite: clear seed workdirs made by an incompatible run instead of refusing.
 
   Returns:
@@ -69,11 +67,11 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
     raise ValueError("seeds: expected at least one seed")
   variants = tuple(config.protocol.variants)
   for v in variants:
-    if v not in train_lib.MODES or v == "warmup":
+    if v not in modes.CLI_MODES or v == "warmup":
       raise ValueError(f"config.protocol.variants: unknown variant {v!r}")
   rows = []
   for seed in seeds:
-    runner = train_lib.Runner(_with_seed(config, seed), os.path.join(root, f"seed{seed}"), log,
+    runner = train_lib.Runner(_with_seed(config, seed), os.path.join(root, f"seed{seed}"),
                               overwrite=overwrite)
     for variant in variants:
       rows.extend(_rows(runner, variant, target))
@@ -114,8 +112,7 @@ def _write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: st
 
 
 def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
-                  alphas: Sequence[float], log: Callable[[str], None] | None = None,
-                  overwrite: bool = False) -> list[dict[str, Any]]:
+                  alphas: Sequence[float], overwrite: bool = False) -> list[dict[str, Any]]:
   """Paper 2's KL-weight stress test: RST-VAE (``full``) at several ``alpha_KL``.
 
   Does the certificate stay positive as the KL weight grows? Beside each measured
@@ -133,7 +130,7 @@ def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
     for seed in seeds:
       cfg = _with_seed(config, seed)
       cfg.train.alpha_kl = float(alpha)
-      runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"), log,
+      runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"),
                                 overwrite=overwrite)
       rows.extend(_rows(runner, "full", "live"))
   _write_tables(root, "kl_stress", rows, kl_stress_table(rows, float(config.train.lambda_ts)))

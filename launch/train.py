@@ -17,9 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
 
-from certvae_jax import cli  # noqa: E402
+from certvae_jax import cli, modes  # noqa: E402
 
-flags.DEFINE_enum("mode", "full", ["warmup", "full", "noalign", "rescue", "vae", "rst_prefit"],
+flags.DEFINE_enum("mode", "full", list(modes.CLI_MODES),
                   "Training mode (vae and rst_prefit are paper 2's).")
 cli.define_common_flags()
 
@@ -33,7 +33,7 @@ def main() -> int:
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
   summary = train.train(config, f.mode, workdir, target=target, overwrite=f.overwrite)
   if train.distributed.is_main():
-    phase = f.mode if target == "live" or f.mode == "warmup" else f.mode + "_fixed"
+    phase = modes.phase_name(f.mode, target, modes.get(f.mode).tag(config))
     print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "
           f"{summary['seed']}, {summary['dataset']}; summary: "
           f"{os.path.join(workdir, phase, 'summary.json')}")

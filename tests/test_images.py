@@ -89,7 +89,7 @@ def test_unprepared_or_unknown_tfds_data_is_a_clear_error(tmp_path):
 def test_cifar100_smoke_runs_on_mock_data(tmp_path):
   cfg = cifar100.get_config("smoke")
   with tfds.testing.mock_data(num_examples=96):
-    runner = train.Runner(cfg, str(tmp_path), log=lambda _: None)
+    runner = train.Runner(cfg, str(tmp_path))
     summary = runner.run_mode("full")
   assert summary["dataset"] == "tfds:cifar100" and summary["step"] == cfg.train.steps
   assert np.isfinite(summary["test"]["margin"]) and summary["test"]["k"] == 10
@@ -103,7 +103,7 @@ def test_tiny_imagenet_smoke_runs_fixed_target_on_synthetic_npz(tmp_path):
            y_test=rng.integers(0, 200, 32))
   cfg = tiny_imagenet.get_config("smoke")
   cfg.data.source = f"npz:{p}"
-  summary = train.Runner(cfg, str(tmp_path / "w"), log=lambda _: None).run_mode(
+  summary = train.Runner(cfg, str(tmp_path / "w")).run_mode(
       "full", cfg.protocol.target)
   assert summary["target"] == "fixed"
   assert os.path.isfile(tmp_path / "w" / "full_fixed" / "summary.json")

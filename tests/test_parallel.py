@@ -21,10 +21,10 @@ from certvae_jax import train
 from tests.conftest import tiny_config
 cfg = tiny_config()
 cfg.train.batch_size = {batch}
-runner = train.Runner(cfg, {workdir!r}, log=lambda _: None)
+runner = train.Runner(cfg, {workdir!r})
 s = runner.run_mode("full")
 assert runner.ctx.mesh.size == jax.device_count() == {devices}
-with runner.checkpointer("full") as ckpt:
+with runner.dir.checkpoints("full") as ckpt:
   state, _ = runner.restore(ckpt, 10)
 leaves = jax.tree.leaves(state.params)
 np.savez({workdir!r} + "/params.npz", *[np.asarray(x) for x in leaves])

@@ -23,7 +23,7 @@ def tiny_simplex_config():
 def test_paper1_protocol_writes_rows_and_table(tmp_path):
   cfg = tiny_config()
   cfg.warmup.steps = cfg.train.steps = 20
-  rows = protocol.run_protocol(cfg, str(tmp_path), seeds=[0], log=lambda _: None)
+  rows = protocol.run_protocol(cfg, str(tmp_path), seeds=[0])
   assert len(rows) == 3 * 2  # variants x splits
   assert {r["variant"] for r in rows} == {"full", "noalign", "rescue"}
   with open(tmp_path / "protocol.json") as fh:
@@ -34,7 +34,7 @@ def test_paper1_protocol_writes_rows_and_table(tmp_path):
 
 def test_paper2_models_smoke_and_table(tmp_path):
   cfg = tiny_simplex_config()
-  rows = protocol.run_protocol(cfg, str(tmp_path), seeds=[0], log=lambda _: None)
+  rows = protocol.run_protocol(cfg, str(tmp_path), seeds=[0])
   assert [r["variant"] for r in rows[::2]] == ["vae", "full", "rst_prefit"]
   d = data.load_dataset("digits")
   expected_mi = {split: float(certificate.teacher_mi(teacher.label_smoothed(y, 10, 0.05)))
@@ -46,7 +46,7 @@ def test_paper2_models_smoke_and_table(tmp_path):
   assert "| RST-prefit | test |" in md and "E*" in md
   wd = tmp_path / "seed0"
   # The fixed witness has no parameters: the certificate cannot come from a trained head.
-  runner = train.Runner(cfg, str(wd), log=lambda _: None)
+  runner = train.Runner(cfg, str(wd))
   assert "head" not in runner.fresh_state(10, 0).params
   # The prefit phase ran before RST-prefit and moved the code towards the analytic code.
   prefit_rows = [json.loads(l) for l in open(wd / "prefit" / "metrics.jsonl")]
@@ -59,8 +59,7 @@ def test_paper2_models_smoke_and_table(tmp_path):
 
 def test_kl_stress_table(tmp_path):
   cfg = tiny_simplex_config()
-  rows = protocol.run_kl_stress(cfg, str(tmp_path), seeds=[0], alphas=[1.0, 4.0],
-                                log=lambda _: None)
+  rows = protocol.run_kl_stress(cfg, str(tmp_path), seeds=[0], alphas=[1.0, 4.0])
   assert sorted({r["alpha_kl"] for r in rows}) == [1.0, 4.0]
   md = (tmp_path / "kl_stress.md").read_text()
   assert md.count("\n| 4 | ") == 2 and "escape force" in md
@@ -71,8 +70,8 @@ def test_kl_stress_table(tmp_path):
 def test_paper2_mode_errors(tmp_path):
   cfg = tiny_config()
   with pytest.raises(ValueError, match="needs --config.model.head=simplex"):
-    train.Runner(cfg, str(tmp_path), log=lambda _: None).run_mode("rst_prefit")
+    train.Runner(cfg, str(tmp_path)).run_mode("rst_prefit")
   cfg = tiny_simplex_config()
   cfg.model.latent_dim = 4
   with pytest.raises(ValueError, match="latent_dim >= K-1 = 9"):
-    train.Runner(cfg, str(tmp_path / "b"), log=lambda _: None).run_mode("full")
+    train.Runner(cfg, str(tmp_path / "b")).run_mode("full")

@@ -1,6 +1,7 @@
 """Issue 6: interruption, damaged checkpoints, non-finite values, locks and overwrite."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from certvae_jax import train
 from certvae_jax.checkpoint import Checkpointer
-from certvae_jax.workdir import WorkdirLock
+from certvae_jax.rundir import WorkdirLock
 from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,7 @@ KILL_FLAGS = ["--config=" + os.path.join(ROOT, "configs", "digits.py") + ":smoke
 
 
 def restore(workdir, phase, step=None):
-  runner = train.Runner(tiny_config(), workdir, log=lambda _: None)
+  runner = train.Runner(tiny_config(), workdir)
   with Checkpointer(os.path.join(workdir, phase, "checkpoints")) as ckpt:
     return runner.restore(ckpt, 10, step)
 
@@ -99,21 +100,21 @@ def _delete_manifest(step_dir):
 def warm_reference(tmp_path_factory):
   """A warm-up of 40 steps with checkpoints at 20 and 40."""
   wd = str(tmp_path_factory.mktemp("ref"))
-  train.Runner(tiny_config(), wd, log=lambda _: None).run_warmup()
+  train.Runner(tiny_config(), wd).run_warmup()
   return wd
 
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_bytes, _garble_meta, _delete_manifest])
 def test_damaged_latest_checkpoint_is_reported_and_previous_step_used(
-    tmp_path, warm_reference, damage):
+    tmp_path, warm_reference, damage, caplog):
   import shutil
   wd = str(tmp_path / "w")
   shutil.copytree(warm_reference, wd)
   os.remove(os.path.join(wd, "warmup", "summary.json"))  # make the run resume
   damage(os.path.join(wd, "warmup", "checkpoints", "40"))
-  messages = []
-  runner = train.Runner(tiny_config(), wd, log=messages.append)
-  runner.run_warmup()
+  caplog.set_level(logging.INFO, logger="certvae_jax")
+  train.Runner(tiny_config(), wd).run_warmup()
+  messages = [r.getMessage() for r in caplog.records]
   assert any("step 40" in m and "damaged" in m for m in messages), messages
   assert any("resuming from step 20" in m for m in messages), messages
   assert os.path.isdir(os.path.join(wd, "warmup", "checkpoints_damaged", "40"))
@@ -136,12 +137,12 @@ def test_every_checkpoint_damaged_or_exact_step_damaged_is_an_error(tmp_path, wa
 
 def test_skip_nonfinite_counts_skipped_batches_instead_of_stopping(tmp_path):
   cfg = tiny_config(learning_rate=1e30, skip_nonfinite=True)
-  s = train.Runner(cfg, str(tmp_path), log=lambda _: None).run_warmup()
+  s = train.Runner(cfg, str(tmp_path)).run_warmup()
   # Every update of size 1e30 makes the parameters non-finite, so every batch is skipped
   # and the parameters stay at their (finite) initial values.
   assert s["skipped_batches"] == cfg.warmup.steps
   state, _ = restore(str(tmp_path), "warmup")
-  init = train.Runner(cfg, str(tmp_path / "x"), log=lambda _: None).fresh_state(10, 0)
+  init = train.Runner(cfg, str(tmp_path / "x")).fresh_state(10, 0)
   assert_same_params(state, init)
 
 
@@ -153,7 +154,7 @@ def test_second_run_on_a_workdir_is_refused_and_a_killed_holder_frees_it(tmp_pat
     assert r.returncode == 2 and "in use by another run" in r.stderr
   holder = subprocess.Popen([sys.executable, "-c", (
       "import sys, time; sys.path.insert(0, %r)\n"
-      "from certvae_jax.workdir import WorkdirLock\n"
+      "from certvae_jax.rundir import WorkdirLock\n"
       "l = WorkdirLock(%r).__enter__(); print('locked', flush=True); time.sleep(60)")
       % (ROOT, wd)], stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline().strip() == "locked"
@@ -165,15 +166,16 @@ def test_second_run_on_a_workdir_is_refused_and_a_killed_holder_frees_it(tmp_pat
     pass
 
 
-def test_incompatible_workdir_refused_unless_overwrite(tmp_path):
+def test_incompatible_workdir_refused_unless_overwrite(tmp_path, caplog):
   wd = str(tmp_path / "w")
-  train.Runner(tiny_config(), wd, log=lambda _: None).run_warmup()
+  train.Runner(tiny_config(), wd).run_warmup()
   other = tiny_config()
   other.warmup.alpha_kl = 2.0
   with pytest.raises(ValueError, match="different fingerprint .* --overwrite"):
-    train.Runner(other, wd, log=lambda _: None).run_warmup()
-  messages = []
-  s = train.Runner(other, wd, log=messages.append, overwrite=True).run_warmup()
+    train.Runner(other, wd).run_warmup()
+  caplog.set_level(logging.INFO, logger="certvae_jax")
+  s = train.Runner(other, wd, overwrite=True).run_warmup()
+  messages = [r.getMessage() for r in caplog.records]
   assert any("--overwrite: clearing" in m for m in messages)
   assert s["weights"]["alpha_kl"] == 2.0
 
@@ -189,6 +191,6 @@ def test_constant_teacher_runs_and_is_reported_uncertifiable(tmp_path):
   cfg.teacher.kind = "label_smoothed"
   cfg.train.init = "fresh"
   cfg.train.batch_size = 32
-  s = train.Runner(cfg, str(tmp_path / "w"), log=lambda _: None).run_mode("full")
+  s = train.Runner(cfg, str(tmp_path / "w")).run_mode("full")
   assert s["train"]["teacher_mi"] == pytest.approx(0.0, abs=1e-6)
   assert s["train"]["certifiable"] is False and s["train"]["certified"] is False

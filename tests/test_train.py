@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from certvae_jax import certificate, train
+from certvae_jax import certificate, distributed, modes, train
 from certvae_jax.checkpoint import Checkpointer
 from tests.conftest import tiny_config
 
@@ -23,7 +23,7 @@ SUMMARY_SPLIT_KEYS = {"teacher_mi", "alignment", "bare_margin", "margin", "tau",
 def workdir(tmp_path_factory):
   """One seed's workdir with every mode run once (live and fixed targets)."""
   wd = str(tmp_path_factory.mktemp("seed0"))
-  runner = train.Runner(tiny_config(), wd, log=lambda _: None)
+  runner = train.Runner(tiny_config(), wd)
   for target in ("live", "fixed"):
     for mode in ("full", "noalign", "rescue"):
       runner.run_mode(mode, target)
@@ -56,7 +56,7 @@ def test_host_made_batches_give_the_same_run_as_device_resident_data(workdir, tm
   """``data.on_device`` moves the same batches: identical parameters and summaries."""
   c = tiny_config()
   c.data.on_device = False
-  host = train.train(c, "full", str(tmp_path), target=target, log=lambda _: None)
+  host = train.train(c, "full", str(tmp_path), target=target)
   phase = "full" if target == "live" else "full_fixed"
   with open(os.path.join(workdir, phase, "summary.json")) as fh:
     device = json.load(fh)
@@ -92,7 +92,7 @@ def test_variants_share_one_teacher_and_fixed_targets_match_live(workdir):
 
 
 def _params(phase_dir, step=None):
-  runner = train.Runner(tiny_config(), os.path.dirname(phase_dir), log=lambda _: None)
+  runner = train.Runner(tiny_config(), os.path.dirname(phase_dir))
   with Checkpointer(os.path.join(phase_dir, "checkpoints")) as ckpt:
     state, meta = runner.restore(ckpt, 10, step)
   return state, meta
@@ -101,18 +101,17 @@ def _params(phase_dir, step=None):
 def test_rescue_continues_exactly_from_noalign_final_state(workdir):
   """Replays rescue by hand: noalign's final checkpoint + full-weight steps == rescue."""
   cfg = tiny_config()
-  runner = train.Runner(cfg, workdir, log=lambda _: None)
+  runner = train.Runner(cfg, workdir)
   runner.ensure_teacher()
   noalign, _ = _params(os.path.join(workdir, "noalign"))
   rescue, meta = _params(os.path.join(workdir, "rescue"))
   assert int(noalign.step) == cfg.train.steps and int(rescue.step) == 2 * cfg.train.steps
   assert meta["lambda_ts"] == cfg.train.lambda_ts
-  phase = train.Phase("replay", "rescue", "live", 2 * cfg.train.steps,
-                      train._phase_weights(cfg, "rescue"), meta["data_seed"], {})
-  weights = jax.tree.map(lambda w: np.float32(w), phase.weights)
-  advance = runner._stepper(phase, runner.compiled("step", 10), runner.compiled("teacher", 10),
-                            None, weights)
-  state = noalign
+  weights = modes.get("rescue").weights(cfg)
+  step_fn = runner.engine.train_step("teacher_guided", 10)
+  advance = runner.engine.stepper("replay", step_fn, meta["data_seed"], runner.teachers.teacher,
+                                  None, 10)
+  state = noalign.replace(weights=runner.engine.put_weights(weights))
   for t in range(cfg.train.steps, 2 * cfg.train.steps):
     state, _ = advance(state, t)
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(rescue.params)):
@@ -182,18 +181,18 @@ def test_mismatched_teacher_or_model_in_workdir_is_refused(workdir):
   cfg = tiny_config()
   cfg.teacher.min_mass = 0.3  # a different teacher search than the one on disk
   with pytest.raises(ValueError, match="the teacher in .* different fingerprint"):
-    train.Runner(cfg, workdir, log=lambda _: None).run_mode("full")
+    train.Runner(cfg, workdir).run_mode("full")
   cfg = tiny_config()
   cfg.model.latent_dim = 8
   with pytest.raises(ValueError, match="different fingerprint"):
-    train.Runner(cfg, workdir, log=lambda _: None).run_mode("full")
+    train.Runner(cfg, workdir).run_mode("full")
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   cfg = tiny_config(learning_rate=1e30)
   wd = str(tmp_path / "w")
   with pytest.raises(train.TrainingDiverged, match=r"non-finite .* at step \d+ \("):
-    train.Runner(cfg, wd, log=lambda _: None).run_warmup()
+    train.Runner(cfg, wd).run_warmup()
   with Checkpointer(os.path.join(wd, "warmup", "checkpoints")) as ckpt:
     steps = ckpt._manager.all_steps()
   for s in steps:  # whatever was saved is finite
@@ -211,8 +210,8 @@ class _FakeDevice:
 
 def test_device_resident_data_falls_back_when_it_would_crowd_a_device():
   gib = 2**30
-  assert train.fits_on_devices(3 * gib, [_FakeDevice({"bytes_limit": 8 * gib})])
-  assert not train.fits_on_devices(5 * gib, [_FakeDevice({"bytes_limit": 80 * gib}),
+  assert distributed.fits_on_devices(3 * gib, [_FakeDevice({"bytes_limit": 8 * gib})])
+  assert not distributed.fits_on_devices(5 * gib, [_FakeDevice({"bytes_limit": 80 * gib}),
                                              _FakeDevice({"bytes_limit": 8 * gib})])
-  assert train.fits_on_devices(100 * gib, [_FakeDevice(None)])  # the CPU reports no limit
-  assert train.fits_on_devices(100 * gib, jax.local_devices())
+  assert distributed.fits_on_devices(100 * gib, [_FakeDevice(None)])  # the CPU reports no limit
+  assert distributed.fits_on_devices(100 * gib, jax.local_devices())

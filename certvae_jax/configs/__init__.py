@@ -1,0 +1,29 @@
+"""The shipped run configs (``get_config(arg)`` returning an ``ml_collections.ConfigDict``).
+
+They live in the package so that an installed ``certvae_jax`` (``pip install .``, not
+only ``-e``) finds them from any directory: ``--config=digits`` or
+``--config=digits:smoke`` on the command line resolves to the file here (see
+:func:`certvae_jax.config.resolve_config_path`). The repository's top-level
+``configs/`` holds thin files that re-export these, for the paths in the papers'
+commands.
+"""
+
+from __future__ import annotations
+
+import os
+
+NAMES = ("digits", "digits_simplex", "cifar100", "tiny_imagenet")
+DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+
+
+def is_smoke(arg: str | None) -> bool:
+  """Parses a config argument: ``'smoke'`` for the seconds-long CPU run, or nothing.
+
+  Raises:
+    ValueError: any other argument.
+  """
+  if arg == "smoke":
+    return True
+  if arg in (None, ""):
+    return False
+  raise ValueError(f"config: unknown argument {arg!r}; expected nothing or 'smoke'")

@@ -1,0 +1,180 @@
+"""The compiled functions of one run, built once so that its phases share them.
+
+:class:`Engine` holds the model, the optimizer, the objectives and their jitted train
+and evaluation steps (keyed by objective and K), the state factories, and the two
+ways of feeding batches to a step (:meth:`Engine.stepper`). Every mode that uses an
+objective reuses its one compiled step: the weights are in the state.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from certvae_jax import data as data_lib, distributed, objectives
+from certvae_jax import step as step_lib
+from certvae_jax import teacher as teacher_lib
+from certvae_jax.checkpoint import Checkpointer
+from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
+
+_log = logging.getLogger(__name__)
+
+
+class Engine:
+  """Model, optimizer and compiled functions for one config, data set and mesh."""
+
+  def __init__(self, config: ml_collections.ConfigDict, data: data_lib.Dataset, mesh: Mesh):
+    self.config, self.data, self.mesh = config, data, mesh
+    self.input_dim = int(data.x_train.shape[1])
+    self.replicated = NamedSharding(mesh, P())
+    self.batch_sharding = NamedSharding(mesh, P("data"))
+    self._cache: dict[tuple[Any, ...], Any] = {}
+
+  def _cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    if key not in self._cache:
+      self._cache[key] = make()
+    return self._cache[key]
+
+  # -- model, optimizer, objectives ----------------------------------------------------
+
+  def model(self, k: int) -> TeacherGuidedVAE:
+    return self._cached(("model", k), lambda: build_model(
+        self.config.model, self.input_dim, k, self.data.example_shape))
+
+  def optimizer(self) -> optax.GradientTransformation:
+    return self._cached(("tx",), lambda: optax.adam(self.config.train.learning_rate))
+
+  def objective(self, name: str, k: int) -> objectives.Objective:
+    return self._cached(("objective", name, k),
+                        lambda: objectives.build(name, self.model(k), self.config))
+
+  def train_step(self, name: str, k: int, schedule: step_lib.WeightSchedule | None = None):
+    """The objective's jitted step (state donated)."""
+    return self._cached(("step", name, k, schedule), lambda: step_lib.make_train_step(
+        self.objective(name, k), self.optimizer(), bool(self.config.train.skip_nonfinite),
+        schedule))
+
+  def eval_step(self, name: str, k: int):
+    return self._cached(("eval", name, k), lambda: step_lib.make_eval_step(
+        self.objective(name, k), self.replicated))
+
+  def encode(self, k: int):
+    """Jitted ``(encoder_params, x) -> mu``."""
+    model = self.model(k)
+    return self._cached(("encode", k), lambda: jax.jit(
+        lambda p, x: model.apply({"params": {"encoder": p}}, x,
+                                 method=TeacherGuidedVAE.encode)[0]))
+
+  def teacher_probs(self, k: int):
+    """Jitted ``(teacher, x) -> T(x)``: the frozen GMM on the warm-up encoder's means."""
+    model = self.model(k)
+
+    def encoder_apply(variables, x):
+      return model.apply({"params": {"encoder": variables["params"]}}, x,
+                         method=TeacherGuidedVAE.encode)
+
+    return self._cached(("teacher", k), lambda: jax.jit(
+        lambda teacher, x: teacher_lib.teacher_probs(encoder_apply, teacher, x)))
+
+  # -- states --------------------------------------------------------------------------
+
+  def fresh_state(self, k: int, data_code: int, weights: Mapping[str, float]
+                  ) -> step_lib.TrainState:
+    """A new state: parameters from ``config.seed``, RNG stream ``data_code``; one jit."""
+    seed, tx, model = self.config.seed, self.optimizer(), self.model(k)
+
+    def init(code, w):
+      params = init_params(model, jax.random.PRNGKey(seed), self.input_dim, k)
+      rng = jax.random.fold_in(jax.random.PRNGKey(seed), code)
+      return step_lib.init_state(params, tx, rng, w)
+
+    fn = self._cached(("init", k), lambda: jax.jit(init, out_shardings=self.replicated))
+    return fn(jnp.asarray(data_code, jnp.uint32), step_lib.as_weights(weights))
+
+  def restore(self, ckpt: Checkpointer, k: int, weight_names, step: int | None = None):
+    """``(state, meta)`` from ``ckpt``, replicated over the mesh."""
+    template = jax.eval_shape(lambda: self.fresh_state(k, 0, dict.fromkeys(weight_names, 0.0)))
+    return ckpt.restore(template, step=step, sharding=self.replicated)
+
+  def put_weights(self, weights: Mapping[str, Any]) -> dict[str, jax.Array]:
+    return jax.device_put(step_lib.as_weights(weights), self.replicated)
+
+  # -- feeding batches -----------------------------------------------------------------
+
+  def fused_step(self, step_fn, teacher_fn):
+    """``step_fn`` on rows gathered from device-resident data, in one jit (state donated);
+    built once per step function and teacher, so that the phases share compilations."""
+
+    def make():
+      rows = functools.partial(jax.lax.with_sharding_constraint, shardings=self.batch_sharding)
+
+      def fused(state, x_src, t_src, teacher, idx):
+        x = rows(data_lib.to_unit(x_src[idx]))
+        t = teacher_fn(teacher, x) if teacher_fn is not None else rows(t_src[idx])
+        return step_fn(state, {"x": x, "t": t})
+
+      return jax.jit(fused, donate_argnums=0)
+
+    return self._cached(("fused", step_fn, teacher_fn), make)
+
+  def stepper(self, name: str, step_fn, data_seed: int, teacher: Any | None,
+              t_train: np.ndarray | None, k: int) -> Callable[[Any, int], Any]:
+    """``advance(state, step) -> (state, metrics)``: one training step on the batch at ``step``.
+
+    With ``teacher`` the targets are the live teacher's ``T(x)``; otherwise the rows of
+    ``t_train``. With ``data.on_device`` the training split (and fixed targets) is
+    copied to every device once; each step sends only its indices, and the gather, the
+    live teacher and the step run as one compiled call. Otherwise the host gathers and
+    scales each batch. Both feed the same values.
+    """
+    x_train, cfg = self.data.x_train, self.config
+    live = teacher is not None
+    teacher_fn = self.teacher_probs(k) if live else None
+    if live:
+      teacher = jax.device_put(jax.tree.map(np.asarray, teacher), self.replicated)
+
+    def indices(step: int) -> np.ndarray:
+      return data_lib.batch_indices(data_seed, step, len(x_train), cfg.train.batch_size)
+
+    resident = x_train.nbytes + (0 if live else t_train.nbytes)
+    on_device = cfg.data.on_device and distributed.fits_on_devices(resident,
+                                                                   jax.local_devices())
+    if cfg.data.on_device and not on_device:
+      _log.info("%s: the training split (%.2f GiB) would take over half of a device's "
+                "memory; batches are gathered on the host instead", name, resident / 2**30)
+    if on_device:
+      x_src = jax.device_put(x_train, self.replicated)
+      t_src = None if live else jax.device_put(t_train, self.replicated)
+      fused = self.fused_step(step_fn, teacher_fn)
+
+      def advance_on_device(state, step):
+        idx = distributed.global_batch(indices(step).astype(np.int32), self.batch_sharding)
+        return fused(state, x_src, t_src, teacher, idx)
+      return advance_on_device
+
+    def advance_from_host(state, step):
+      idx = indices(step)
+      x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self.batch_sharding)
+      t = (teacher_fn(teacher, x) if live
+           else distributed.global_batch(t_train[idx], self.batch_sharding))
+      return step_fn(state, {"x": x, "t": t})
+    return advance_from_host
+
+
+def transfer_params(fresh: Any, warm: Any) -> Any:
+  """Fresh parameters with every leaf that also exists, same shape, in ``warm``."""
+  warm_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(warm))
+  out = {}
+  for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(fresh)).items():
+    w = warm_flat.get(path)
+    out[path] = w if w is not None and w.shape == value.shape else value
+  return flax.traverse_util.unflatten_dict(out)

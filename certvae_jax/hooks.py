@@ -1,0 +1,166 @@
+"""The hooks every run uses, and a registry for more.
+
+A run's hooks, in order: :class:`FiniteCheck`, :class:`Timing`, :class:`Progress`,
+:class:`StepMetrics`, the user's hooks (``config.train.hooks`` by name, or
+``train.train(..., hooks=[...])``), :class:`PeriodicEvaluation`,
+:class:`PeriodicCheckpoint`. A user's hook therefore sees each evaluation and acts
+before the checkpoint of that step is written. Register one for the config with::
+
+    hooks.register("my_guard", lambda config: MyGuard(config.eval.tau))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from certvae_jax import distributed
+from certvae_jax.loop import Hook, Loop, Rows, TrainingDiverged
+
+
+class FiniteCheck(Hook):
+  """Stops the run on the first non-finite step metric; checked before anything is saved."""
+
+  def __init__(self, phase: str):
+    self.phase = phase
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
+    for row_step, metrics in rows:
+      bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+      if bad:
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        raise TrainingDiverged(
+            f"{self.phase}: non-finite {', '.join(bad)} at step {row_step} ({terms}); "
+            "stopped, the last good checkpoint is kept. Lower train.learning_rate, check "
+            "the data, or set train.skip_nonfinite=True to skip such batches.")
+
+
+class StepMetrics(Hook):
+  """Writes the training step's scalars (``train_step/...``) every ``every`` steps and
+  at every other sync."""
+
+  def __init__(self, every: int):
+    self.every = every
+    self.last: dict[str, float] = {"loss": float("nan")}
+
+  def wants_sync(self, step: int, last: bool) -> bool:
+    return step % self.every == 0
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
+    self.last = rows[-1][1]
+    loop.write({"train_step": self.last})
+
+
+class PeriodicEvaluation(Hook):
+  """Evaluates every ``every`` steps and when the loop finishes (the summary's evaluation)."""
+
+  def __init__(self, every: int):
+    self.every = every
+
+  def wants_sync(self, step: int, last: bool) -> bool:
+    return step % self.every == 0 or last
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
+    if step % self.every == 0 or loop.finishing:
+      loop.evaluate()
+
+
+class PeriodicCheckpoint(Hook):
+  """Saves every ``every`` steps and when the loop finishes."""
+
+  def __init__(self, every: int):
+    self.every = every
+
+  def wants_sync(self, step: int, last: bool) -> bool:
+    return step % self.every == 0 or last
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
+    if step % self.every == 0 or loop.finishing:
+      loop.save()
+
+
+class Progress(Hook):
+  """A terminal progress bar (step, loss, live margin); silent when disabled or not a TTY."""
+
+  def __init__(self, name: str, start: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    self._bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, leave=False,
+                     disable=None if enabled else True)
+    self._loss, self._margin = float("nan"), float("nan")
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
+    self._loss = rows[-1][1]["loss"]
+    self._bar.update(step - self._bar.n)
+    self._postfix()
+
+  def on_eval(self, loop: Loop, step: int, results) -> None:
+    self._margin = results["train"]["margin"]
+    self._postfix()
+
+  def _postfix(self) -> None:
+    self._bar.set_postfix(loss=f"{self._loss:.2f}", G_tau=f"{self._margin:+.3f}")
+
+  def on_end(self, loop: Loop) -> None:
+    self._bar.close()
+
+
+class Timing(Hook):
+  """The summary's ``timing``: wall time and training throughput of this invocation.
+
+  ``steps_per_s`` is training alone, from the first to the last host sync (so without
+  the first step's compilation), evaluations and checkpoints left out; None when fewer
+  than two syncs happened. ``peak_device_memory_bytes`` is the largest peak over this
+  process's devices where the backend reports it (GPU, TPU), else None.
+  """
+
+  def __init__(self):
+    self._start = time.perf_counter()
+    self._syncs: list[tuple[int, float]] = []
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
+    # Evaluations and saves start right after a sync, so no queued step is billed to them.
+    self._syncs.append((step, time.perf_counter() - sum(loop.side_seconds.values())))
+
+  def result(self, loop: Loop, batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
+    syncs, rate = self._syncs, None
+    if len(syncs) >= 2 and syncs[-1][1] > syncs[0][1]:
+      rate = (syncs[-1][0] - syncs[0][0]) / (syncs[-1][1] - syncs[0][1])
+    peaks = [int(s["peak_bytes_in_use"]) for s in map(distributed.memory_stats,
+                                                      jax.local_devices())
+             if "peak_bytes_in_use" in s]
+    return {"steps": loop.step - loop.start_step, "seconds": time.perf_counter() - self._start,
+            "eval_seconds": loop.side_seconds["eval"],
+            "checkpoint_seconds": loop.side_seconds["checkpoint"], "steps_per_s": rate,
+            "examples_per_s": None if rate is None else rate * batch_size,
+            "platform": mesh.devices.flat[0].platform, "devices": int(mesh.size),
+            "peak_device_memory_bytes": max(peaks) if peaks else None}
+
+
+HookFactory = Callable[[ml_collections.ConfigDict], Hook]
+_REGISTRY: dict[str, HookFactory] = {}
+
+
+def register(name: str, factory: HookFactory) -> None:
+  """Registers ``factory(config) -> Hook`` for ``config.train.hooks``."""
+  _REGISTRY[name] = factory
+
+
+def create(names: Any, config: ml_collections.ConfigDict) -> list[Hook]:
+  """The hooks named in ``config.train.hooks``.
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  if not isinstance(names, (tuple, list)):
+    raise ValueError(f"config.train.hooks: expected a tuple of names, got {names!r}")
+  out = []
+  for name in names:
+    if name not in _REGISTRY:
+      raise ValueError(f"config.train.hooks: unknown hook {name!r}; registered: "
+                       f"{tuple(_REGISTRY)}")
+    out.append(_REGISTRY[name](config))
+  return out

@@ -1,0 +1,151 @@
+"""The mode table: what each training mode is, as data (paper 1, section 3 and table 8).
+
+==============  ==================================================================
+``warmup``      plain VAE at ``warmup.alpha_kl``; its encoder means feed the teacher
+``full``        all terms on
+``noalign``     ``lambda_TS = 0`` (balance and the head stay): the collapse control
+``rescue``      restores the final ``noalign`` checkpoint exactly (parameters,
+                optimizer, step, RNG, data position) and continues with alignment on
+``vae``         plain VAE (``lambda_TS = lambda_bal = 0``) scored by the same witness:
+                paper 2's baseline row
+``rst_prefit``  paper 2: regress the encoder mean onto the analytic code of the fixed
+                simplex witness (phase ``prefit``), then train with all terms on
+==============  ==================================================================
+
+``full``, ``noalign`` and ``rescue`` share one data stream and one RNG stream
+(``data_code``), so the variants differ only in their weights and initialisation.
+A new mode is a :class:`Mode` passed to :func:`register`; the run reads nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import ml_collections
+
+from certvae_jax.step import WeightSchedule
+
+Config = ml_collections.ConfigDict
+
+# Data/RNG stream codes: a phase's batches and randomness come from seed * 16 + code.
+WARMUP_CODE, VARIANT_CODE, PREFIT_CODE = 0, 1, 2
+
+INITS = ("fresh", "variant", "continue", "params")
+
+
+class Mode(NamedTuple):
+  """One row of the mode table.
+
+  Attributes:
+    name: the ``--mode`` value and the phase directory's stem.
+    objective: the registered objective (:mod:`certvae_jax.objectives`) it minimises.
+    weights: ``config -> {name: value}``, the objective's base loss weights.
+    init: where the state starts: ``'fresh'`` (new parameters), ``'variant'`` (new
+      parameters, or the warm-up's where ``config.train.init = 'warmup'``),
+      ``'continue'`` (the final state of mode ``source``, exactly: optimizer, step,
+      RNG and data position included) or ``'params'`` (the parameters of ``source``'s
+      final state, with a fresh optimizer).
+    source: the mode ``'continue'`` / ``'params'`` read.
+    run_source: run ``source`` first when it is missing (else it must exist).
+    steps: ``config -> int``, the steps this mode trains (``'continue'`` adds them to
+      the source's final step).
+    data_code: which data/RNG stream the mode draws (see ``*_CODE``).
+    needs_teacher: whether it trains against the teacher (warm-up does not).
+    schedule: ``config -> schedule or None``: weights as a function of the step.
+    tag: ``config -> str``, a variant tag for the directory, so that two settings of
+      one seed never share a phase directory ("" for none).
+    check: ``config -> None``, raises ``ValueError`` when the config cannot run it.
+    meta: ``config -> dict``, extra metadata a checkpoint of this mode must match.
+  """
+  name: str
+  objective: str
+  weights: Callable[[Config], dict[str, float]]
+  init: str = "variant"
+  source: str | None = None
+  run_source: bool = False
+  steps: Callable[[Config], int] = lambda c: int(c.train.steps)
+  data_code: int = VARIANT_CODE
+  needs_teacher: bool = True
+  schedule: Callable[[Config], WeightSchedule | None] = lambda c: None
+  tag: Callable[[Config], str] = lambda c: ""
+  check: Callable[[Config], None] = lambda c: None
+  meta: Callable[[Config], dict[str, Any]] = lambda c: {}
+
+
+_MODES: dict[str, Mode] = {}
+TARGETS = ("live", "fixed")
+
+
+def register(mode: Mode) -> Mode:
+  """Adds (or replaces) a row of the mode table.
+
+  Raises:
+    ValueError: a malformed row.
+  """
+  if mode.init not in INITS:
+    raise ValueError(f"Mode.init: expected one of {INITS}, got {mode.init!r}")
+  if mode.init in ("continue", "params") and not mode.source:
+    raise ValueError(f"Mode.source: mode {mode.name!r} starts from another mode's final "
+                     "state; name that mode")
+  _MODES[mode.name] = mode
+  return mode
+
+
+def get(name: str) -> Mode:
+  """The row of mode ``name``.
+
+  Raises:
+    ValueError: an unknown mode.
+  """
+  if name not in _MODES:
+    raise ValueError(f"mode: unknown {name!r}; expected one of {names()}")
+  return _MODES[name]
+
+
+def names() -> tuple[str, ...]:
+  """The registered modes (internal stages such as ``prefit`` included)."""
+  return tuple(_MODES)
+
+
+def phase_name(mode: str, target: str = "live", tag: str = "") -> str:
+  """The one rule for a phase directory: ``<mode>[_<tag>][_fixed]``; warm-up has one."""
+  if target not in TARGETS:
+    raise ValueError(f"target: unknown {target!r}; expected one of {TARGETS}")
+  if mode == "warmup":
+    return "warmup"
+  return mode + (f"_{tag}" if tag else "") + ("_fixed" if target == "fixed" else "")
+
+
+def _teacher_guided(alpha_kl: Callable[[Config], float], lambda_ts: bool, lambda_bal: bool):
+  def weights(c: Config) -> dict[str, float]:
+    return {"alpha_kl": float(alpha_kl(c)),
+            "lambda_ts": float(c.train.lambda_ts) if lambda_ts else 0.0,
+            "lambda_bal": float(c.train.lambda_bal) if lambda_bal else 0.0}
+  return weights
+
+
+def _needs_simplex_head(c: Config) -> None:
+  if c.model.head != "simplex":
+    raise ValueError("mode: rst_prefit regresses the code onto the simplex witness's "
+                     "analytic code; it needs --config.model.head=simplex")
+
+
+_train_alpha = lambda c: c.train.alpha_kl  # noqa: E731
+register(Mode("warmup", "teacher_guided",
+              _teacher_guided(lambda c: c.warmup.alpha_kl, False, False), init="fresh",
+              steps=lambda c: int(c.warmup.steps), data_code=WARMUP_CODE,
+              needs_teacher=False))
+register(Mode("full", "teacher_guided", _teacher_guided(_train_alpha, True, True)))
+register(Mode("noalign", "teacher_guided", _teacher_guided(_train_alpha, False, True)))
+register(Mode("rescue", "teacher_guided", _teacher_guided(_train_alpha, True, True),
+              init="continue", source="noalign"))
+register(Mode("vae", "teacher_guided", _teacher_guided(_train_alpha, False, False)))
+register(Mode("prefit", "code_regression", lambda c: {},
+              steps=lambda c: int(c.train.prefit_steps), data_code=PREFIT_CODE,
+              check=_needs_simplex_head,
+              meta=lambda c: {"beta": float(c.model.witness_beta)}))
+register(Mode("rst_prefit", "teacher_guided", _teacher_guided(_train_alpha, True, True),
+              init="params", source="prefit", run_source=True, check=_needs_simplex_head))
+
+# What ``--mode`` offers (``prefit`` runs as rst_prefit's first stage).
+CLI_MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit")

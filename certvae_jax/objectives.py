@@ -1,0 +1,165 @@
+"""Objectives: what a train step minimises and what evaluation reads, by name.
+
+An :class:`Objective` is a NamedTuple of pure functions (as optax's
+``GradientTransformation`` is a pair of them): the step and the evaluation are built
+from it and know nothing else about the model. A new objective is a builder
+registered under a name::
+
+    @objectives.register("my_objective")
+    def build(model, config):
+      def loss(params, batch, rng, weights):
+        ...
+        return total, {"term": value}
+      return objectives.Objective(loss=loss, weight_names=("w",),
+                                  evaluate=objectives.vae_evaluation(model, nll))
+
+and a mode (:mod:`certvae_jax.modes`) that names it. Nothing in the step, the loop or
+the run needs to change.
+
+Shipped:
+
+* ``teacher_guided`` (paper 1, section 3):
+  ``L = L_rec + alpha_KL KL(q(z|x) || N(0, I)) + lambda_TS L_align + lambda_bal L_bal``.
+  Warm-up, ``full``, ``noalign``, ``rescue`` and paper 2's ``vae`` and RST-VAE are this
+  objective with other weights.
+* ``code_regression`` (paper 2, RST-prefit's first stage): regress the encoder mean
+  onto the analytic code of the fixed simplex witness.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from certvae_jax import losses, simplex
+from certvae_jax.models.vae import TeacherGuidedVAE
+
+Weights = Mapping[str, jnp.ndarray]
+LossFn = Callable[[Any, Mapping[str, jnp.ndarray], jax.Array, Weights],
+                  tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
+EvalFn = Callable[[Any, jnp.ndarray, jnp.ndarray, jax.Array], dict[str, jnp.ndarray]]
+
+
+class Objective(NamedTuple):
+  """The pure functions a step and an evaluation are built from.
+
+  Attributes:
+    loss: ``(params, batch, rng, weights) -> (loss, terms)``. ``batch`` holds ``x``
+      (inputs scaled to [0, 1]) and ``t`` (teacher rows, ``(B, K)``); ``weights`` maps
+      each of ``weight_names`` to a traced scalar; ``terms`` are the scalars to report.
+    weight_names: the loss weights this objective reads. They live in the train state,
+      so a schedule or a hook may change them and a restart keeps them.
+    evaluate: ``(params, x, t, rng) -> outputs`` per example, with the keys
+      ``mu``, ``logvar`` (latent statistics), ``rec`` (``-log p(x|z)``), ``sq_err``
+      (mean squared error of the mean reconstruction), ``kl_dim`` (KL per latent
+      dimension) and ``witness_logits`` (the raw z-only witness at ``z = mu(x)``, the
+      only input of the certificate; paper 1, section 2.3).
+  """
+  loss: LossFn
+  weight_names: tuple[str, ...]
+  evaluate: EvalFn
+
+
+Builder = Callable[[TeacherGuidedVAE, ml_collections.ConfigDict], Objective]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+  """Decorator: registers ``builder(model, config) -> Objective`` under ``name``."""
+  def add(builder: Builder) -> Builder:
+    _REGISTRY[name] = builder
+    return builder
+  return add
+
+
+def names() -> tuple[str, ...]:
+  return tuple(_REGISTRY)
+
+
+def build(name: str, model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
+  """The objective registered as ``name`` for ``model``.
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"objective: unknown {name!r}; registered: {names()}")
+  return _REGISTRY[name](model, config)
+
+
+def reconstruction_nll(config: ml_collections.ConfigDict):
+  """The per-example ``-log p(x|z)`` of ``config.model`` (Bernoulli or Gaussian)."""
+  return losses.reconstruction_nll(config.model.likelihood, float(config.model.gaussian_scale))
+
+
+def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
+  """The evaluation outputs of a Gaussian-encoder VAE with a raw z-only witness."""
+
+  def evaluate(params, x, t, rng):
+    v = {"params": params}
+    mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
+    z = losses.reparameterize(rng, mu, logvar)
+    rec = nll(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x)
+    mean_image = jax.nn.sigmoid(model.apply(v, mu, t, method=TeacherGuidedVAE.decode))
+    return {"mu": mu, "logvar": logvar, "rec": rec,
+            "sq_err": jnp.mean(jnp.square(mean_image - x), axis=-1),
+            "kl_dim": losses.gaussian_kl_per_dim(mu, logvar),
+            "witness_logits": model.apply(v, mu, method=TeacherGuidedVAE.witness_logits)}
+
+  return evaluate
+
+
+@register("teacher_guided")
+def teacher_guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
+  """Paper 1, section 3: ELBO terms, alignment of the raw head, balance.
+
+  ``L_align = mean_batch KL(T(x) || s(z))`` reads the witness at the sampled ``z``
+  (``config.train.align_on_mean``: at ``mu``). ``lambda_TS = lambda_bal = 0`` is a plain
+  VAE.
+  """
+  nll = reconstruction_nll(config)
+  align_on_mean = bool(config.train.align_on_mean)
+
+  def loss(params, batch, rng, weights):
+    x, t = batch["x"], batch["t"]
+    v = {"params": params}
+    mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
+    z = losses.reparameterize(rng, mu, logvar)
+    rec = jnp.mean(nll(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x))
+    kl = losses.gaussian_kl(mu, logvar)
+    logits = model.apply(v, mu if align_on_mean else z, method=TeacherGuidedVAE.witness_logits)
+    align = losses.alignment(t, logits)
+    bal = losses.balance(logits)
+    total = (rec + weights["alpha_kl"] * kl + weights["lambda_ts"] * align
+             + weights["lambda_bal"] * bal)
+    return total, {"rec": rec, "kl": kl, "align": align, "bal": bal}
+
+  return Objective(loss=loss, weight_names=("alpha_kl", "lambda_ts", "lambda_bal"),
+                   evaluate=vae_evaluation(model, nll))
+
+
+@register("code_regression")
+def code_regression(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
+  """RST-prefit's first stage (paper 2): ``mean ||mu(x) - [mu*(x), 0]||^2``.
+
+  The target is the least-norm code of the fixed simplex witness with gain
+  ``config.model.witness_beta``: ``mu*(x)`` on the first ``K-1`` coordinates, 0 on the
+  rest. Needs a teacher without zero entries (the code takes ``log T``).
+  """
+  beta = float(config.model.witness_beta)
+
+  def loss(params, batch, rng, weights):
+    del rng, weights
+    t = batch["t"]
+    k = t.shape[-1]
+    mu, _ = model.apply({"params": params}, batch["x"], method=TeacherGuidedVAE.encode)
+    code = simplex.analytic_code_unchecked(t, beta)
+    mse = jnp.mean(jnp.sum(jnp.square(mu[:, : k - 1] - code), axis=-1)
+                   + jnp.sum(jnp.square(mu[:, k - 1:]), axis=-1))
+    return mse, {"code_mse": mse}
+
+  return Objective(loss=loss, weight_names=(),
+                   evaluate=vae_evaluation(model, reconstruction_nll(config)))

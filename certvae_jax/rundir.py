@@ -1,0 +1,165 @@
+"""One seed's run directory: its layout, fingerprints, summaries, lock and overwrite.
+
+Layout::
+
+    WORKDIR/warmup/{checkpoints/, metrics.jsonl, summary.json}
+    WORKDIR/teacher/{teacher.npz, teacher.json, targets_train.npy}
+    WORKDIR/<mode>[_<tag>][_fixed]/{checkpoints/, metrics.jsonl, summary.json,
+                                    predictions.npz}
+
+One run per workdir at a time: an advisory ``fcntl.flock`` lock, which belongs to the
+open file, so the operating system releases it when the process exits for any
+reason, ``kill -9`` included; a crashed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from typing import Any, Callable, TypeVar
+
+import ml_collections
+
+from certvae_jax import distributed
+from certvae_jax.checkpoint import Checkpointer, IncompatibleCheckpoint
+
+LOCK_NAME = ".lock"
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def fingerprint(config: ml_collections.ConfigDict, *extra: Any) -> str:
+  """Hash of what shapes a run's results (data, model, seed, and ``extra``).
+
+  Step counts and logging intervals are left out so a run can be extended, and
+  ``data.on_device`` because it moves the same batches, not different ones.
+  """
+  data = {k: v for k, v in config.data.to_dict().items() if k != "on_device"}
+  blob = json.dumps({"data": data, "model": config.model.to_dict(),
+                     "seed": config.seed, "extra": extra}, sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` atomically (a temporary file, then a rename)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as fh:
+    json.dump(obj, fh, indent=1, allow_nan=True)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any | None:
+  """The JSON at ``path``, or None if there is no such file."""
+  if not os.path.isfile(path):
+    return None
+  with open(path) as fh:
+    return json.load(fh)
+
+
+class WorkdirLock:
+  """A re-entrant (within one object) exclusive lock on ``workdir``.
+
+  Raises:
+    ValueError: on entry, when another process (or another lock object) holds it.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self._fd: int | None = None
+    self._depth = 0
+
+  def __enter__(self) -> "WorkdirLock":
+    if self._depth == 0:
+      os.makedirs(self.workdir, exist_ok=True)
+      path = os.path.join(self.workdir, LOCK_NAME)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+          raise ValueError(f"workdir: {self.workdir!r} is in use by another run (pid "
+                           f"{holder}); wait for it or use another --workdir") from e
+        raise
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, str(os.getpid()).encode(), 0)
+      self._fd = fd
+    self._depth += 1
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._depth -= 1
+    if self._depth == 0 and self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+
+def clear_workdir(workdir: str) -> None:
+  """Deletes everything in ``workdir`` but its lock (used by ``--overwrite``)."""
+  for name in os.listdir(workdir):
+    if name == LOCK_NAME:
+      continue
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+
+
+class RunDir:
+  """Paths and guarded access for one seed's workdir.
+
+  Args:
+    root: the workdir.
+    overwrite: clear a workdir made by an incompatible run (and retry once) instead of
+      refusing it.
+  """
+
+  def __init__(self, root: str, overwrite: bool = False):
+    self.root = root
+    self.overwrite = overwrite
+    self.main = distributed.is_main()  # process 0 writes; see distributed.py
+    self._lock = WorkdirLock(root) if self.main else contextlib.nullcontext()
+
+  def phase(self, name: str) -> str:
+    return os.path.join(self.root, name)
+
+  def summary_path(self, name: str) -> str:
+    return os.path.join(self.phase(name), "summary.json")
+
+  def metrics_path(self, name: str) -> str:
+    return os.path.join(self.phase(name), "metrics.jsonl")
+
+  def checkpoints(self, name: str) -> Checkpointer:
+    return Checkpointer(os.path.join(self.phase(name), "checkpoints"))
+
+  def has_checkpoints(self, name: str) -> bool:
+    ckdir = os.path.join(self.phase(name), "checkpoints")
+    return os.path.isdir(ckdir) and bool(os.listdir(ckdir))
+
+  def read_summary(self, name: str) -> dict[str, Any] | None:
+    return read_json(self.summary_path(name))
+
+  def guarded(self, fn: Callable[[], T], on_clear: Callable[[], None] = lambda: None) -> T:
+    """Runs ``fn`` holding the workdir lock; with ``overwrite``, an incompatible workdir
+    is cleared (``on_clear`` then drops what the caller cached) and ``fn`` retried once."""
+    with self._lock:
+      try:
+        return fn()
+      except IncompatibleCheckpoint as e:
+        if not self.overwrite:
+          raise
+        _log.warning("%s\n--overwrite: clearing %r and starting again", e, self.root)
+        if self.main:
+          clear_workdir(self.root)
+        distributed.barrier("overwrite")
+        on_clear()
+        return fn()

@@ -1,0 +1,131 @@
+"""Metric writers: where a run's scalars go.
+
+A writer has CLU's ``metric_writers`` methods (``write_scalars(step, scalars)``,
+``flush()``, ``close()``) without depending on CLU, whose writers import TensorFlow.
+Scalars are flat ``{name: float}`` dicts with ``/``-separated names:
+``train_step/loss`` (the training step's terms, every ``train.log_every`` steps),
+``train/margin`` and ``test/margin`` (the certificate and diagnostics of each
+evaluation), and so on. The run writes one call per step, so a step's row is whole.
+
+``metrics.jsonl`` is one writer (:class:`JsonLinesWriter`). Another plugs in by name::
+
+    writers.register("mine", lambda phase_dir: MyWriter(phase_dir))
+
+and ``--config.train.writers=jsonl,mine`` (or ``train.train(..., writers=[...])``).
+Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+
+class MetricWriter(Protocol):
+  """What a run calls; CLU's ``MetricWriter`` names."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    ...
+
+  def flush(self) -> None:
+    ...
+
+  def close(self) -> None:
+    ...
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """Nested metrics -> flat scalars: dicts and lists become ``/``-joined names.
+
+  Booleans become 0.0 / 1.0; ``None`` and strings are left out.
+  """
+  out: dict[str, float] = {}
+  for key, value in tree.items():
+    name = f"{prefix}/{key}" if prefix else str(key)
+    if isinstance(value, Mapping):
+      out.update(flatten(value, name))
+    elif isinstance(value, (list, tuple)):
+      out.update(flatten({str(i): v for i, v in enumerate(value)}, name))
+    elif isinstance(value, (bool, np.bool_)):
+      out[name] = float(value)
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+      out[name] = float(value)
+  return out
+
+
+class JsonLinesWriter:
+  """``metrics.jsonl``: one JSON object per written step, ``{"step": s, name: value, ...}``.
+
+  Appends, so that a resumed run continues the file (after :func:`truncate_jsonl` drops
+  the rows past the checkpoint it resumes from). The file is opened for each row, so a
+  truncation between rows is always seen. Non-finite values are written as JSON's
+  ``NaN`` / ``Infinity`` (Python's ``json`` reads them back).
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    with open(self.path, "a") as fh:
+      fh.write(json.dumps({"step": int(step), **scalars}) + "\n")
+
+  def flush(self) -> None:
+    """Rows are written when given; nothing is held back."""
+
+  def close(self) -> None:
+    """Nothing stays open between rows."""
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The rows of a ``metrics.jsonl`` (empty if the file does not exist)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as fh:
+    return [json.loads(line) for line in fh if line.strip()]
+
+
+def truncate_jsonl(path: str, last_step: int) -> None:
+  """Keeps the rows up to ``last_step`` (left by a run that died after writing them)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as fh:
+    rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= last_step]
+  with open(path + ".tmp", "w") as fh:
+    fh.writelines(rows)
+  os.replace(path + ".tmp", path)
+
+
+WriterFactory = Callable[[str], MetricWriter]
+_REGISTRY: dict[str, WriterFactory] = {
+    "jsonl": lambda phase_dir: JsonLinesWriter(os.path.join(phase_dir, "metrics.jsonl")),
+}
+
+
+def register(name: str, factory: WriterFactory) -> None:
+  """Registers ``factory(phase_dir) -> MetricWriter`` for ``config.train.writers``."""
+  _REGISTRY[name] = factory
+
+
+def check_names(names: Any) -> None:
+  """Raises ``ValueError`` unless ``names`` is a tuple of registered writer names."""
+  if not isinstance(names, (tuple, list)):
+    raise ValueError(f"config.train.writers: expected a tuple of names, got {names!r}")
+  for name in names:
+    if name not in _REGISTRY:
+      raise ValueError(f"config.train.writers: unknown writer {name!r}; registered: "
+                       f"{tuple(_REGISTRY)}")
+
+
+def create(names: Any, phase_dir: str) -> list[MetricWriter]:
+  """The writers named in ``config.train.writers`` for one phase directory.
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  check_names(names)
+  return [_REGISTRY[name](phase_dir) for name in names]
+

@@ -1,0 +1,209 @@
+"""Extension points used from a test file alone: an objective, a hook, a writer.
+
+Nothing here edits the step, the loop or the run: each toy is registered or passed in.
+"""
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from certvae_jax import hooks, loop, modes, objectives, train, writers
+from certvae_jax.checkpoint import Checkpointer
+from certvae_jax.models.vae import TeacherGuidedVAE
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def seed_dir(tmp_path_factory):
+  """A workdir whose warm-up and teacher are done (copied into each test's workdir)."""
+  wd = str(tmp_path_factory.mktemp("seed"))
+  train.Runner(tiny_config(), wd).ensure_teacher()
+  return wd
+
+
+def _copy_seed(seed_dir, dest):
+  shutil.copytree(seed_dir, dest, ignore=shutil.ignore_patterns(".lock"))
+  return dest
+
+
+@pytest.fixture
+def registries():
+  """Leaves the registries as the test found them."""
+  saved = (dict(objectives._REGISTRY), dict(modes._MODES), dict(writers._REGISTRY),  # pylint: disable=protected-access
+           dict(hooks._REGISTRY))  # pylint: disable=protected-access
+  yield
+  for live, old in zip((objectives._REGISTRY, modes._MODES, writers._REGISTRY,  # pylint: disable=protected-access
+                        hooks._REGISTRY), saved):  # pylint: disable=protected-access
+    live.clear()
+    live.update(old)
+
+
+def test_a_toy_objective_and_mode_train_through_the_registries(seed_dir, tmp_path, registries):
+  @objectives.register("elbo_plus_code_l2")
+  def build(model, config):
+    base = objectives.build("teacher_guided", model, config)
+
+    def loss(params, batch, rng, weights):
+      total, terms = base.loss(params, batch, rng, weights)
+      mu, _ = model.apply({"params": params}, batch["x"], method=TeacherGuidedVAE.encode)
+      l2 = jnp.mean(jnp.sum(jnp.square(mu), axis=-1))
+      return total + weights["gamma"] * l2, dict(terms, code_l2=l2)
+
+    return objectives.Objective(loss=loss, weight_names=base.weight_names + ("gamma",),
+                                evaluate=base.evaluate)
+
+  modes.register(modes.Mode(
+      "l2", "elbo_plus_code_l2",
+      lambda c: {"alpha_kl": 1.0, "lambda_ts": 5.0, "lambda_bal": 1.0, "gamma": 0.5},
+      tag=lambda c: "g0.5"))
+  wd = _copy_seed(seed_dir, str(tmp_path / "w"))
+  s = train.train(tiny_config(), "l2", wd)
+  assert s["mode"] == "l2" and s["step"] == 40 and s["weights"]["gamma"] == 0.5
+  rows = writers.read_jsonl(os.path.join(wd, "l2_g0.5", "metrics.jsonl"))
+  assert [r["step"] for r in rows] == [10, 20, 30, 40]
+  assert all(np.isfinite(r["train_step/code_l2"]) for r in rows)
+  assert rows[-1]["test/margin"] == s["test"]["margin"]
+
+
+class _SetLambdaAt(loop.Hook):
+  """At ``step`` of phase ``full``: lambda_TS <- ``value``."""
+
+  def __init__(self, step, value):
+    self.step, self.value = step, value
+
+  def on_sync(self, lp, step, rows):
+    if lp.name == "full" and step == self.step:
+      return loop.SetWeights({"lambda_ts": self.value})
+    return None
+
+
+class _Crash(loop.Hook):
+  def on_sync(self, lp, step, rows):
+    if step == 30:
+      raise KeyboardInterrupt("simulated kill after step 30's metrics, before its checkpoint")
+
+
+def _final_state(wd):
+  runner = train.Runner(tiny_config(), wd)
+  with Checkpointer(os.path.join(wd, "full", "checkpoints")) as ckpt:
+    return runner.restore(ckpt, 10)
+
+
+def test_a_hook_changes_a_weight_mid_run_and_a_killed_run_resumes_exactly(
+    seed_dir, tmp_path):
+  cfg = tiny_config()
+  cfg.train.checkpoint_every = 10
+  straight = _copy_seed(seed_dir, str(tmp_path / "a"))
+  s = train.train(cfg, "full", straight, hooks=[_SetLambdaAt(20, 0.5)])
+  assert s["weights"]["lambda_ts"] == 0.5
+  state, meta = _final_state(straight)
+  assert float(state.weights["lambda_ts"]) == 0.5 and meta["lambda_ts"] == 5.0
+  rows = {r["step"]: r for r in writers.read_jsonl(os.path.join(straight, "full",
+                                                                "metrics.jsonl"))}
+  assert rows[20]["train_step/weight/lambda_ts"] == 5.0  # step 20 ran before the change
+  assert rows[30]["train_step/weight/lambda_ts"] == 0.5
+
+  killed = _copy_seed(seed_dir, str(tmp_path / "b"))
+  with pytest.raises(KeyboardInterrupt):
+    train.train(cfg, "full", killed, hooks=[_SetLambdaAt(20, 0.5), _Crash()])
+  # Resumed from step 20 without the hook: the new weight comes from the checkpoint.
+  s2 = train.train(cfg, "full", killed)
+  assert s2["weights"]["lambda_ts"] == 0.5 and s2["train"] == s["train"]
+  resumed, _ = _final_state(killed)
+  for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_hook_can_stop_and_restore(seed_dir, tmp_path):
+  class StopAt30(loop.Hook):
+    def on_sync(self, lp, step, rows):
+      return loop.Stop("enough") if lp.name == "full" and step == 30 else None
+
+  wd = _copy_seed(seed_dir, str(tmp_path / "s"))
+  s = train.train(tiny_config(), "full", wd, hooks=[StopAt30()])
+  assert s["step"] == 30 and "probe_accuracy" in s["test"]
+
+  class RestoreOnce(loop.Hook):
+    def __init__(self):
+      self.done = False
+
+    def on_eval(self, lp, step, results):
+      if lp.name == "full" and step == 40 and not self.done:
+        self.done = True
+        return loop.Restore(20)
+      return None
+
+  wd2 = _copy_seed(seed_dir, str(tmp_path / "r"))
+  again = train.train(tiny_config(), "full", wd2, hooks=[RestoreOnce()])
+  plain = train.train(tiny_config(), "full", _copy_seed(seed_dir, str(tmp_path / "p")))
+  assert again["train"] == plain["train"]  # steps 21-40 redone identically
+  steps = [r["step"] for r in writers.read_jsonl(os.path.join(wd2, "full", "metrics.jsonl"))]
+  assert steps == sorted(set(steps))
+
+
+class _Collect:
+  """A metric writer that keeps what it is given."""
+
+  def __init__(self, sink):
+    self.sink = sink
+
+  def write_scalars(self, step, scalars):
+    self.sink.append({"step": step, **scalars})
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def test_a_registered_writer_receives_the_same_scalars_as_metrics_jsonl(
+    seed_dir, tmp_path, registries):
+  received = {}
+  writers.register("collect", lambda phase_dir: _Collect(
+      received.setdefault(os.path.basename(phase_dir), [])))
+  cfg = tiny_config()
+  cfg.train.writers = ("jsonl", "collect")
+  wd = _copy_seed(seed_dir, str(tmp_path / "w"))
+  train.train(cfg, "full", wd)
+  on_disk = writers.read_jsonl(os.path.join(wd, "full", "metrics.jsonl"))
+  assert received["full"] == on_disk and len(on_disk) == 4
+  assert {"train_step/loss", "train/margin", "test/certified"} <= set(on_disk[-1])
+
+
+def test_unknown_writer_or_hook_name_is_a_value_error():
+  cfg = tiny_config()
+  cfg.train.writers = ("jsonl", "tensorbored")
+  with pytest.raises(ValueError, match="config.train.writers: unknown writer 'tensorbored'"):
+    train.make_context(cfg)
+  cfg = tiny_config()
+  cfg.train.hooks = ("guard",)
+  with pytest.raises(ValueError, match="config.train.hooks: unknown hook 'guard'"):
+    train.make_context(cfg)
+
+
+def test_every_mode_of_a_run_shares_one_compiled_train_step(tmp_path, registries):
+  """The weights are in the state, so warm-up, full, noalign, rescue and vae trace the
+  teacher-guided loss once; only the feeding (given targets vs the live teacher) differs."""
+  traces = []
+  original = objectives._REGISTRY["teacher_guided"]  # pylint: disable=protected-access
+
+  @objectives.register("teacher_guided")
+  def counted(model, config):
+    obj = original(model, config)
+
+    def loss(*args):
+      traces.append(1)  # Python runs only while JAX traces
+      return obj.loss(*args)
+    return obj._replace(loss=loss)
+
+  runner = train.Runner(tiny_config(), str(tmp_path))
+  for mode in ("warmup", "full", "noalign", "rescue", "vae"):
+    runner.run_mode(mode)
+  assert len(traces) == 1
+  fused = [key for key in runner.engine._cache if key[0] == "fused"]  # pylint: disable=protected-access
+  assert len(fused) == 2  # one with given targets (warm-up), one with the live teacher

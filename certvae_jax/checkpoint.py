@@ -61,19 +61,29 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
 
   def latest_step(self) -> int | None:
+    self._manager.wait_until_finished()
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
+    self._manager.wait_until_finished()
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Saves (with the state's digest in ``meta``) and waits until the step is committed."""
+    """Saves (with the state's digest in ``meta``); the write finishes in the background.
+
+    Returns once the arrays are on the host (the digest needs them there); Orbax then
+    writes and commits the step on its own thread while training goes on. A step is
+    visible only when committed (written to a temporary name, then renamed), so a crash
+    during the write keeps the previous step. The next save, a restore or :meth:`close`
+    waits for the write to finish.
+    """
     meta = dict(meta, state_digest=state_digest(state))
+    self._manager.wait_until_finished()
     self._manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
 
   def _restore_step(self, template: Any, step: int, sharding) -> tuple[Any, dict[str, Any]]:
+    self._manager.wait_until_finished()
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), template)
     out = self._manager.restore(int(step), args=ocp.args.Composite(
@@ -135,6 +145,8 @@ class Checkpointer:
     return dst
 
   def close(self) -> None:
+    """Waits for a write in progress, then releases the manager."""
+    self._manager.wait_until_finished()
     self._manager.close()
 
   def __enter__(self) -> "Checkpointer":

@@ -1,4 +1,4 @@
-"""Throughput of the streamed certificate (issue 2, SPEC section 2).
+"""Throughput of the streamed certificate (issue 2; the one-pass sums of the certificate).
 
 Streams N rows of (teacher, student) in batches through ``CertificateStats`` and
 compares with a single NumPy pass computing only ``sum(T * log S)`` over the same

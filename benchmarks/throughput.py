@@ -9,7 +9,7 @@ step does here: encoder, reparameterisation, decoder, KL, alignment to teacher r
 Adam. Reported: compile time of the first step, then the median of timed windows.
 JAX runs once per device count in a subprocess (the device count is fixed when JAX starts);
 PyTorch (optional: ``pip install torch``; never needed by the tests) runs eager on the CPU
-with denormals flushed, the fair setting (PERF-NOTES).
+with denormals flushed, the fair setting.
 """
 
 import argparse

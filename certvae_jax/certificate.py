@@ -20,7 +20,7 @@ Every function accepts NumPy or JAX arrays of shape ``(N, K)`` and works under
 values are not known at trace time.
 
 For data that does not fit in memory, or that lives on many devices and hosts,
-:class:`CertificateStats` accumulates six mergeable sums (SPEC section 2) from
+:class:`CertificateStats` accumulates six mergeable sums (our one-pass form of paper 1, section 2.3) from
 which every quantity above follows; merging is a plain sum.
 """
 
@@ -387,7 +387,7 @@ def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
 
 
 # ---------------------------------------------------------------------------
-# Mergeable one-pass statistics (SPEC section 2, "our resolution").
+# Mergeable one-pass statistics (our resolution, for data that does not fit in memory).
 # ---------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Paper 2: the fixed simplex witness, the analytic code and the escape force (SPEC 6).
+"""Paper 2: the fixed simplex witness, the analytic code and the escape force.
 
 "A Simplex Witness Certificate and Escape Force for Constant Collapse in VAEs"
 certifies the same collapse as paper 1 with a *fixed*, parameter-free witness
@@ -145,7 +145,7 @@ class EscapeForce(NamedTuple):
 
 
 def escape_force(teacher, beta: float, lambda_ts: float) -> EscapeForce:
-  """The escape force of paper 2 / SPEC 6 (our derivation; tested against autodiff)."""
+  """The escape force at a collapsed code (paper 2; our derivation, tested against autodiff)."""
   _check_beta(beta)
   certificate.check_scalar("lambda_ts", lambda_ts)
   t = np.asarray(certificate.validate_simplex("teacher", teacher), np.float64)

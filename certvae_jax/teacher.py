@@ -1,6 +1,6 @@
 """Fixed teachers ``T(.|x)``: GMM search and quality control, freezing, artifacts.
 
-Paper 1, sections 2.2 and 3 (SPEC section 4):
+Paper 1, sections 2.2 and 3:
 
 1. collect warm-up encoder means ``mu(x)`` on the training set;
 2. fit candidate ``GaussianMixture`` models on the host over a grid (components x
@@ -235,7 +235,7 @@ def freeze_sklearn_gmm(gm: Any) -> FrozenGMM:
 
 def _check_search_input(features: np.ndarray, components: Sequence[int],
                         covariance_types: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-  f = np.asarray(features, np.float64)  # sklearn fits ~2x faster in float64 (PERF-NOTES)
+  f = np.asarray(features, np.float64)  # sklearn fits ~2x faster in float64 (float32 responsibilities underflow to denormals)
   if f.ndim != 2 or len(f) < 2:
     raise ValueError(f"features: expected shape (N >= 2, d), got {f.shape}")
   if not np.isfinite(f).all():
@@ -259,7 +259,7 @@ def _check_search_input(features: np.ndarray, components: Sequence[int],
 
 
 def search_teacher(features: np.ndarray, config: Any) -> TeacherSearch:
-  """Fits and scores the candidate grid and selects the teacher (SPEC section 4).
+  """Fits and scores the candidate grid and selects the teacher (paper 1, section 2.2).
 
   Args:
     features: ``(N, d)`` warm-up encoder means on the training set.

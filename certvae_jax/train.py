@@ -329,7 +329,9 @@ class Runner:
             "seed": int(self.config.seed), "dataset": self.ctx.data.name,
             "stress_case": bool(info.get("stress_case", False)),
             "teacher_id": info.get("teacher_id"),
-            "weights": {k: float(v) for k, v in jax.device_get(state.weights).items()},
+            # The shortest decimals that are these float32 values: 0.1, not 0.10000000149.
+            "weights": {k: float(str(np.float32(v)))
+                        for k, v in jax.device_get(state.weights).items()},
             "skipped_batches": int(state.skipped),
             "train": splits["train"], "test": splits["test"]}
 

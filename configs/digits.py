@@ -1,4 +1,4 @@
-"""Paper 1's protocol on scikit-learn's bundled digits (SPEC section 8): the default config.
+"""Paper 1's protocol on scikit-learn's bundled digits: the default config.
 
 A thin file for the commands in the README (`--config=configs/digits.py[:smoke]`); the
 config itself ships in the package as ``certvae_jax/configs/digits.py``, so an installed

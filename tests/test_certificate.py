@@ -1,4 +1,4 @@
-"""Certificate core (SPEC section 2) against float64 NumPy references and Lemma 1."""
+"""Certificate core (paper 1, section 2.3) against float64 NumPy references and Lemma 1."""
 
 import jax
 import jax.numpy as jnp

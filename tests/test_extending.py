@@ -207,3 +207,32 @@ def test_every_mode_of_a_run_shares_one_compiled_train_step(tmp_path, registries
   assert len(traces) == 1
   fused = [key for key in runner.engine._cache if key[0] == "fused"]  # pylint: disable=protected-access
   assert len(fused) == 2  # one with given targets (warm-up), one with the live teacher
+
+
+def _readme_extending_blocks():
+  with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "README.md")) as fh:
+    text = fh.read()
+  section = text[text.index("## Extending"):text.index("## Layout")]
+  return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+
+
+def test_readme_extending_blocks_run(seed_dir, tmp_path, registries, capsys):
+  objective, hook, writer = _readme_extending_blocks()
+
+  ns = {"config": tiny_config(), "workdir": _copy_seed(seed_dir, str(tmp_path / "o"))}
+  exec(objective, ns)  # pylint: disable=exec-used
+  assert ns["summary"]["mode"] == "full_l2" and ns["summary"]["weights"]["gamma"] == 0.1
+  rows = writers.read_jsonl(os.path.join(ns["workdir"], "full_l2", "metrics.jsonl"))
+  assert "train_step/l2" in rows[0]
+
+  ns = {"config": tiny_config(), "workdir": _copy_seed(seed_dir, str(tmp_path / "h"))}
+  exec(hook, ns)  # pylint: disable=exec-used
+  rows = writers.read_jsonl(os.path.join(ns["workdir"], "full", "metrics.jsonl"))
+  low = sum(1 for r in rows if "train/margin" in r and r["train/margin"] < 0.5)
+  assert ns["summary"]["weights"]["lambda_ts"] == 5.0 * 2**low
+
+  ns = {"config": tiny_config(), "workdir": _copy_seed(seed_dir, str(tmp_path / "w"))}
+  exec(writer, ns)  # pylint: disable=exec-used
+  printed = [l for l in capsys.readouterr().out.splitlines() if "G_tau(test)" in l]
+  assert printed[-1] == f"step 40: G_tau(test) = {ns['summary']['test']['margin']:+.3f}"

@@ -1,4 +1,4 @@
-"""Paper 2's simplex witness, analytic code and escape force (SPEC section 6)."""
+"""Paper 2's simplex witness, analytic code and escape force (paper 2)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Teacher search, QC, freezing and the artifact (SPEC section 4)."""
+"""Teacher search, QC, freezing and the artifact (paper 1, section 2.2)."""
 
 import json
 

@@ -168,6 +168,14 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, match):
   assert "Traceback" not in r.stderr
 
 
+def test_cli_runs_from_another_directory_with_a_shipped_config_name(tmp_path):
+  """The configs ship in the package: ``--config=digits:smoke`` works from any directory."""
+  r = run_cli("--mode=warmup", "--config=digits:smoke", "--config.train.progress=False",
+              cwd=str(tmp_path))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert os.path.isfile(tmp_path / "runs" / "digits_smoke" / "seed0" / "warmup" / "summary.json")
+
+
 def test_cli_npz_with_nan_is_refused(tmp_path):
   p = tmp_path / "bad.npz"
   x = np.random.default_rng(0).random((40, 8)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Paper 1's protocol on scikit-learn's bundled digits (SPEC section 8): the default config.
+"""Paper 1's protocol on scikit-learn's bundled digits: the default config.
 
     python launch/train.py --mode=full                       # this config, runs/digits/seed0
     python launch/train.py --mode=full --config=configs/digits.py:smoke   # tiny CPU run

@@ -1,4 +1,4 @@
-"""MLP encoder and decoder for flat inputs (the digits reference model, SPEC section 8)."""
+"""MLP encoder and decoder for flat inputs (the digits reference model)."""
 
 from typing import Sequence
 

@@ -34,102 +34,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-Array = Any  # a jax.Array or np.ndarray
+from certvae_jax.validation import (Array, check_pair, check_scalar, check_tau, is_traced,
+                                    validate_logits, validate_simplex)
+
+__all__ = ["CertificateReport", "CertificateStats", "alignment_loss",
+           "alignment_loss_from_logits", "batch_stats", "check_scalar", "constant_student_cost",
+           "margin", "report", "student_mi", "teacher_mi", "validate_simplex"]
 
 DEFAULT_TAU = 0.05
 TAU_SENSITIVITY = (0.0, 0.05, 0.15)  # paper 1, appendix B
-DEFAULT_ROW_ATOL = 1e-4
 # A margin this close to zero (relative to 1 + I_T) is within float32 rounding of the
 # sums and is not counted as a certificate: with tau = 0 and the student exactly Tbar,
 # rounding alone can give G = +2e-16.
 CERTIFY_SLACK = 1e-5
-
-
-# ---------------------------------------------------------------------------
-# Validation at the public boundary.
-# ---------------------------------------------------------------------------
-
-
-def _is_traced(x: Any) -> bool:
-  return isinstance(x, jax.core.Tracer)
-
-
-def validate_simplex(
-    name: str,
-    probs: Array,
-    *,
-    atol: float = DEFAULT_ROW_ATOL,
-    renormalize: bool = False,
-) -> Array:
-  """Checks that ``probs`` is an ``(N, K)`` array of probability rows.
-
-  Args:
-    name: the argument name, used in error messages.
-    probs: array-like of shape ``(N, K)``.
-    atol: allowed deviation of a row sum from 1.
-    renormalize: divide each row by its sum instead of rejecting a row whose sum
-      is off by more than ``atol`` (finite, non-negative rows with a positive sum
-      only). Meant for tiny drift, e.g. float16 softmax outputs.
-
-  Returns:
-    ``probs`` unchanged (or renormalised), or untouched when traced under jit.
-
-  Raises:
-    ValueError: naming ``name``, the offending row and the problem.
-  """
-  if _is_traced(probs):
-    return probs
-  arr = np.asarray(probs)
-  if arr.ndim != 2:
-    raise ValueError(f"{name}: expected a 2-D array of shape (N, K), got shape {arr.shape}")
-  n, k = arr.shape
-  if n < 1:
-    raise ValueError(f"{name}: needs at least one row (N >= 1), got shape {arr.shape}")
-  if k < 2:
-    raise ValueError(f"{name}: needs at least two classes (K >= 2), got shape {arr.shape}")
-  converted = False
-  if not np.issubdtype(arr.dtype, np.floating):
-    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
-      arr, converted = arr.astype(np.float32), True  # e.g. one-hot rows given as ints
-    else:
-      raise ValueError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
-  finite = np.isfinite(arr)
-  if not finite.all():
-    row = int(np.argmin(finite.all(axis=1)))
-    raise ValueError(f"{name}: row {row} has a non-finite entry (NaN or inf): {arr[row][:8]}")
-  if (arr < 0).any():
-    row = int(np.argmin((arr >= 0).all(axis=1)))
-    raise ValueError(f"{name}: row {row} has a negative entry (min {arr[row].min():.3g})")
-  sums = arr.sum(axis=1, dtype=np.float64)
-  err = np.abs(sums - 1.0)
-  worst = int(np.argmax(err))
-  if err[worst] > atol:
-    if renormalize and (sums > 0).all():
-      return np.asarray(arr / sums[:, None], dtype=arr.dtype)
-    hint = "" if renormalize else " (pass renormalize=True to fix small drift)"
-    raise ValueError(
-        f"{name}: rows must sum to 1 within {atol:g}; worst is row {worst} with sum "
-        f"{sums[worst]:.6g}{hint}")
-  return arr if converted else probs
-
-
-def _check_pair(teacher: Array, student: Array, student_name: str = "student") -> None:
-  if _is_traced(teacher) or _is_traced(student):
-    return
-  ts, ss = np.shape(teacher), np.shape(student)
-  if ts != ss:
-    raise ValueError(f"teacher and {student_name} must have the same shape, got {ts} and {ss}")
-
-
-def _validate_logits(name: str, logits: Array) -> None:
-  if _is_traced(logits):
-    return
-  arr = np.asarray(logits)
-  if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2:
-    raise ValueError(f"{name}: expected shape (N >= 1, K >= 2), got {arr.shape}")
-  finite = np.isfinite(arr).all(axis=1)
-  if not finite.all():
-    raise ValueError(f"{name}: row {int(np.argmin(finite))} has a non-finite logit")
 
 
 # ---------------------------------------------------------------------------
@@ -210,7 +127,7 @@ def alignment_loss(teacher: Array, student: Array, *, validate: bool = True) -> 
   if validate:
     teacher = validate_simplex("teacher", teacher)
     student = validate_simplex("student", student)
-    _check_pair(teacher, student)
+    check_pair(teacher, student)
   return _alignment(jnp.asarray(teacher), jnp.asarray(student))
 
 
@@ -223,8 +140,8 @@ def alignment_loss_from_logits(
   """
   if validate:
     teacher = validate_simplex("teacher", teacher)
-    _validate_logits("student_logits", student_logits)
-    _check_pair(teacher, student_logits, "student_logits")
+    validate_logits("student_logits", student_logits)
+    check_pair(teacher, student_logits, "student_logits")
   return _alignment_from_logits(jnp.asarray(teacher), jnp.asarray(student_logits))
 
 
@@ -240,7 +157,7 @@ def constant_student_cost(teacher: Array, c: Array, *, validate: bool = True) ->
   """
   if validate:
     teacher = validate_simplex("teacher", teacher)
-    if not _is_traced(c):
+    if not is_traced(c):
       if np.ndim(c) != 1 or np.shape(c)[0] != np.shape(teacher)[1]:
         raise ValueError(
             f"c: expected shape ({np.shape(teacher)[1]},) to match teacher's K, "
@@ -264,33 +181,9 @@ def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
     validate: check the inputs (skipped automatically under jit).
   """
   if validate:
-    _check_tau(tau)
+    check_tau(tau)
   return (teacher_mi(teacher, validate=validate) - tau
           - alignment_loss(teacher, student, validate=validate))
-
-
-def check_scalar(name: str, value: Any, *, positive: bool = False) -> float:
-  """A finite real scalar ``>= 0`` (``> 0`` if ``positive``), as a float.
-
-  Raises:
-    ValueError: naming ``name``, for anything else (strings, arrays, None, NaN, ...).
-  """
-  try:
-    ok = np.shape(value) == () and not isinstance(value, (str, bytes, bool, np.bool_))
-    number = float(value) if ok else None
-  except (TypeError, ValueError):
-    number = None
-  if number is None:
-    raise ValueError(f"{name}: expected a real number, got {value!r:.60}")
-  if not np.isfinite(number) or number < 0 or (positive and number == 0):
-    raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, "
-                     f"got {number}")
-  return number
-
-
-def _check_tau(tau: Any) -> None:
-  if not _is_traced(tau):
-    check_scalar("tau", tau)
 
 
 # ---------------------------------------------------------------------------
@@ -374,8 +267,8 @@ def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
   if validate:
     teacher = validate_simplex("teacher", teacher)
     student = validate_simplex("student", student)
-    _check_pair(teacher, student)
-    _check_tau(tau)
+    check_pair(teacher, student)
+    check_tau(tau)
   t, s = jnp.asarray(teacher), jnp.asarray(student)
   i_t = _teacher_mi(t)
   l_ts = _alignment(t, s)
@@ -430,11 +323,11 @@ class CertificateStats(NamedTuple):
     if validate:
       teacher = validate_simplex("teacher", teacher)
       if from_logits:
-        _validate_logits("student_logits", student)
+        validate_logits("student_logits", student)
       else:
         student = validate_simplex("student", student)
-      _check_pair(teacher, student)
-      if not _is_traced(teacher) and np.shape(teacher)[1] != self.k:
+      check_pair(teacher, student)
+      if not is_traced(teacher) and np.shape(teacher)[1] != self.k:
         raise ValueError(f"teacher: expected K={self.k} columns, got {np.shape(teacher)[1]}")
     return self.merge(batch_stats(teacher, student, from_logits=from_logits))
 
@@ -449,8 +342,8 @@ class CertificateStats(NamedTuple):
 
   def finalize(self, tau: float = DEFAULT_TAU) -> CertificateReport:
     """The report, equal to :func:`report` on the concatenated batches."""
-    _check_tau(tau)
-    if not _is_traced(self.n) and int(np.asarray(self.n)) < 1:
+    check_tau(tau)
+    if not is_traced(self.n) and int(np.asarray(self.n)) < 1:
       raise ValueError("stats: no rows were accumulated (n = 0)")
     xp = np if all(not isinstance(x, jax.Array) for x in self) else jnp
     n = self.n

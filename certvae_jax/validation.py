@@ -1,0 +1,123 @@
+"""Validation at the certificate's public boundary: simplex rows, logits, scalars.
+
+Outside traced code every input is checked and a bad one raises ``ValueError`` naming
+the argument and the row; inside ``jax.jit`` the values are not known at trace time,
+so the checks are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+Array = Any  # a jax.Array or np.ndarray
+
+DEFAULT_ROW_ATOL = 1e-4
+
+
+def is_traced(x: Any) -> bool:
+  return isinstance(x, jax.core.Tracer)
+
+
+def validate_simplex(
+    name: str,
+    probs: Array,
+    *,
+    atol: float = DEFAULT_ROW_ATOL,
+    renormalize: bool = False,
+) -> Array:
+  """Checks that ``probs`` is an ``(N, K)`` array of probability rows.
+
+  Args:
+    name: the argument name, used in error messages.
+    probs: array-like of shape ``(N, K)``.
+    atol: allowed deviation of a row sum from 1.
+    renormalize: divide each row by its sum instead of rejecting a row whose sum
+      is off by more than ``atol`` (finite, non-negative rows with a positive sum
+      only). Meant for tiny drift, e.g. float16 softmax outputs.
+
+  Returns:
+    ``probs`` unchanged (or renormalised), or untouched when traced under jit.
+
+  Raises:
+    ValueError: naming ``name``, the offending row and the problem.
+  """
+  if is_traced(probs):
+    return probs
+  arr = np.asarray(probs)
+  if arr.ndim != 2:
+    raise ValueError(f"{name}: expected a 2-D array of shape (N, K), got shape {arr.shape}")
+  n, k = arr.shape
+  if n < 1:
+    raise ValueError(f"{name}: needs at least one row (N >= 1), got shape {arr.shape}")
+  if k < 2:
+    raise ValueError(f"{name}: needs at least two classes (K >= 2), got shape {arr.shape}")
+  converted = False
+  if not np.issubdtype(arr.dtype, np.floating):
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+      arr, converted = arr.astype(np.float32), True  # e.g. one-hot rows given as ints
+    else:
+      raise ValueError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+  finite = np.isfinite(arr)
+  if not finite.all():
+    row = int(np.argmin(finite.all(axis=1)))
+    raise ValueError(f"{name}: row {row} has a non-finite entry (NaN or inf): {arr[row][:8]}")
+  if (arr < 0).any():
+    row = int(np.argmin((arr >= 0).all(axis=1)))
+    raise ValueError(f"{name}: row {row} has a negative entry (min {arr[row].min():.3g})")
+  sums = arr.sum(axis=1, dtype=np.float64)
+  err = np.abs(sums - 1.0)
+  worst = int(np.argmax(err))
+  if err[worst] > atol:
+    if renormalize and (sums > 0).all():
+      return np.asarray(arr / sums[:, None], dtype=arr.dtype)
+    hint = "" if renormalize else " (pass renormalize=True to fix small drift)"
+    raise ValueError(
+        f"{name}: rows must sum to 1 within {atol:g}; worst is row {worst} with sum "
+        f"{sums[worst]:.6g}{hint}")
+  return arr if converted else probs
+
+
+def check_pair(teacher: Array, student: Array, student_name: str = "student") -> None:
+  if is_traced(teacher) or is_traced(student):
+    return
+  ts, ss = np.shape(teacher), np.shape(student)
+  if ts != ss:
+    raise ValueError(f"teacher and {student_name} must have the same shape, got {ts} and {ss}")
+
+
+def validate_logits(name: str, logits: Array) -> None:
+  if is_traced(logits):
+    return
+  arr = np.asarray(logits)
+  if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2:
+    raise ValueError(f"{name}: expected shape (N >= 1, K >= 2), got {arr.shape}")
+  finite = np.isfinite(arr).all(axis=1)
+  if not finite.all():
+    raise ValueError(f"{name}: row {int(np.argmin(finite))} has a non-finite logit")
+
+
+def check_scalar(name: str, value: Any, *, positive: bool = False) -> float:
+  """A finite real scalar ``>= 0`` (``> 0`` if ``positive``), as a float.
+
+  Raises:
+    ValueError: naming ``name``, for anything else (strings, arrays, None, NaN, ...).
+  """
+  try:
+    ok = np.shape(value) == () and not isinstance(value, (str, bytes, bool, np.bool_))
+    number = float(value) if ok else None
+  except (TypeError, ValueError):
+    number = None
+  if number is None:
+    raise ValueError(f"{name}: expected a real number, got {value!r:.60}")
+  if not np.isfinite(number) or number < 0 or (positive and number == 0):
+    raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, "
+                     f"got {number}")
+  return number
+
+
+def check_tau(tau: Any) -> None:
+  if not is_traced(tau):
+    check_scalar("tau", tau)

@@ -27,19 +27,20 @@ which every quantity above follows; merging is a plain sum.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from certvae_jax.validation import (Array, check_pair, check_scalar, check_tau, is_traced,
-                                    validate_logits, validate_simplex)
+from certvae_jax.validation import (DEFAULT_ROW_ATOL, Array, check_pair, check_scalar,
+                                    check_tau, is_traced, validate_logits, validate_simplex)
 
 __all__ = ["CertificateReport", "CertificateStats", "alignment_loss",
-           "alignment_loss_from_logits", "batch_stats", "check_scalar", "constant_student_cost",
-           "margin", "report", "student_mi", "teacher_mi", "validate_simplex"]
+           "alignment_loss_from_logits", "batch_stats", "certify", "check_scalar",
+           "constant_student_cost", "margin", "report", "student_mi", "teacher_mi",
+           "valid_inputs", "validate_simplex"]
 
 DEFAULT_TAU = 0.05
 TAU_SENSITIVITY = (0.0, 0.05, 0.15)  # paper 1, appendix B
@@ -167,8 +168,23 @@ def constant_student_cost(teacher: Array, c: Array, *, validate: bool = True) ->
   return _alignment(t, jnp.broadcast_to(jnp.asarray(c), t.shape))
 
 
+def _student_terms(teacher: Array, student: Array, from_logits: bool, validate: bool):
+  """Validated ``(t, s, L_TS)`` for a student given as probabilities or logits."""
+  if validate:
+    teacher = validate_simplex("teacher", teacher)
+    if from_logits:
+      validate_logits("student_logits", student)
+    else:
+      student = validate_simplex("student", student)
+    check_pair(teacher, student, "student_logits" if from_logits else "student")
+  t, s = jnp.asarray(teacher), jnp.asarray(student)
+  if from_logits:
+    return t, jax.nn.softmax(s, axis=-1), _alignment_from_logits(t, s)
+  return t, s, _alignment(t, s)
+
+
 def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
-           validate: bool = True) -> Array:
+           from_logits: bool = False, validate: bool = True) -> Array:
   """Practical margin ``G_tau = I_T - tau - L_TS`` (paper 1, section 2.3).
 
   ``G_tau > 0`` certifies that the raw witness, hence the latent code it reads,
@@ -176,14 +192,18 @@ def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
 
   Args:
     teacher: ``(N, K)`` teacher rows.
-    student: ``(N, K)`` raw z-only witness rows.
+    student: ``(N, K)`` raw z-only witness rows, or its logits with ``from_logits``.
     tau: safety buffer (nats), 0.05 in the paper.
+    from_logits: ``student`` holds logits (``L_TS`` from ``log_softmax``, stable).
     validate: check the inputs (skipped automatically under jit).
+
+  Returns:
+    A 0-d JAX array (so that it composes inside traced code); ``float(...)`` it outside.
   """
   if validate:
     check_tau(tau)
-  return (teacher_mi(teacher, validate=validate) - tau
-          - alignment_loss(teacher, student, validate=validate))
+  t, _, l_ts = _student_terms(teacher, student, from_logits, validate)
+  return _teacher_mi(t) - tau - l_ts
 
 
 # ---------------------------------------------------------------------------
@@ -225,6 +245,10 @@ class CertificateReport(NamedTuple):
     """Whether any witness could certify: needs ``I_T > tau`` (``G_tau <= I_T - tau``)."""
     return float(self.teacher_mi) > float(self.tau)
 
+  def to_python(self) -> "CertificateReport":
+    """The same report with plain Python numbers (``int``, ``float``, ``bool``)."""
+    return CertificateReport(*(_to_py(v) for v in self))
+
   def to_dict(self, taus: Sequence[float] = TAU_SENSITIVITY) -> dict[str, Any]:
     """Plain Python numbers for JSON, with the tau-sensitivity margins."""
     out = {f: _to_py(getattr(self, f)) for f in self._fields}
@@ -251,32 +275,104 @@ def _to_py(v: Any) -> Any:
 
 
 def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
-           validate: bool = True) -> CertificateReport:
+           from_logits: bool = False, validate: bool = True,
+           checked: bool = False) -> CertificateReport:
   """All certificate quantities of one evaluation set at once.
 
   Args:
     teacher: ``(N, K)`` teacher rows.
-    student: ``(N, K)`` raw z-only witness rows at the encoder mean.
+    student: ``(N, K)`` raw z-only witness rows at the encoder mean, or its logits with
+      ``from_logits``.
     tau: safety buffer for ``margin`` and ``certified``.
+    from_logits: ``student`` holds logits.
     validate: check the inputs (skipped automatically under jit).
+    checked: inside jit, where the inputs cannot be validated, turn every quantity of
+      a report whose rows are invalid (see :func:`valid_inputs`) into NaN and
+      ``certified`` into False, so that bad rows can never pass as a certificate.
 
   Returns:
-    A :class:`CertificateReport`. A constant teacher (``I_T = 0``) is legal; its
-    report has ``certifiable == False``.
+    A :class:`CertificateReport`: Python numbers (``int`` / ``float`` / ``bool``) when
+    called outside traced code, JAX scalars inside it. A constant teacher
+    (``I_T = 0``) is legal; its report has ``certifiable == False``.
   """
   if validate:
-    teacher = validate_simplex("teacher", teacher)
-    student = validate_simplex("student", student)
-    check_pair(teacher, student)
     check_tau(tau)
-  t, s = jnp.asarray(teacher), jnp.asarray(student)
+  t, s, l_ts = _student_terms(teacher, student, from_logits, validate)
   i_t = _teacher_mi(t)
-  l_ts = _alignment(t, s)
   bare = i_t - l_ts
   n, k = t.shape
-  return CertificateReport(
+  rep = CertificateReport(
       n=n, k=k, teacher_mi=i_t, alignment=l_ts, bare_margin=bare, margin=bare - tau,
       tau=tau, student_mi=_teacher_mi(s), certified=_certified(bare - tau, i_t))
+  if checked:
+    rep = _poison_unless(valid_inputs(teacher, student, from_logits=from_logits), rep)
+  return rep if _traced_any(rep) else rep.to_python()
+
+
+def valid_inputs(teacher: Array, student: Array, *, from_logits: bool = False,
+                 atol: float = DEFAULT_ROW_ATOL) -> Array:
+  """Whether the certificate's inputs are valid, as a jit-able boolean scalar.
+
+  Teacher rows (and student rows, unless ``from_logits``) must be finite, non-negative
+  and sum to 1 within ``atol``; logits must be finite. Inside jit, where
+  :func:`validate_simplex` cannot run, use it with ``jax.experimental.checkify`` or
+  :func:`report`'s ``checked=True``.
+  """
+  def rows_ok(p):
+    p = jnp.asarray(p)
+    return jnp.all(jnp.isfinite(p) & (p >= 0)) & jnp.all(jnp.abs(jnp.sum(p, -1) - 1) <= atol)
+  student_ok = jnp.all(jnp.isfinite(jnp.asarray(student))) if from_logits else rows_ok(student)
+  return rows_ok(teacher) & student_ok
+
+
+def _poison_unless(ok: Array, rep: CertificateReport) -> CertificateReport:
+  nan = lambda v: jnp.where(ok, v, jnp.nan)  # noqa: E731
+  return rep._replace(teacher_mi=nan(rep.teacher_mi), alignment=nan(rep.alignment),
+                      bare_margin=nan(rep.bare_margin), margin=nan(rep.margin),
+                      student_mi=nan(rep.student_mi), certified=ok & rep.certified)
+
+
+def _traced_any(rep: CertificateReport) -> bool:
+  return any(is_traced(v) for v in rep)
+
+
+def certify(witness_fn: Callable[[Any], Array], teacher_fn: Callable[[Any], Array],
+            batches: Iterable[Any], tau: float = DEFAULT_TAU, *, from_logits: bool = True,
+            validate: bool = True) -> CertificateReport:
+  """The certificate of a whole data set, streamed batch by batch (paper 1, section 2.3).
+
+  Args:
+    witness_fn: ``x -> (B, K)`` the raw z-only witness at the encoder mean,
+      ``s(mu(x))``: logits by default, probabilities with ``from_logits=False``. It
+      must read the input only through the latent code, or the certificate says
+      nothing about the code.
+    teacher_fn: ``x -> (B, K)`` teacher rows on the simplex.
+    batches: any iterable of input batches (NumPy or JAX arrays, sharded or not).
+    tau: the safety buffer.
+    from_logits: what ``witness_fn`` returns.
+    validate: check each batch's rows (fully addressable arrays only).
+
+  Returns:
+    The :class:`CertificateReport` (Python numbers), equal to :func:`report` on the
+    concatenated rows; memory is ``O(K)`` whatever the number of batches.
+
+  Raises:
+    ValueError: an empty ``batches``, or invalid rows in a batch (naming it).
+  """
+  check_tau(tau)
+  stats = None
+  for i, x in enumerate(batches):
+    t, s = teacher_fn(x), witness_fn(x)
+    check = validate and all(getattr(a, "is_fully_addressable", True) for a in (t, s))
+    if stats is None:
+      stats = CertificateStats.zeros(int(np.shape(t)[-1]))
+    try:
+      stats = stats.update(t, s, from_logits=from_logits, validate=check)
+    except ValueError as e:
+      raise ValueError(f"batches: batch {i}: {e}") from e
+  if stats is None:
+    raise ValueError("batches: no batch was given")
+  return stats.finalize(tau)
 
 
 # ---------------------------------------------------------------------------
@@ -341,7 +437,8 @@ class CertificateStats(NamedTuple):
     return CertificateStats(*(a + b for a, b in zip(self, other)))
 
   def finalize(self, tau: float = DEFAULT_TAU) -> CertificateReport:
-    """The report, equal to :func:`report` on the concatenated batches."""
+    """The report, equal to :func:`report` on the concatenated batches (Python numbers
+    from a host accumulator, JAX scalars from one inside traced code)."""
     check_tau(tau)
     if not is_traced(self.n) and int(np.asarray(self.n)) < 1:
       raise ValueError("stats: no rows were accumulated (n = 0)")
@@ -355,9 +452,10 @@ class CertificateStats(NamedTuple):
     # Float cancellation can leave -1e-16 where the exact value is 0 (constant rows).
     i_t, i_s = xp.maximum(i_t, 0.0), xp.maximum(i_s, 0.0)
     bare = i_t - l_ts
-    return CertificateReport(n=n, k=self.k, teacher_mi=i_t, alignment=l_ts, bare_margin=bare,
-                             margin=bare - tau, tau=tau, student_mi=i_s,
-                             certified=_certified(bare - tau, i_t))
+    rep = CertificateReport(n=n, k=self.k, teacher_mi=i_t, alignment=l_ts, bare_margin=bare,
+                            margin=bare - tau, tau=tau, student_mi=i_s,
+                            certified=_certified(bare - tau, i_t))
+    return rep.to_python() if xp is np and not _traced_any(rep) else rep
 
 
 def _certified(g_tau: Any, i_t: Any) -> Any:

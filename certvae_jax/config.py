@@ -9,15 +9,16 @@ fails in a second with a message naming the field, never after an hour of traini
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Callable
 
 import ml_collections
-import numpy as np
 
 from certvae_jax import configs
 from certvae_jax.teacher import COVARIANCE_TYPES
+from certvae_jax.validation import (boolean, choices_tuple, finite, is_int, non_empty_tuple,
+                                    non_negative, non_negative_int, one_of, positive,
+                                    positive_int, unit_interval)
 
 
 def resolve_config_path(spec: str) -> str:
@@ -32,69 +33,6 @@ def resolve_config_path(spec: str) -> str:
   return spec
 
 
-# -- field checks: each raises ValueError naming ``config.<name>`` -------------------
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def positive_int(name: str, value: Any) -> None:
-  if not _is_int(value) or value < 1:
-    raise ValueError(f"config.{name}: expected an integer >= 1, got {value!r}")
-
-
-def non_negative_int(name: str, value: Any) -> None:
-  if not _is_int(value) or value < 0:
-    raise ValueError(f"config.{name}: expected an integer >= 0, got {value!r}")
-
-
-def non_negative(name: str, value: Any) -> None:
-  if not _is_number(value) or not math.isfinite(value) or value < 0:
-    raise ValueError(f"config.{name}: expected a finite number >= 0, got {value!r}")
-
-
-def positive(name: str, value: Any) -> None:
-  if not _is_number(value) or not math.isfinite(value) or value <= 0:
-    raise ValueError(f"config.{name}: expected a finite number > 0, got {value!r}")
-
-
-def finite(name: str, value: Any) -> None:
-  if not _is_number(value) or not math.isfinite(value):
-    raise ValueError(f"config.{name}: expected a finite number, got {value!r}")
-
-
-def boolean(name: str, value: Any) -> None:
-  if not isinstance(value, bool):
-    raise ValueError(f"config.{name}: expected True or False, got {value!r}")
-
-
-def unit_interval(name: str, value: Any) -> None:
-  if not _is_number(value) or not 0.0 <= value <= 1.0:
-    raise ValueError(f"config.{name}: expected a number in [0, 1], got {value!r}")
-
-
-def one_of(*choices: str) -> Callable[[str, Any], None]:
-  def check(name: str, value: Any) -> None:
-    if value not in choices:
-      raise ValueError(f"config.{name}: expected one of {choices}, got {value!r}")
-  return check
-
-
-def non_empty_tuple(element: Callable[[Any], bool], what: str) -> Callable[[str, Any], None]:
-  def check(name: str, value: Any) -> None:
-    if not isinstance(value, (tuple, list)) or not value:
-      raise ValueError(f"config.{name}: expected a non-empty tuple, got {value!r}")
-    for item in value:
-      if not element(item):
-        raise ValueError(f"config.{name}: each entry must be {what}, got {item!r}")
-  return check
-
-
 # -- the sections --------------------------------------------------------------------
 
 SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
@@ -102,10 +40,9 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "teacher": {
         "kind": one_of("gmm", "label_smoothed"),
         "eps": unit_interval,
-        "components": non_empty_tuple(lambda k: _is_int(k) and k >= 2, "an integer K >= 2"),
-        "covariance_types": non_empty_tuple(lambda c: c in COVARIANCE_TYPES,
-                                            f"one of {COVARIANCE_TYPES}"),
-        "seeds": non_empty_tuple(lambda s: _is_int(s) and s >= 0, "an integer seed >= 0"),
+        "components": non_empty_tuple(lambda k: is_int(k) and k >= 2, "an integer K >= 2"),
+        "covariance_types": choices_tuple(COVARIANCE_TYPES),
+        "seeds": non_empty_tuple(lambda s: is_int(s) and s >= 0, "an integer seed >= 0"),
         "max_iter": positive_int,
         "reg_covar": non_negative,
         "high_margin": non_negative,
@@ -138,7 +75,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the config field and the problem.
   """
-  non_negative_int("seed", config.seed)
+  non_negative_int("config.seed", config.seed)
   for section, fields in SECTIONS.items():
     for field, check in fields.items():
-      check(f"{section}.{field}", config[section][field])
+      check(f"config.{section}.{field}", config[section][field])

@@ -20,10 +20,9 @@ Paper 2's teacher, label smoothing ``T = (1 - eps) e_y + eps / K``, is
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import itertools
-import json
-import os
+import types
 import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -32,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from certvae_jax import certificate
+from certvae_jax import certificate, validation
 
 COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
 
@@ -209,19 +208,133 @@ def feasibility(scores: dict[str, float], thresholds: Any) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------
 
 
-class TeacherSearch(NamedTuple):
-  """Result of the candidate grid.
+class FittedTeacher(NamedTuple):
+  """A GMM teacher selected on features, with its quality-control table.
 
   Attributes:
-    gmm: the selected mixture, frozen.
+    gmm: the selected mixture, frozen as arrays.
     candidates: one dict per grid point (settings, scores, feasibility, reason).
     selected: index of the selected candidate in ``candidates``.
-    stress_case: no candidate was feasible; the selection is the best infeasible one.
+    stress_case: no candidate was feasible; the selection is the best infeasible one
+      (report such runs apart, never pooled; paper 1, appendix E.5).
   """
   gmm: FrozenGMM
   candidates: list[dict[str, Any]]
   selected: int
   stress_case: bool
+
+  @property
+  def scores(self) -> dict[str, float]:
+    """The selected candidate's QC scores (``teacher_mi``, ``mean_margin``, ...)."""
+    return self.candidates[self.selected]["scores"]
+
+  def probs(self, features: jnp.ndarray) -> jnp.ndarray:
+    """``T = p(k | features)``, ``(N, K)``: pure and jit-able (equal to ``predict_proba``)."""
+    return gmm_probs(self.gmm, features)
+
+
+_CHECKS = {
+    "num_components": validation.non_empty_tuple(lambda k: validation.is_int(k) and k >= 2,
+                                                 "an integer K >= 2"),
+    "covariance_types": validation.choices_tuple(COVARIANCE_TYPES),
+    "seeds": validation.non_empty_tuple(lambda s: validation.is_int(s) and s >= 0,
+                                        "an integer seed >= 0"),
+    "max_iter": validation.positive_int, "reg_covar": validation.non_negative,
+    "high_margin": validation.non_negative, "min_mass": validation.non_negative,
+    "min_mi": validation.non_negative, "min_mean_margin": validation.finite,
+    "max_hard_balance_kl": validation.non_negative,
+    "max_soft_usage_kl": validation.non_negative,
+}
+
+
+def _as_tuple(value: Any) -> Any:
+  return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def fit_teacher(features: Any, *, num_components: Any = (10,),
+                covariance_types: Any = ("full", "diag"), seeds: Any = (0, 1, 2),
+                max_iter: int = 200, reg_covar: float = 1e-6, high_margin: float = 0.5,
+                min_mass: float = 0.02, min_mi: float = 0.1, min_mean_margin: float = 0.0,
+                max_hard_balance_kl: float = 0.5, max_soft_usage_kl: float = 0.5,
+                **unknown: Any) -> FittedTeacher:
+  """Fits the candidate GMMs on ``features`` and selects the teacher (paper 1, section 2.2).
+
+  Every grid point (components x covariance type x seed) is fitted with scikit-learn's
+  ``GaussianMixture`` on the host and scored; the feasible candidates (thresholds
+  checked minimum mass first) compete on ``I_T`` (ties: mean margin). With none
+  feasible the best one is kept and ``stress_case`` is set: never an error.
+
+  Args:
+    features: ``(N, d)`` features, e.g. your warm-up encoder's means on the training set.
+    num_components: K, or several to search over.
+    covariance_types: of ``'full'``, ``'diag'``, ``'tied'``, ``'spherical'``.
+    seeds: GMM initialisation seeds.
+    max_iter: EM iterations per fit.
+    reg_covar: added to the covariance diagonals.
+    high_margin: top-1 margin ``p1 - p2`` counted as "high" in the QC table.
+    min_mass: feasibility: every component's mean mass ``min_k Tbar_k`` at least this.
+    min_mi: feasibility: ``I_T`` at least this (nats).
+    min_mean_margin: feasibility: mean top-1 margin at least this.
+    max_hard_balance_kl: feasibility: ``KL(hist(argmax T) || U)`` at most this.
+    max_soft_usage_kl: feasibility: ``KL(Tbar || U)`` at most this.
+
+  Returns:
+    A :class:`FittedTeacher`; ``fitted.probs(features)`` is the teacher on any features.
+
+  Raises:
+    ValueError: an unknown keyword or a bad value (naming it), malformed features, or
+      no candidate could be fitted at all.
+  """
+  if unknown:
+    raise ValueError(f"fit_teacher: unknown keyword(s) {sorted(unknown)}; expected "
+                     f"{sorted(FIT_DEFAULTS)}")
+  options = {"num_components": _as_tuple(num_components),
+             "covariance_types": _as_tuple(covariance_types), "seeds": _as_tuple(seeds),
+             "max_iter": max_iter, "reg_covar": reg_covar, "high_margin": high_margin,
+             "min_mass": min_mass, "min_mi": min_mi, "min_mean_margin": min_mean_margin,
+             "max_hard_balance_kl": max_hard_balance_kl, "max_soft_usage_kl": max_soft_usage_kl}
+  for name, check in _CHECKS.items():
+    check(name, options[name])
+  return _search(features, types.SimpleNamespace(**options))
+
+
+# fit_teacher's keyword defaults (equal to config.teacher's defaults; a test checks), and
+# for each keyword the config.teacher field that sets it in a run.
+FIT_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(fit_teacher).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY}
+CONFIG_FIELDS = {name: "components" if name == "num_components" else name
+                 for name in FIT_DEFAULTS}
+
+
+def search_teacher(features: np.ndarray, config: Any) -> FittedTeacher:
+  """:func:`fit_teacher` with the settings of ``config.teacher``.
+
+  Fields missing from ``config`` take :data:`FIT_DEFAULTS`.
+  """
+  return fit_teacher(features, **{param: getattr(config, field) for param, field
+                                  in CONFIG_FIELDS.items() if hasattr(config, field)})
+
+
+def frozen(encoder_fn: Callable[[Any], Any], fitted: FittedTeacher) -> Callable[[Any], Any]:
+  """``T(x) = gmm(encoder_fn(x))``: the teacher as a pure function of the input.
+
+  Args:
+    encoder_fn: any JAX callable from a batch of inputs to the ``(N, d)`` features the
+      teacher was fitted on (a Linen ``apply`` with frozen parameters, an NNX module, a
+      plain function). If it returns a tuple, such as ``(mu, logvar)``, the first
+      element is used.
+    fitted: from :func:`fit_teacher`.
+
+  Returns:
+    ``teacher_fn(x) -> (N, K)`` rows on the simplex; jit-able.
+  """
+  def teacher_fn(x):
+    features = encoder_fn(x)
+    if isinstance(features, (tuple, list)):
+      features = features[0]
+    return gmm_probs(fitted.gmm, features)
+  return teacher_fn
 
 
 def freeze_sklearn_gmm(gm: Any) -> FrozenGMM:
@@ -233,22 +346,18 @@ def freeze_sklearn_gmm(gm: Any) -> FrozenGMM:
       covariance_type=str(gm.covariance_type))
 
 
-def _check_search_input(features: np.ndarray, components: Sequence[int],
-                        covariance_types: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-  f = np.asarray(features, np.float64)  # sklearn fits ~2x faster in float64 (float32 responsibilities underflow to denormals)
+def _check_features(features: Any, components: Sequence[int]) -> np.ndarray:
+  # float64: scikit-learn fits ~2x faster (float32 responsibilities underflow to denormals).
+  try:
+    f = np.asarray(features, np.float64)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"features: expected a numeric (N, d) array ({e})") from e
   if f.ndim != 2 or len(f) < 2:
     raise ValueError(f"features: expected shape (N >= 2, d), got {f.shape}")
   if not np.isfinite(f).all():
     raise ValueError("features: contain NaN or inf (did warm-up diverge?)")
-  if not components or not covariance_types or not seeds:
-    raise ValueError("teacher: components, covariance_types and seeds must be non-empty")
-  for ct in covariance_types:
-    if ct not in COVARIANCE_TYPES:
-      raise ValueError(f"teacher.covariance_types: unknown {ct!r}; expected {COVARIANCE_TYPES}")
   distinct = len(np.unique(f, axis=0))
   for k in components:
-    if int(k) < 2:
-      raise ValueError(f"teacher.components: needs K >= 2, got {k}")
     if int(k) > len(f):
       raise ValueError(f"teacher.components: K={k} exceeds the number of training points "
                        f"N={len(f)}")
@@ -258,30 +367,17 @@ def _check_search_input(features: np.ndarray, components: Sequence[int],
   return f
 
 
-def search_teacher(features: np.ndarray, config: Any) -> TeacherSearch:
-  """Fits and scores the candidate grid and selects the teacher (paper 1, section 2.2).
-
-  Args:
-    features: ``(N, d)`` warm-up encoder means on the training set.
-    config: ``config.teacher`` with ``components``, ``covariance_types``, ``seeds``,
-      ``max_iter``, ``reg_covar``, ``high_margin`` and the thresholds ``min_mass``,
-      ``min_mi``, ``min_mean_margin``, ``max_hard_balance_kl``, ``max_soft_usage_kl``.
-
-  Returns:
-    A :class:`TeacherSearch`. Never raises for an infeasible grid (stress case).
-
-  Raises:
-    ValueError: malformed features or grid, or no candidate could be fitted at all.
-  """
+def _search(features: Any, o: Any) -> FittedTeacher:
+  """The grid search behind :func:`fit_teacher` (``o`` holds its checked options)."""
   from sklearn.exceptions import ConvergenceWarning  # pylint: disable=import-outside-toplevel
   from sklearn.mixture import GaussianMixture  # pylint: disable=import-outside-toplevel
 
-  f = _check_search_input(features, config.components, config.covariance_types, config.seeds)
+  f = _check_features(features, o.num_components)
   candidates, fitted = [], []
-  for k, ct, seed in itertools.product(config.components, config.covariance_types, config.seeds):
+  for k, ct, seed in itertools.product(o.num_components, o.covariance_types, o.seeds):
     row = {"components": int(k), "covariance_type": ct, "seed": int(seed)}
     gm = GaussianMixture(n_components=int(k), covariance_type=ct, random_state=int(seed),
-                         max_iter=int(config.max_iter), reg_covar=float(config.reg_covar))
+                         max_iter=int(o.max_iter), reg_covar=float(o.reg_covar))
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -291,9 +387,9 @@ def search_teacher(features: np.ndarray, config: Any) -> TeacherSearch:
       candidates.append(row)
       fitted.append(None)
       continue
-    row.update(scores=score_teacher(gm.predict_proba(f), config.high_margin),
+    row.update(scores=score_teacher(gm.predict_proba(f), o.high_margin),
                converged=bool(gm.converged_), fitted=True)
-    row["feasible"], row["reason"] = feasibility(row["scores"], config)
+    row["feasible"], row["reason"] = feasibility(row["scores"], o)
     candidates.append(row)
     fitted.append(gm)
   usable = [i for i, g in enumerate(fitted) if g is not None]
@@ -304,156 +400,5 @@ def search_teacher(features: np.ndarray, config: Any) -> TeacherSearch:
   pool = feasible or usable
   best = max(pool, key=lambda i: (candidates[i]["scores"]["teacher_mi"],
                                   candidates[i]["scores"]["mean_margin"]))
-  return TeacherSearch(gmm=freeze_sklearn_gmm(fitted[best]), candidates=candidates,
+  return FittedTeacher(gmm=freeze_sklearn_gmm(fitted[best]), candidates=candidates,
                        selected=best, stress_case=not feasible)
-
-
-# ---------------------------------------------------------------------------
-# Artifact on disk.
-# ---------------------------------------------------------------------------
-
-_ARRAYS = "teacher.npz"
-_INFO = "teacher.json"
-_TARGETS = "targets_train.npy"
-_TEST_TARGETS = "targets_test.npy"
-
-
-def _flatten(tree: Any) -> dict[str, np.ndarray]:
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
-  return {f"encoder/{k}": np.asarray(v) for k, v in flat.items()}
-
-
-def teacher_arrays(teacher: FrozenTeacher) -> dict[str, np.ndarray]:
-  """Every array of the teacher under a stable name."""
-  arrays = _flatten(teacher.encoder_params)
-  arrays.update({"gmm/log_weights": np.asarray(teacher.gmm.log_weights),
-                 "gmm/means": np.asarray(teacher.gmm.means),
-                 "gmm/precisions_cholesky": np.asarray(teacher.gmm.precisions_cholesky)})
-  return arrays
-
-
-def teacher_id(teacher: FrozenTeacher) -> str:
-  """A content hash of the teacher's arrays and covariance type (16 hex digits)."""
-  h = hashlib.sha256(teacher.gmm.covariance_type.encode())
-  for name, arr in sorted(teacher_arrays(teacher).items()):
-    h.update(name.encode())
-    h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-    h.update(np.ascontiguousarray(arr).tobytes())
-  return h.hexdigest()[:16]
-
-
-def save_teacher(directory: str, teacher: FrozenTeacher, info: dict[str, Any],
-                 train_targets: np.ndarray | None = None) -> str:
-  """Writes the artifact (arrays, JSON info with the candidate table, T_fix cache).
-
-  Files are written under temporary names and renamed, so a crash never leaves a
-  half-written artifact under the final names.
-
-  Returns:
-    The teacher id.
-  """
-  os.makedirs(directory, exist_ok=True)
-  tid = teacher_id(teacher)
-  info = dict(info, teacher_id=tid, kind="gmm", covariance_type=teacher.gmm.covariance_type,
-              num_components=teacher.num_classes)
-  if train_targets is not None:
-    _atomic_write(os.path.join(directory, _TARGETS),
-                  lambda fh: np.save(fh, np.asarray(train_targets, np.float32)))
-  _atomic_write(os.path.join(directory, _ARRAYS),
-                lambda fh: np.savez(fh, **teacher_arrays(teacher)))
-  _atomic_write(os.path.join(directory, _INFO),
-                lambda fh: fh.write(json.dumps(info, indent=1).encode()))
-  return tid
-
-
-def _atomic_write(path: str, write: Callable[[Any], Any]) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as fh:
-    write(fh)
-    fh.flush()
-    os.fsync(fh.fileno())
-  os.replace(tmp, path)
-
-
-def _targets_id(train_targets: np.ndarray, test_targets: np.ndarray) -> str:
-  h = hashlib.sha256(b"label_smoothed")
-  for arr in (train_targets, test_targets):
-    arr = np.ascontiguousarray(arr, np.float32)
-    h.update(str(arr.shape).encode() + arr.tobytes())
-  return h.hexdigest()[:16]
-
-
-def save_label_teacher(directory: str, train_targets: np.ndarray, test_targets: np.ndarray,
-                       info: dict[str, Any]) -> str:
-  """Writes a teacher given by its rows on both splits (paper 2's label smoothing).
-
-  Such a teacher is a function of the label, not of ``x``, so its rows are the
-  artifact: ``targets_train.npy`` and ``targets_test.npy``.
-
-  Returns:
-    The teacher id (a hash of both arrays).
-  """
-  os.makedirs(directory, exist_ok=True)
-  tid = _targets_id(train_targets, test_targets)
-  for name, arr in ((_TARGETS, train_targets), (_TEST_TARGETS, test_targets)):
-    _atomic_write(os.path.join(directory, name),
-                  lambda fh, a=arr: np.save(fh, np.asarray(a, np.float32)))
-  info = dict(info, teacher_id=tid, kind="label_smoothed",
-              num_components=int(np.shape(train_targets)[1]))
-  _atomic_write(os.path.join(directory, _INFO),
-                lambda fh: fh.write(json.dumps(info, indent=1).encode()))
-  return tid
-
-
-def load_test_targets(directory: str) -> np.ndarray:
-  """The cached test-split rows of a label-smoothed teacher."""
-  path = os.path.join(directory, _TEST_TARGETS)
-  if not os.path.isfile(path):
-    raise ValueError(f"teacher: no test-target cache {path!r}")
-  return np.load(path)
-
-
-def teacher_exists(directory: str) -> bool:
-  return os.path.isfile(os.path.join(directory, _INFO))
-
-
-def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
-  """Reads an artifact written by :func:`save_teacher` (or :func:`save_label_teacher`,
-  returned as ``(None, info)``) and checks its content hash.
-
-  Raises:
-    ValueError: missing or damaged artifact (its content hash does not match).
-  """
-  info_path = os.path.join(directory, _INFO)
-  if not os.path.isfile(info_path):
-    raise ValueError(f"teacher: no teacher artifact in {directory!r}")
-  with open(info_path) as fh:
-    info = json.load(fh)
-  if info.get("kind") == "label_smoothed":
-    found = _targets_id(load_train_targets(directory), load_test_targets(directory))
-    if found != info["teacher_id"]:
-      raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "
-                       f"{found} != recorded {info['teacher_id']})")
-    return None, info
-  with np.load(os.path.join(directory, _ARRAYS)) as f:
-    arrays = {k: f[k] for k in f.files}
-  enc = flax.traverse_util.unflatten_dict(
-      {tuple(k.split("/")[1:]): jnp.asarray(v) for k, v in arrays.items()
-       if k.startswith("encoder/")})
-  gmm = FrozenGMM(log_weights=jnp.asarray(arrays["gmm/log_weights"]),
-                  means=jnp.asarray(arrays["gmm/means"]),
-                  precisions_cholesky=jnp.asarray(arrays["gmm/precisions_cholesky"]),
-                  covariance_type=info["covariance_type"])
-  teacher = FrozenTeacher(encoder_params=enc, gmm=gmm)
-  if teacher_id(teacher) != info["teacher_id"]:
-    raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "
-                     f"{teacher_id(teacher)} != recorded {info['teacher_id']})")
-  return teacher, info
-
-
-def load_train_targets(directory: str) -> np.ndarray:
-  """The cached fixed targets ``T_fix`` over the training split."""
-  path = os.path.join(directory, _TARGETS)
-  if not os.path.isfile(path):
-    raise ValueError(f"teacher: no fixed-target cache {path!r}")
-  return np.load(path)

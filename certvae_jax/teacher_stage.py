@@ -16,7 +16,7 @@ from typing import Any, Callable
 import ml_collections
 import numpy as np
 
-from certvae_jax import data as data_lib, distributed
+from certvae_jax import artifact, data as data_lib, distributed
 from certvae_jax import teacher as teacher_lib
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.engine import Engine
@@ -60,10 +60,10 @@ class TeacherStage:
     # Every process must take the same branch below: look only after all arrived, and let
     # nobody write before all have looked.
     distributed.barrier("teacher-look")
-    exists = teacher_lib.teacher_exists(self.directory)
+    exists = artifact.teacher_exists(self.directory)
     distributed.barrier("teacher-looked")
     if exists:
-      teacher, info = teacher_lib.load_teacher(self.directory)
+      teacher, info = artifact.load_teacher(self.directory)
       check_compatible(info, {"fingerprint": teacher_fp}, f"the teacher in {self.directory!r}")
     elif self.config.teacher.kind == "label_smoothed":
       teacher, info = self._make_label_smoothed(teacher_fp)
@@ -80,9 +80,9 @@ class TeacherStage:
     info = {"fingerprint": teacher_fp, "seed": self.config.seed, "eps": eps,
             "stress_case": False, "selected_scores": teacher_lib.score_teacher(train_t)}
     if self.dir.main:
-      teacher_lib.save_label_teacher(self.directory, train_t, test_t, info)
+      artifact.save_label_teacher(self.directory, train_t, test_t, info)
     distributed.barrier("teacher-saved")
-    teacher, info = teacher_lib.load_teacher(self.directory)
+    teacher, info = artifact.load_teacher(self.directory)
     _log.info("teacher: label smoothing eps=%s, K=%d, I_T=%.4f", eps, k,
               info["selected_scores"]["teacher_mi"])
     return teacher, info
@@ -108,9 +108,9 @@ class TeacherStage:
               "warmup_step": self.config.warmup.steps, "stress_case": search.stress_case,
               "selected": search.selected, "candidates": search.candidates,
               "selected_scores": search.candidates[search.selected]["scores"]}
-      teacher_lib.save_teacher(self.directory, teacher, info, train_targets=targets)
+      artifact.save_teacher(self.directory, teacher, info, train_targets=targets)
     distributed.barrier("teacher-saved")
-    teacher, info = teacher_lib.load_teacher(self.directory)
+    teacher, info = artifact.load_teacher(self.directory)
     sel = info["candidates"][info["selected"]]
     _log.info("teacher: selected K=%d %s seed %d, I_T=%.3f%s", sel["components"],
               sel["covariance_type"], sel["seed"], sel["scores"]["teacher_mi"],
@@ -127,13 +127,13 @@ class TeacherStage:
       return (np.full((len(d.x_train), k), 1.0 / k, np.float32),
               np.full((len(d.x_test), k), 1.0 / k, np.float32))
     if self.teacher is None:  # label-smoothed: the rows are the teacher
-      return (teacher_lib.load_train_targets(self.directory),
-              teacher_lib.load_test_targets(self.directory))
+      return (artifact.load_train_targets(self.directory),
+              artifact.load_test_targets(self.directory))
     probs = self.engine.teacher_probs(k)
 
     def live(x):
       return map_batches(lambda xb: probs(self.teacher, xb), x, self.config.eval.batch_size)
 
-    train = (teacher_lib.load_train_targets(self.directory) if target == "fixed"
+    train = (artifact.load_train_targets(self.directory) if target == "fixed"
              else live(d.x_train))
     return train, live(d.x_test)

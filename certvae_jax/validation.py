@@ -1,4 +1,4 @@
-"""Validation at the certificate's public boundary: simplex rows, logits, scalars.
+"""Validation at the public boundary: simplex rows, logits, scalars, config values.
 
 Outside traced code every input is checked and a bad one raises ``ValueError`` naming
 the argument and the row; inside ``jax.jit`` the values are not known at trace time,
@@ -7,7 +7,8 @@ so the checks are skipped.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -64,16 +65,21 @@ def validate_simplex(
   if not finite.all():
     row = int(np.argmin(finite.all(axis=1)))
     raise ValueError(f"{name}: row {row} has a non-finite entry (NaN or inf): {arr[row][:8]}")
+  # Entries outside [0, 1] are what logits look like; say so.
+  logits_hint = (" (did you pass logits? use from_logits=True)"
+                 if (arr < 0).any() or (arr > 1).any() else "")
   if (arr < 0).any():
     row = int(np.argmin((arr >= 0).all(axis=1)))
-    raise ValueError(f"{name}: row {row} has a negative entry (min {arr[row].min():.3g})")
+    raise ValueError(f"{name}: row {row} has a negative entry (min {arr[row].min():.3g})"
+                     f"{logits_hint}")
   sums = arr.sum(axis=1, dtype=np.float64)
   err = np.abs(sums - 1.0)
   worst = int(np.argmax(err))
   if err[worst] > atol:
     if renormalize and (sums > 0).all():
       return np.asarray(arr / sums[:, None], dtype=arr.dtype)
-    hint = "" if renormalize else " (pass renormalize=True to fix small drift)"
+    hint = logits_hint or ("" if renormalize else " (for small drift, renormalise first with "
+                           "certificate.validate_simplex(name, rows, renormalize=True))")
     raise ValueError(
         f"{name}: rows must sum to 1 within {atol:g}; worst is row {worst} with sum "
         f"{sums[worst]:.6g}{hint}")
@@ -121,3 +127,78 @@ def check_scalar(name: str, value: Any, *, positive: bool = False) -> float:
 def check_tau(tau: Any) -> None:
   if not is_traced(tau):
     check_scalar("tau", tau)
+
+
+# ---------------------------------------------------------------------------
+# Config-like values (each raises ValueError naming the field).
+# ---------------------------------------------------------------------------
+
+
+def is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any) -> None:
+  if not is_int(value) or value < 1:
+    raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+
+
+def non_negative_int(name: str, value: Any) -> None:
+  if not is_int(value) or value < 0:
+    raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+
+
+def non_negative(name: str, value: Any) -> None:
+  if not is_number(value) or not math.isfinite(value) or value < 0:
+    raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+
+
+def positive(name: str, value: Any) -> None:
+  if not is_number(value) or not math.isfinite(value) or value <= 0:
+    raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+
+
+def finite(name: str, value: Any) -> None:
+  if not is_number(value) or not math.isfinite(value):
+    raise ValueError(f"{name}: expected a finite number, got {value!r}")
+
+
+def boolean(name: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    raise ValueError(f"{name}: expected True or False, got {value!r}")
+
+
+def unit_interval(name: str, value: Any) -> None:
+  if not is_number(value) or not 0.0 <= value <= 1.0:
+    raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+
+
+def one_of(*choices: str) -> Callable[[str, Any], None]:
+  def check(name: str, value: Any) -> None:
+    if value not in choices:
+      raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+  return check
+
+
+def non_empty_tuple(element: Callable[[Any], bool], what: str) -> Callable[[str, Any], None]:
+  def check(name: str, value: Any) -> None:
+    if not isinstance(value, (tuple, list)) or not value:
+      raise ValueError(f"{name}: expected a non-empty tuple, got {value!r}")
+    for item in value:
+      if not element(item):
+        raise ValueError(f"{name}: each entry must be {what}, got {item!r}")
+  return check
+
+
+def choices_tuple(choices: tuple[str, ...]) -> Callable[[str, Any], None]:
+  """A non-empty tuple whose every entry is one of ``choices``."""
+  def check(name: str, value: Any) -> None:
+    non_empty_tuple(lambda item: True, "")(name, value)
+    for item in value:
+      if item not in choices:
+        raise ValueError(f"{name}: unknown {item!r}; expected entries from {choices}")
+  return check

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture
 
-from certvae_jax import certificate, teacher
+from certvae_jax import artifact, certificate, teacher
 from configs import digits
 
 
@@ -83,17 +83,17 @@ def test_artifact_roundtrip_and_damage_detection(tmp_path):
   res = teacher.search_teacher(blobs(), grid())
   enc = {"Dense_0": {"kernel": jnp.ones((4, 4)), "bias": jnp.zeros(4)}}
   t = teacher.FrozenTeacher(encoder_params=enc, gmm=res.gmm)
-  tid = teacher.save_teacher(str(tmp_path), t, {"stress_case": False},
+  tid = artifact.save_teacher(str(tmp_path), t, {"stress_case": False},
                              train_targets=np.full((3, 3), 1 / 3))
-  loaded, info = teacher.load_teacher(str(tmp_path))
-  assert info["teacher_id"] == tid == teacher.teacher_id(loaded)
+  loaded, info = artifact.load_teacher(str(tmp_path))
+  assert info["teacher_id"] == tid == artifact.teacher_id(loaded)
   np.testing.assert_array_equal(loaded.gmm.means, res.gmm.means)
-  assert teacher.load_train_targets(str(tmp_path)).shape == (3, 3)
+  assert artifact.load_train_targets(str(tmp_path)).shape == (3, 3)
   # Corrupt the recorded id: the loader must refuse, not silently use it.
   info["teacher_id"] = "0" * 16
   (tmp_path / "teacher.json").write_text(json.dumps(info))
   with pytest.raises(ValueError, match="damaged"):
-    teacher.load_teacher(str(tmp_path))
+    artifact.load_teacher(str(tmp_path))
 
 
 def test_label_smoothed_teacher_reproduces_paper2_mnist_i_t():

@@ -82,6 +82,20 @@ class Checkpointer:
     self._manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
+  def read_meta(self, step: int | None = None) -> dict[str, Any] | None:
+    """The JSON metadata of ``step`` (default: the latest), without its arrays; None if
+    there is no checkpoint or the metadata cannot be read (a damaged step: restoring it
+    reports and sets it aside)."""
+    self._manager.wait_until_finished()
+    step = self._manager.latest_step() if step is None else step
+    if step is None:
+      return None
+    try:
+      return dict(self._manager.restore(int(step), args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore())).meta)
+    except Exception:  # pylint: disable=broad-except  # unreadable = damaged; restore decides
+      return None
+
   def _restore_step(self, template: Any, step: int, sharding) -> tuple[Any, dict[str, Any]]:
     self._manager.wait_until_finished()
     abstract = jax.tree.map(
@@ -157,10 +171,27 @@ class Checkpointer:
 
 
 def check_compatible(meta: dict[str, Any], expected: dict[str, Any], where: str) -> None:
-  """Raises :class:`IncompatibleCheckpoint` if any key of ``expected`` differs in ``meta``."""
+  """Raises :class:`IncompatibleCheckpoint` if any key of ``expected`` differs in ``meta``.
+
+  A differing ``fingerprint`` is explained field by field (old value -> new value) when
+  both sides carry ``fingerprint_fields``.
+  """
   for key, want in expected.items():
+    if key == "fingerprint_fields":
+      continue  # compared through the fingerprint
     have = meta.get(key)
     if have != want:
+      detail = f"{have!r}, this run has {want!r}"
+      if key == "fingerprint":
+        detail = _field_changes(meta.get("fingerprint_fields"),
+                                expected.get("fingerprint_fields")) or detail
       raise IncompatibleCheckpoint(
-          f"checkpoint: {where} was made with a different {key} ({have!r}, this run has "
-          f"{want!r}); use another --workdir, or --overwrite to replace it")
+          f"checkpoint: {where} was made with a different {key} ({detail}); use another "
+          "--workdir, or --overwrite to replace it")
+
+
+def _field_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
+  if not old or not new:
+    return ""
+  names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in names)

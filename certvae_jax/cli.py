@@ -23,12 +23,27 @@ from certvae_jax.config import resolve_config_path
 DEFAULT_CONFIG = os.path.join(configs.DIRECTORY, "digits.py")
 
 
+# ml_collections parses the default config, with the overrides in sys.argv, when the flag
+# is defined (at import); a mistyped override raises there. It is kept for parse() to
+# report as one line, after --help has had its chance.
+_DEFINE_ERROR: list[BaseException] = []
+
+HELP_FLAGS = ("--help", "-h", "-help", "--helpshort", "-?")
+CONFIG_DOC = ("Config fields: every field, with its meaning, is in certvae_jax/configs/digits.py "
+              "(the default); override any as --config.<section>.<field>=<value>, e.g. "
+              "--config.train.steps=4000, after --config=... when both are given.")
+
+
 def define_common_flags() -> None:
-  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file, e.g. "
-                                  "configs/digits.py or configs/digits.py:smoke, or a shipped "
-                                  f"config by name: {', '.join(configs.NAMES)} (:smoke).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Run directory; default runs/<config name>[/seed<seed>].")
+  try:
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file, e.g. "
+                                    "configs/digits.py or configs/digits.py:smoke, or a "
+                                    f"shipped config by name: {', '.join(configs.NAMES)} "
+                                    "(:smoke).", lock_config=True)
+  except Exception as e:  # pylint: disable=broad-except  # reported by parse()
+    _DEFINE_ERROR.append(e)
+  flags.DEFINE_string("workdir", None, "Run directory; default runs/<config name>[-<data "
+                      "name>]/seed<seed> (launch/protocol.py: without /seed<seed>).")
   flags.DEFINE_integer("seed", None, "Overrides config.seed.")
   flags.DEFINE_enum("target", None, ["live", "fixed"],
                     "Teacher targets: the live frozen teacher or the cached T_fix "
@@ -67,14 +82,21 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
-def parse(argv: list[str]) -> flags.FlagValues:
-  """Parses flags and loads the config; anything malformed exits 2 with one line."""
+def parse(argv: list[str], doc: str = "") -> flags.FlagValues:
+  """Parses flags and loads the config.
+
+  ``--help`` (``-h``) and ``--helpfull`` print help and exit 0; anything malformed
+  exits 2 with one ``error:`` line.
+  """
   argv = [_resolve_config_flag(a) for a in argv]
+  _print_help_and_exit(argv, doc)
+  if _DEFINE_ERROR:
+    fail(_readable(_DEFINE_ERROR[0], argv))
   try:
     flags.FLAGS(argv)
     config = flags.FLAGS.config
   except Exception as e:  # pylint: disable=broad-except  # a config file can raise anything
-    fail(_first_line(e))
+    fail(_readable(e, argv))
   if not isinstance(config, ml_collections.ConfigDict):
     # ml_collections keeps a load failure in a placeholder that raises when used.
     try:
@@ -84,6 +106,44 @@ def parse(argv: list[str]) -> flags.FlagValues:
       fail(f"--config: cannot load {config_flags.get_config_filename(flags.FLAGS['config'])}: "
            f"{lines[-1] if lines else type(e).__name__}")
   return flags.FLAGS
+
+
+def _print_help_and_exit(argv: list[str], doc: str) -> None:
+  args = argv[1:]
+  if not any(a in HELP_FLAGS or a == "--helpfull" for a in args):
+    return
+  if "--helpfull" in args:
+    text = flags.FLAGS.get_help()
+  else:
+    text = "\n".join(flags.FLAGS.module_help(m) for m in (sys.argv[0], __name__)
+                      if flags.FLAGS.module_help(m).strip())
+  print(f"{doc.strip()}\n\nflags (--helpfull for every flag):\n{text}\n\n{CONFIG_DOC}")
+  sys.exit(0)
+
+
+_DID_YOU_MEAN = re.compile(r"'([^']+)'(?:.*Did you mean \"([^\"]+)\")?", re.S)
+
+
+def _readable(e: BaseException, argv: list[str]) -> str:
+  """One line for a parse failure; a mistyped config field names the flag and the
+  closest field ("did you mean train.steps?")."""
+  chain, cur = [], e
+  while cur is not None:
+    chain.append(cur)
+    cur = cur.__cause__ or cur.__context__
+  for err in chain:
+    if not isinstance(err, (KeyError, AttributeError)):
+      continue
+    found = _DID_YOU_MEAN.search(str(err).replace("\\n", "\n").replace("\\'", "'"))
+    flag = found and next((a.split("=", 1)[0] for a in argv if a.startswith("--config.")
+                           and a.split("=", 1)[0].endswith(f".{found.group(1)}")), None)
+    if flag:
+      key, guess = found.groups()
+      section = flag[len("--config."):].rsplit(".", 1)[0] if flag.count(".") > 1 else ""
+      where = f"{section}." if section else ""
+      hint = f"; did you mean {where}{guess}?" if guess else ""
+      return f"{flag}: no config field {where}{key}{hint}"
+  return _first_line(e)
 
 
 def _resolve_config_flag(arg: str) -> str:
@@ -104,10 +164,11 @@ def _first_line(e: BaseException) -> str:
   return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
-def setup(argv: list[str]) -> tuple[flags.FlagValues, str]:
-  """A launch script's prologue: flags and config, the distributed runtime (before any
-  device is touched), the compilation cache; returns the flags and the target."""
-  f = parse(argv)
+def setup(argv: list[str], doc: str = "") -> tuple[flags.FlagValues, str]:
+  """A launch script's prologue: flags and config (``doc`` is the ``--help`` text), the
+  distributed runtime (before any device is touched), the compilation cache; returns the
+  flags and the target."""
+  f = parse(argv, doc)
   maybe_initialize_distributed(f)
   setup_logging()
   enable_compilation_cache()
@@ -131,21 +192,34 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def run_name(f: flags.FlagValues) -> str:
-  """Default run directory name: the config's name, its argument and a user data file.
+  """Default run directory name: the config's name and argument, and the data's name
+  when the config's own name does not already say it.
 
   ``configs/digits.py`` -> ``digits``; ``configs/digits.py:smoke`` -> ``digits_smoke``;
-  with ``--config.data.source=npz:/a/faces.npz`` -> ``digits_faces``. Runs of different
-  configs therefore never share a default workdir.
+  with ``--config.data.source=npz:/a/faces.npz`` -> ``digits-faces``; ``cifar100`` on
+  ``tfds:cifar100`` -> ``cifar100``. Runs of different configs or data therefore never
+  share a default workdir.
   """
   spec = config_flags.get_config_filename(f["config"])
   path, _, arg = spec.partition(":")
   name = os.path.splitext(os.path.basename(path))[0]
   if arg:
     name += "_" + arg
-  source = f.config.data.source
-  if source.startswith("npz:"):
-    name += "_" + os.path.splitext(os.path.basename(source[4:]))[0]
+  data = data_name(f.config.data.source)
+  if data not in name:
+    name += "-" + data
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "run"
+
+
+def data_name(source: str) -> str:
+  """A short name for a data source: ``digits``, ``faces`` (``npz:/a/faces.npz``),
+  ``cifar100`` (``tfds:cifar100``)."""
+  kind, _, rest = source.partition(":")
+  if kind == "npz":
+    return os.path.splitext(os.path.basename(rest))[0] or "npz"
+  if kind == "tfds":
+    return rest.split("/")[0].split(":")[0] or "tfds"
+  return source
 
 
 def run_guarded(fn: Callable[[], int | None]) -> None:

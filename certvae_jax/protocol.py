@@ -50,8 +50,10 @@ def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
 
 
 def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
-                 target: str = "live", overwrite: bool = False) -> list[dict[str, Any]]:
-  """Runs every seed and variant (resuming what exists) and writes the tables.
+                 target: str = "live", overwrite: bool = False,
+                 fresh: bool = False) -> list[dict[str, Any]]:
+  """Runs every seed and variant (reusing finished runs, resuming interrupted ones) and
+  writes the tables. Each row says whether its run was ``reused``.
 
   Args:
     config: the run config; ``config.seed`` is replaced by each seed.
@@ -59,12 +61,15 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
     seeds: the seeds to run.
     target: ``'live'`` or ``'fixed'`` teacher targets.
     overwrite: clear seed workdirs made by an incompatible run instead of refusing.
+    fresh: refuse seed workdirs that already hold runs, instead of reusing them.
 
   Returns:
     The rows written to ``protocol.json``.
   """
   if not seeds:
     raise ValueError("seeds: expected at least one seed")
+  if fresh:
+    _refuse_existing([os.path.join(root, f"seed{seed}") for seed in seeds])
   variants = tuple(config.protocol.variants)
   for v in variants:
     if v not in modes.CLI_MODES or v == "warmup":
@@ -82,6 +87,24 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
   return rows
 
 
+def _refuse_existing(workdirs: Sequence[str]) -> None:
+  for wd in workdirs:
+    if os.path.isdir(wd) and any(name != ".lock" for name in os.listdir(wd)):
+      raise ValueError(f"--fresh: {wd!r} already holds runs; use another --workdir, or drop "
+                       "--fresh to reuse them")
+
+
+def reuse_report(rows: Sequence[dict[str, Any]]) -> str:
+  """One line each for the runs reused and the runs made, e.g. ``reused: seed 0 full``."""
+  done = {(r["seed"], r["variant"], r["reused"]) for r in rows}
+  out = []
+  for reused, word in ((True, "reused (finished before)"), (False, "ran")):
+    runs = sorted((s, v) for s, v, flag in done if flag == reused)
+    if runs:
+      out.append(f"{word}: " + ", ".join(f"seed {s} {v}" for s, v in runs))
+  return "\n".join(out)
+
+
 def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.seed = int(seed)
@@ -89,6 +112,8 @@ def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.C
 
 
 def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str, Any]]:
+  phase = modes.phase_name(variant, target, modes.get(variant).tag(runner.config))
+  reused = runner.dir.read_summary(phase) is not None
   summary = runner.run_mode(variant, target)
   qc = runner.teacher_info["selected_scores"]
   geometry = teacher_geometry(runner)
@@ -97,7 +122,7 @@ def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str,
     row = {"seed": int(runner.config.seed), "variant": variant, "split": split,
            "target": target, "step": summary["step"], "stress_case": summary["stress_case"],
            "teacher_id": summary["teacher_id"], "teacher_qc": qc,
-           "alpha_kl": float(runner.config.train.alpha_kl), **geometry}
+           "alpha_kl": float(runner.config.train.alpha_kl), "reused": reused, **geometry}
     row.update({k: summary[split].get(k) for k in ROW_KEYS})
     rows.append(row)
   return rows
@@ -112,7 +137,8 @@ def _write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: st
 
 
 def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
-                  alphas: Sequence[float], overwrite: bool = False) -> list[dict[str, Any]]:
+                  alphas: Sequence[float], overwrite: bool = False,
+                  fresh: bool = False) -> list[dict[str, Any]]:
   """Paper 2's KL-weight stress test: RST-VAE (``full``) at several ``alpha_KL``.
 
   Does the certificate stay positive as the KL weight grows? Beside each measured
@@ -123,6 +149,9 @@ def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
   """
   if not alphas:
     raise ValueError("kl_stress: expected at least one KL weight")
+  if fresh:
+    _refuse_existing([os.path.join(root, f"alpha{float(a):g}", f"seed{s}")
+                      for a in alphas for s in seeds])
   rows = []
   for alpha in alphas:
     if not np.isfinite(alpha) or alpha < 0:

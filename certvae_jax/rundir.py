@@ -34,16 +34,35 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def fingerprint(config: ml_collections.ConfigDict, *extra: Any) -> str:
-  """Hash of what shapes a run's results (data, model, seed, and ``extra``).
+def fingerprint(config: ml_collections.ConfigDict, stage: str,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+  """What shapes a stage's results, for its checkpoint metadata: the data, model and
+  seed, and ``extra`` fields (e.g. ``{"warmup.alpha_kl": 1.0}``).
 
   Step counts and logging intervals are left out so a run can be extended, and
   ``data.on_device`` because it moves the same batches, not different ones.
+
+  Returns:
+    ``{"fingerprint": hash, "fingerprint_fields": {name: value}}``; the fields let a
+    mismatch name what differs (see :func:`certvae_jax.checkpoint.check_compatible`).
   """
-  data = {k: v for k, v in config.data.to_dict().items() if k != "on_device"}
-  blob = json.dumps({"data": data, "model": config.model.to_dict(),
-                     "seed": config.seed, "extra": extra}, sort_keys=True, default=str)
-  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+  fields = {"stage": stage, "seed": config.seed}
+  fields.update(_flat("data", {k: v for k, v in config.data.to_dict().items()
+                               if k != "on_device"}))
+  fields.update(_flat("model", config.model.to_dict()))
+  for name, value in (extra or {}).items():
+    fields.update(_flat(name, value) if isinstance(value, dict) else {name: value})
+  fields = json.loads(json.dumps(fields, sort_keys=True, default=str))  # as stored in JSON
+  digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+  return {"fingerprint": digest, "fingerprint_fields": fields}
+
+
+def _flat(prefix: str, tree: dict[str, Any]) -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}.{key}"
+    out.update(_flat(name, value) if isinstance(value, dict) else {name: value})
+  return out
 
 
 def write_json(path: str, obj: Any) -> None:

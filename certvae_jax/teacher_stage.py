@@ -56,7 +56,7 @@ class TeacherStage:
     """``(teacher, info)``: the teacher is ``None`` for a label-smoothed one."""
     if self.info is not None:
       return self.teacher, self.info
-    teacher_fp = fingerprint(self.config, "teacher", self.config.teacher.to_dict())
+    teacher_fp = fingerprint(self.config, "teacher", {"teacher": self.config.teacher.to_dict()})
     # Every process must take the same branch below: look only after all arrived, and let
     # nobody write before all have looked.
     distributed.barrier("teacher-look")
@@ -64,7 +64,7 @@ class TeacherStage:
     distributed.barrier("teacher-looked")
     if exists:
       teacher, info = artifact.load_teacher(self.directory)
-      check_compatible(info, {"fingerprint": teacher_fp}, f"the teacher in {self.directory!r}")
+      check_compatible(info, teacher_fp, f"the teacher in {self.directory!r}")
     elif self.config.teacher.kind == "label_smoothed":
       teacher, info = self._make_label_smoothed(teacher_fp)
     else:
@@ -72,12 +72,12 @@ class TeacherStage:
     self.teacher, self.info = teacher, info
     return teacher, info
 
-  def _make_label_smoothed(self, teacher_fp: str):
+  def _make_label_smoothed(self, teacher_fp: dict[str, Any]):
     d, eps = self.data, float(self.config.teacher.eps)
     k = d.num_classes
     train_t = teacher_lib.label_smoothed(d.y_train, k, eps)
     test_t = teacher_lib.label_smoothed(d.y_test, k, eps)
-    info = {"fingerprint": teacher_fp, "seed": self.config.seed, "eps": eps,
+    info = {**teacher_fp, "seed": self.config.seed, "eps": eps,
             "stress_case": False, "selected_scores": teacher_lib.score_teacher(train_t)}
     if self.dir.main:
       artifact.save_label_teacher(self.directory, train_t, test_t, info)
@@ -87,7 +87,7 @@ class TeacherStage:
               info["selected_scores"]["teacher_mi"])
     return teacher, info
 
-  def _make_gmm(self, teacher_fp: str):
+  def _make_gmm(self, teacher_fp: dict[str, Any]):
     encoder_params = self._warmup_encoder()
     k = int(self.config.teacher.components[0])
     features = map_batches(lambda xb: self.engine.encode(k)(encoder_params, xb),
@@ -104,7 +104,7 @@ class TeacherStage:
       probs = self.engine.teacher_probs(k)
       targets = map_batches(lambda xb: probs(teacher, xb), self.data.x_train,
                             self.config.eval.batch_size)
-      info = {"fingerprint": teacher_fp, "seed": self.config.seed,
+      info = {**teacher_fp, "seed": self.config.seed,
               "warmup_step": self.config.warmup.steps, "stress_case": search.stress_case,
               "selected": search.selected, "candidates": search.candidates,
               "selected_scores": search.candidates[search.selected]["scores"]}

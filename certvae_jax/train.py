@@ -125,7 +125,7 @@ class Runner:
   def _run_warmup(self) -> dict[str, Any]:
     mode, k = modes.get("warmup"), self.ctx.num_classes
     weights = mode.weights(self.config)
-    meta = {"fingerprint": fingerprint(self.config, "warmup", self.config.warmup.alpha_kl)}
+    meta = self._warmup_fingerprint()
     phase = Phase("warmup", mode, "none", mode.steps(self.config), weights,
                   data_seed(self.config.seed, mode.data_code), meta)
     return self._run_phase(phase, k, lambda: self.engine.fresh_state(k, mode.data_code,
@@ -134,11 +134,9 @@ class Runner:
   def _warmup_encoder(self):
     """Runs (or finds) the warm-up; its final encoder parameters, for the teacher."""
     self.run_warmup()
-    warm_fp = fingerprint(self.config, "warmup", self.config.warmup.alpha_kl)
     with self.dir.checkpoints("warmup") as ckpt:
-      state, meta = self.engine.restore(ckpt, self.ctx.num_classes,
-                                        self._weight_names("warmup"), self.config.warmup.steps)
-    check_compatible(meta, {"fingerprint": warm_fp}, "the warm-up checkpoint")
+      state = self._restore_checked(ckpt, self._warmup_fingerprint(), "the warm-up checkpoint",
+                                    "warmup", self.config.warmup.steps)
     return state.params["encoder"]
 
   def _run_mode(self, name: str, target: str) -> dict[str, Any]:
@@ -152,10 +150,14 @@ class Runner:
     _, info = self.ensure_teacher()
     return self._run(mode, target, self.num_classes, info)
 
+  def _warmup_fingerprint(self) -> dict[str, Any]:
+    return fingerprint(self.config, "warmup", {"warmup.alpha_kl": self.config.warmup.alpha_kl})
+
   def _variant_meta(self, info: dict[str, Any]) -> dict[str, Any]:
     t = self.config.train
-    return {"fingerprint": fingerprint(self.config, "variant", t.alpha_kl, t.lambda_bal,
-                                       t.align_on_mean, t.init),
+    return {**fingerprint(self.config, "variant", {
+        "train.alpha_kl": t.alpha_kl, "train.lambda_bal": t.lambda_bal,
+        "train.align_on_mean": t.align_on_mean, "train.init": t.init}),
             "teacher_id": info["teacher_id"]}
 
   def _run(self, mode: modes.Mode, target: str, k: int, info: dict[str, Any]):
@@ -203,9 +205,21 @@ class Runner:
       if final_step not in ckpt.all_steps():
         raise ValueError(f"mode: the {source} checkpoint at its final step {final_step} is "
                          f"missing from {self.dir.phase(name)!r}")
-      state, saved = self.engine.restore(ckpt, k, self._weight_names(source), final_step)
-    check_compatible(saved, meta, f"the {source} checkpoint in {self.dir.phase(name)!r}")
+      state = self._restore_checked(ckpt, meta, f"the {source} checkpoint in "
+                                    f"{self.dir.phase(name)!r}", source, final_step, k)
     return state, final_step
+
+  def _restore_checked(self, ckpt, expected: dict[str, Any], where: str, mode: str,
+                       step: int | None = None, k: int | None = None):
+    """A state of ``mode`` from ``ckpt``, after its metadata is checked against ``expected``
+    (so that a checkpoint of another config is refused, never mistaken for a damaged one)."""
+    saved = ckpt.read_meta(step)
+    if saved is not None:
+      check_compatible(saved, expected, where)
+    state, saved = self.engine.restore(ckpt, self.ctx.num_classes if k is None else k,
+                                       self._weight_names(mode), step)
+    check_compatible(saved, expected, where)
+    return state
 
   def _weight_names(self, mode_name: str) -> tuple[str, ...]:
     mode = modes.get(mode_name)
@@ -235,12 +249,11 @@ class Runner:
     os.makedirs(pdir, exist_ok=True)
     metrics_path = self.dir.metrics_path(phase.name)
     meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
-    names = tuple(phase.weights)
     distributed.barrier(f"{phase.name}-start")  # all see the same files below
     with self.dir.checkpoints(phase.name) as ckpt:
       if ckpt.latest_step() is not None:
-        state, saved = self.engine.restore(ckpt, k, names)
-        check_compatible(saved, {key: meta[key] for key in phase.meta}, f"{pdir!r}")
+        state = self._restore_checked(ckpt, {key: meta[key] for key in phase.meta},
+                                      f"{pdir!r}", phase.mode.name, k=k)
         step = int(state.step)
         if main:  # rows after the checkpoint are written again; a final row is redone
           truncate_jsonl(metrics_path, step if step < phase.total_steps else step - 1)

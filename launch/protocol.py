@@ -22,11 +22,13 @@ from certvae_jax import cli  # noqa: E402
 flags.DEFINE_integer("seeds", 3, "Number of seeds (0 .. seeds-1), starting at --seed.")
 flags.DEFINE_list("kl_stress", [], "Paper 2's KL-weight stress test: run RST-VAE (full) at "
                   "these alpha_KL values instead of the protocol, e.g. 1,2,4,8.")
+flags.DEFINE_bool("fresh", False, "Refuse seed workdirs that already hold runs instead of "
+                  "reusing their finished runs.")
 cli.define_common_flags()
 
 
 def main() -> int:
-  f, target = cli.setup(sys.argv)
+  f, target = cli.setup(sys.argv, __doc__)
   if f.seeds < 1:
     cli.fail(f"--seeds: expected >= 1, got {f.seeds}")
   first = f.seed if f.seed is not None else 0
@@ -38,14 +40,16 @@ def main() -> int:
       alphas = [float(a) for a in f.kl_stress]
     except ValueError:
       cli.fail(f"--kl_stress: expected numbers such as 1,2,4,8, got {','.join(f.kl_stress)}")
-    protocol.run_kl_stress(f.config, os.path.join(root, "kl_stress"), seeds, alphas,
-                           overwrite=f.overwrite)
+    rows = protocol.run_kl_stress(f.config, os.path.join(root, "kl_stress"), seeds, alphas,
+                                  overwrite=f.overwrite, fresh=f.fresh)
     stem = os.path.join(root, "kl_stress", "kl_stress")
   else:
-    protocol.run_protocol(f.config, root, seeds, target=target, overwrite=f.overwrite)
+    rows = protocol.run_protocol(f.config, root, seeds, target=target, overwrite=f.overwrite,
+                                 fresh=f.fresh)
     stem = os.path.join(root, "protocol" + ("" if target == "live" else "_fixed"))
   with open(stem + ".md") as fh:
     print(fh.read())
+  print(protocol.reuse_report(rows))
   print(f"tables: {stem}.json and {stem}.md")
   return 0
 

@@ -6,6 +6,11 @@
     python launch/train.py --mode=full --config.train.steps=4000 --seed=1 --target=fixed
     python launch/train.py --mode=full --config.data.source=npz:/path/to/data.npz
 
+Modes: warmup (plain VAE; its means feed the teacher), full (every term on), noalign
+(lambda_TS = 0: the collapse control), rescue (exact restart from noalign's final
+checkpoint, alignment on), and paper 2's vae (plain VAE scored by the witness) and
+rst_prefit (regress mu onto the simplex witness's analytic code, then RST-VAE).
+
 Warm-up and teacher search run first when the workdir lacks them; a finished run
 prints its summary again; an interrupted one resumes from its latest checkpoint.
 """
@@ -25,7 +30,7 @@ cli.define_common_flags()
 
 
 def main() -> int:
-  f, target = cli.setup(sys.argv)
+  f, target = cli.setup(sys.argv, __doc__)
   config = f.config
   if f.seed is not None:
     config.seed = f.seed

@@ -1,0 +1,86 @@
+"""The command line as a newcomer meets it: help, typos, reuse, mismatches, names."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from certvae_jax import train
+from tests.conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--config.train.progress=False"]
+
+
+def run(script, *args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "launch", script), *args],
+                        cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "--helpfull"])
+def test_help_prints_modes_flags_and_config_doc_and_exits_0(flag):
+  r = run("train.py", flag)
+  assert r.returncode == 0, r.stderr[-2000:]
+  for text in ("Modes: warmup", "--mode", "--workdir", "certvae_jax/configs/digits.py"):
+    assert text in r.stdout, text
+  if flag == "--helpfull":
+    assert "--flagfile" in r.stdout  # absl's own flags are listed too
+
+
+def test_protocol_help_exits_0():
+  r = run("protocol.py", "--help")
+  assert r.returncode == 0 and "--[no]fresh" in r.stdout and "--seeds" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["--config.train.stepz=10"],
+                                  ["--config=configs/digits.py", "--config.train.stepz=10"]])
+def test_mistyped_override_gives_one_line_with_a_suggestion(tmp_path, args):
+  r = run("train.py", f"--workdir={tmp_path}", *args)
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert errors == ["error: --config.train.stepz: no config field train.stepz; "
+                    "did you mean train.steps?"]
+
+
+def test_protocol_says_what_it_reused_and_fresh_refuses(tmp_path):
+  args = ["--config=configs/digits.py:smoke", *SMOKE, "--seeds=1", f"--workdir={tmp_path}",
+          "--config.warmup.steps=20", "--config.train.steps=20",
+          "--config.train.checkpoint_every=20", "--config.eval.every=20"]
+  first = run("protocol.py", *args)
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert "ran: seed 0 full, seed 0 noalign, seed 0 rescue" in first.stdout
+  again = run("protocol.py", *args)
+  assert "reused (finished before): seed 0 full, seed 0 noalign, seed 0 rescue" in again.stdout
+  fresh = run("protocol.py", *args, "--fresh")
+  assert fresh.returncode == 2 and "--fresh:" in fresh.stderr and "already holds runs" in \
+      fresh.stderr
+
+
+def test_a_mismatched_workdir_names_the_differing_fields(tmp_path):
+  wd = str(tmp_path)
+  train.Runner(tiny_config(), wd).ensure_teacher()  # warm-up and teacher
+  other = tiny_config()
+  other.model.latent_dim = 8
+  with pytest.raises(ValueError, match=r"different fingerprint \(model.latent_dim: 16 -> 8\)"):
+    train.Runner(other, wd).run_warmup()
+  assert not os.path.exists(os.path.join(wd, "warmup", "checkpoints_damaged"))  # nothing moved
+  other = tiny_config()
+  other.teacher.min_mass = 0.3
+  with pytest.raises(ValueError, match=r"teacher.min_mass: 0.02 -> 0.3\)"):
+    train.Runner(other, wd).ensure_teacher()
+
+
+def test_default_workdir_follows_the_data_and_the_log_counts_right(tmp_path):
+  x = np.random.default_rng(0).random((60, 16)).astype(np.float32)
+  np.savez(tmp_path / "faces.npz", x=x)
+  r = run("train.py", "--mode=full", "--config=digits:smoke", *SMOKE,
+          f"--config.data.source=npz:{tmp_path / 'faces.npz'}", "--config.warmup.steps=10",
+          "--config.train.steps=10", "--config.train.batch_size=16", "--config.eval.every=10",
+          "--config.train.log_every=10", "--config.train.checkpoint_every=10",
+          "--config.teacher.components=(3,)", cwd=str(tmp_path))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert os.path.isfile(tmp_path / "runs" / "digits_smoke-faces" / "seed0" / "full" /
+                        "summary.json")
+  assert "fitting 1 GMM candidate on 48x16 warm-up means" in r.stderr

@@ -6,6 +6,7 @@ Nothing here edits the step, the loop or the run: each toy is registered or pass
 import os
 import shutil
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -236,3 +237,52 @@ def test_readme_extending_blocks_run(seed_dir, tmp_path, registries, capsys):
   exec(writer, ns)  # pylint: disable=exec-used
   printed = [l for l in capsys.readouterr().out.splitlines() if "G_tau(test)" in l]
   assert printed[-1] == f"step 40: G_tau(test) = {ns['summary']['test']['margin']:+.3f}"
+
+
+class TinyEncoder(flax.linen.Module):
+  """A user's encoder, loaded by import path: ``x -> (mu, logvar)``."""
+  latent_dim: int
+
+  @flax.linen.compact
+  def __call__(self, x):
+    h = flax.linen.tanh(flax.linen.Dense(32)(x))
+    return flax.linen.Dense(self.latent_dim)(h), flax.linen.Dense(self.latent_dim)(h)
+
+
+class TinyDecoder(flax.linen.Module):
+  out_dim: int
+
+  @flax.linen.compact
+  def __call__(self, z):
+    return flax.linen.Dense(self.out_dim)(flax.linen.tanh(flax.linen.Dense(32)(z)))
+
+
+def tiny_head(model_config, dims):
+  """A factory: the registry passes the model config and the sizes."""
+  del model_config
+  return flax.linen.Dense(dims.num_classes)
+
+
+def test_user_modules_plug_in_by_import_path(tmp_path):
+  cfg = tiny_config()
+  cfg.model.encoder = "tests.test_extending:TinyEncoder"
+  cfg.model.decoder = "tests.test_extending:TinyDecoder"
+  cfg.model.head = "tests.test_extending:tiny_head"
+  s = train.train(cfg, "full", str(tmp_path))
+  assert s["step"] == 40 and np.isfinite(s["test"]["margin"])
+  state, _ = train.Runner(cfg, str(tmp_path)).restore(
+      Checkpointer(os.path.join(str(tmp_path), "full", "checkpoints")), 10)
+  assert state.params["encoder"]["Dense_0"]["kernel"].shape == (64, 32)
+  assert state.params["head"]["kernel"].shape == (16, 10)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("encoder", "tests.test_extending:Nope", "model.encoder: 'tests.test_extending' has no 'Nope'"),
+    ("head", "no_such_pkg.mod:Head", "model.head: cannot import 'no_such_pkg.mod'"),
+    ("encoder", "tests.test_extending:TinyEncoder", "model.decoder: the encoder"),
+])
+def test_bad_module_paths_are_value_errors(field, value, match):
+  cfg = tiny_config()
+  cfg.model[field] = value
+  with pytest.raises(ValueError, match=match):
+    train.make_context(cfg)

@@ -30,14 +30,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.on_device = True           # keep the training split on every device; False: host batches
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "mlp"           # or 'conv' for (H, W, C) images
+  c.model.encoder = "mlp"           # or 'conv' for (H, W, C) images, or package.module:Name
+  c.model.decoder = ""              # "" = the encoder's kind; or package.module:Name
   c.model.hidden = (256, 256)
   c.model.conv_channels = (32, 64, 128, 256)  # conv encoder: one stride-2 stage each
   c.model.fast_conv = True          # exact fast rewrites of the stride-2 (transposed) convs
   c.model.likelihood = "bernoulli"  # or 'gaussian' (fixed scale) for natural images
   c.model.gaussian_scale = 0.1
   c.model.latent_dim = 16
-  c.model.head = "linear"          # raw z-only witness: 'linear' or 'mlp'
+  c.model.head = "linear"          # raw z-only witness: 'linear', 'mlp', or package.module:Name
   c.model.head_hidden = (128,)
   c.model.witness_beta = 5.0       # gain of paper 2's fixed simplex witness (head='simplex')
   c.model.decoder_reads_teacher = False  # paper 1's bypass route p(x | z, T(x))

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from certvae_jax.models import registry
 from certvae_jax.models.conv import ConvDecoder, ConvEncoder
 from certvae_jax.models.heads import LinearHead, MLPHead
 from certvae_jax.models.mlp import MLPDecoder, MLPEncoder
@@ -47,9 +48,10 @@ def build_model(model_config: Any, input_dim: int, num_classes: int,
   """Builds the VAE described by ``config.model``.
 
   Args:
-    model_config: ``ConfigDict`` with ``encoder`` ('mlp' | 'conv'), ``hidden``,
-      ``conv_channels``, ``fast_conv``, ``latent_dim``, ``head`` ('linear' | 'mlp' |
-      'simplex'), ``head_hidden``, ``witness_beta``, ``decoder_reads_teacher``.
+    model_config: ``ConfigDict`` with ``encoder``, ``decoder`` (``""``: the encoder's
+      kind) and ``head`` (registered names or import paths, see
+      :mod:`certvae_jax.models.registry`), ``hidden``, ``conv_channels``, ``fast_conv``,
+      ``latent_dim``, ``head_hidden``, ``witness_beta``, ``decoder_reads_teacher``.
     input_dim: flattened input size.
     num_classes: K, the teacher's number of classes.
     example_shape: the shape of one example, ``(H, W, C)`` for the conv encoder.
@@ -63,44 +65,62 @@ def build_model(model_config: Any, input_dim: int, num_classes: int,
     raise ValueError(f"model: latent_dim and hidden widths must be >= 1, got {latent}, {hidden}")
   if num_classes < 2:
     raise ValueError(f"teacher.num_components: needs K >= 2, got {num_classes}")
-  reads_teacher = bool(model_config.decoder_reads_teacher)
-  if model_config.encoder == "mlp":
-    encoder = MLPEncoder(hidden=hidden, latent_dim=latent)
-    decoder = MLPDecoder(hidden=hidden[::-1], out_dim=input_dim, reads_teacher=reads_teacher)
-  elif model_config.encoder == "conv":
-    channels = tuple(int(c) for c in model_config.conv_channels)
-    shape = tuple(example_shape or ())
-    if len(shape) != 3:
-      raise ValueError(f"model.encoder: 'conv' needs image examples of shape (H, W, C), got "
-                       f"{shape or 'flat vectors'}")
-    if not channels or any(c < 1 for c in channels):
-      raise ValueError(f"model.conv_channels: expected positive widths, got {channels}")
-    if shape[0] % 2 ** len(channels) or shape[1] % 2 ** len(channels):
-      raise ValueError(f"model.conv_channels: {len(channels)} stride-2 stages need H and W "
-                       f"divisible by {2 ** len(channels)}, got {shape[:2]}")
-    fast = bool(model_config.fast_conv)
-    encoder = ConvEncoder(image_shape=shape, channels=channels, latent_dim=latent, fast=fast)
-    decoder = ConvDecoder(image_shape=shape, channels=channels, reads_teacher=reads_teacher,
-                          fast=fast)
-  else:
-    raise ValueError(f"model.encoder: unknown architecture {model_config.encoder!r}; "
-                     "expected 'mlp' or 'conv'")
-  if model_config.head == "linear":
-    head = LinearHead(num_classes)
-  elif model_config.head == "mlp":
-    head = MLPHead(num_classes, tuple(int(h) for h in model_config.head_hidden))
-  elif model_config.head == "simplex":
-    beta = float(model_config.witness_beta)
-    if not beta > 0 or beta == float("inf"):
-      raise ValueError(f"model.witness_beta: expected a finite gain > 0, got {beta}")
-    if latent < num_classes - 1:
-      raise ValueError(f"model.latent_dim: the simplex witness needs latent_dim >= K-1 = "
-                       f"{num_classes - 1}, got {latent}")
-    head = SimplexWitness(num_classes=num_classes, beta=beta)
-  else:
-    raise ValueError(f"model.head: unknown head {model_config.head!r}; expected 'linear', "
-                     "'mlp' or 'simplex'")
-  return TeacherGuidedVAE(encoder=encoder, decoder=decoder, head=head)
+  dims = registry.Dims(int(input_dim), tuple(example_shape) if example_shape else None, latent,
+                       int(num_classes))
+  encoder = registry.build("encoder", model_config.encoder, model_config, dims)
+  decoder = model_config.get("decoder", "")
+  if not decoder:  # the decoder of the encoder's kind
+    decoder = model_config.encoder
+    if decoder not in registry.names("decoder"):
+      raise ValueError(f"model.decoder: the encoder {model_config.encoder!r} has no decoder of "
+                       "the same name; set config.model.decoder")
+  return TeacherGuidedVAE(encoder=encoder,
+                          decoder=registry.build("decoder", decoder, model_config, dims),
+                          head=registry.build("head", model_config.head, model_config, dims))
+
+
+def _conv_shape(model_config: Any, dims: registry.Dims) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  channels = tuple(int(c) for c in model_config.conv_channels)
+  shape = tuple(dims.example_shape or ())
+  if len(shape) != 3:
+    raise ValueError(f"model.encoder: 'conv' needs image examples of shape (H, W, C), got "
+                     f"{shape or 'flat vectors'}")
+  if not channels or any(c < 1 for c in channels):
+    raise ValueError(f"model.conv_channels: expected positive widths, got {channels}")
+  if shape[0] % 2 ** len(channels) or shape[1] % 2 ** len(channels):
+    raise ValueError(f"model.conv_channels: {len(channels)} stride-2 stages need H and W "
+                     f"divisible by {2 ** len(channels)}, got {shape[:2]}")
+  return shape, channels
+
+
+def _hidden(model_config: Any) -> tuple[int, ...]:
+  return tuple(int(h) for h in model_config.hidden)
+
+
+def _simplex_head(model_config: Any, dims: registry.Dims) -> SimplexWitness:
+  beta = float(model_config.witness_beta)
+  if not beta > 0 or beta == float("inf"):
+    raise ValueError(f"model.witness_beta: expected a finite gain > 0, got {beta}")
+  if dims.latent_dim < dims.num_classes - 1:
+    raise ValueError(f"model.latent_dim: the simplex witness needs latent_dim >= K-1 = "
+                     f"{dims.num_classes - 1}, got {dims.latent_dim}")
+  return SimplexWitness(num_classes=dims.num_classes, beta=beta)
+
+
+registry.register("encoder", "mlp", lambda c, d: MLPEncoder(hidden=_hidden(c),
+                                                            latent_dim=d.latent_dim))
+registry.register("decoder", "mlp", lambda c, d: MLPDecoder(
+    hidden=_hidden(c)[::-1], out_dim=d.input_dim, reads_teacher=bool(c.decoder_reads_teacher)))
+registry.register("encoder", "conv", lambda c, d: ConvEncoder(
+    image_shape=_conv_shape(c, d)[0], channels=_conv_shape(c, d)[1], latent_dim=d.latent_dim,
+    fast=bool(c.fast_conv)))
+registry.register("decoder", "conv", lambda c, d: ConvDecoder(
+    image_shape=_conv_shape(c, d)[0], channels=_conv_shape(c, d)[1],
+    reads_teacher=bool(c.decoder_reads_teacher), fast=bool(c.fast_conv)))
+registry.register("head", "linear", lambda c, d: LinearHead(d.num_classes))
+registry.register("head", "mlp", lambda c, d: MLPHead(
+    d.num_classes, tuple(int(h) for h in c.head_hidden)))
+registry.register("head", "simplex", _simplex_head)
 
 
 def init_params(model: TeacherGuidedVAE, rng: jax.Array, input_dim: int,

@@ -35,7 +35,8 @@ import numpy as np
 from jax.scipy.special import xlogy
 
 from certvae_jax.validation import (DEFAULT_ROW_ATOL, Array, check_pair, check_scalar,
-                                    check_tau, is_traced, validate_logits, validate_simplex)
+                                    check_tau, is_traced, validate_logits, validate_pair,
+                                    validate_simplex)
 
 __all__ = ["CertificateReport", "CertificateStats", "alignment_loss",
            "alignment_loss_from_logits", "batch_stats", "certify", "check_scalar",
@@ -171,12 +172,7 @@ def constant_student_cost(teacher: Array, c: Array, *, validate: bool = True) ->
 def _student_terms(teacher: Array, student: Array, from_logits: bool, validate: bool):
   """Validated ``(t, s, L_TS)`` for a student given as probabilities or logits."""
   if validate:
-    teacher = validate_simplex("teacher", teacher)
-    if from_logits:
-      validate_logits("student_logits", student)
-    else:
-      student = validate_simplex("student", student)
-    check_pair(teacher, student, "student_logits" if from_logits else "student")
+    teacher, student = validate_pair(teacher, student, from_logits)
   t, s = jnp.asarray(teacher), jnp.asarray(student)
   if from_logits:
     return t, jax.nn.softmax(s, axis=-1), _alignment_from_logits(t, s)
@@ -417,12 +413,7 @@ class CertificateStats(NamedTuple):
              validate: bool = True) -> "CertificateStats":
     """Adds one batch. ``student`` may be logits when ``from_logits=True``."""
     if validate:
-      teacher = validate_simplex("teacher", teacher)
-      if from_logits:
-        validate_logits("student_logits", student)
-      else:
-        student = validate_simplex("student", student)
-      check_pair(teacher, student)
+      teacher, student = validate_pair(teacher, student, from_logits)
       if not is_traced(teacher) and np.shape(teacher)[1] != self.k:
         raise ValueError(f"teacher: expected K={self.k} columns, got {np.shape(teacher)[1]}")
     return self.merge(batch_stats(teacher, student, from_logits=from_logits))

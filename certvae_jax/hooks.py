@@ -45,42 +45,40 @@ class StepMetrics(Hook):
 
   def __init__(self, every: int):
     self.every = every
-    self.last: dict[str, float] = {"loss": float("nan")}
 
   def wants_sync(self, step: int, last: bool) -> bool:
     return step % self.every == 0
 
   def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
-    self.last = rows[-1][1]
-    loop.write({"train_step": self.last})
+    loop.write({"train_step": rows[-1][1]})
 
 
-class PeriodicEvaluation(Hook):
+class Periodic(Hook):
+  """Calls ``action(loop)`` every ``every`` steps and when the loop finishes."""
+
+  def __init__(self, every: int, action: Callable[[Loop], Any]):
+    self.every, self.action = every, action
+
+  def wants_sync(self, step: int, last: bool) -> bool:
+    return step % self.every == 0 or last
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
+    if step % self.every == 0 or loop.finishing:
+      self.action(loop)
+
+
+class PeriodicEvaluation(Periodic):
   """Evaluates every ``every`` steps and when the loop finishes (the summary's evaluation)."""
 
   def __init__(self, every: int):
-    self.every = every
-
-  def wants_sync(self, step: int, last: bool) -> bool:
-    return step % self.every == 0 or last
-
-  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
-    if step % self.every == 0 or loop.finishing:
-      loop.evaluate()
+    super().__init__(every, Loop.evaluate)
 
 
-class PeriodicCheckpoint(Hook):
+class PeriodicCheckpoint(Periodic):
   """Saves every ``every`` steps and when the loop finishes."""
 
   def __init__(self, every: int):
-    self.every = every
-
-  def wants_sync(self, step: int, last: bool) -> bool:
-    return step % self.every == 0 or last
-
-  def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
-    if step % self.every == 0 or loop.finishing:
-      loop.save()
+    super().__init__(every, Loop.save)
 
 
 class Progress(Hook):

@@ -94,6 +94,18 @@ def check_pair(teacher: Array, student: Array, student_name: str = "student") ->
     raise ValueError(f"teacher and {student_name} must have the same shape, got {ts} and {ss}")
 
 
+def validate_pair(teacher: Array, student: Array, from_logits: bool = False
+                  ) -> tuple[Array, Array]:
+  """Validated ``(teacher, student)``: simplex rows, and the student as rows or logits."""
+  teacher = validate_simplex("teacher", teacher)
+  if from_logits:
+    validate_logits("student_logits", student)
+  else:
+    student = validate_simplex("student", student)
+  check_pair(teacher, student, "student_logits" if from_logits else "student")
+  return teacher, student
+
+
 def validate_logits(name: str, logits: Array) -> None:
   if is_traced(logits):
     return

@@ -20,36 +20,30 @@ Every function accepts NumPy or JAX arrays of shape ``(N, K)`` and works under
 values are not known at trace time.
 
 For data that does not fit in memory, or that lives on many devices and hosts,
-:class:`CertificateStats` accumulates six mergeable sums (our one-pass form of paper 1, section 2.3) from
-which every quantity above follows; merging is a plain sum.
+:class:`CertificateStats` (:mod:`certvae_jax.stats`) accumulates six mergeable sums from
+which every quantity above follows, and :func:`certify` streams a data set through it.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
+from certvae_jax.report import (CERTIFY_SLACK, DEFAULT_TAU, TAU_SENSITIVITY, CertificateReport,
+                                any_traced, certified, poison_unless)
+from certvae_jax.stats import CertificateStats, batch_stats
 from certvae_jax.validation import (DEFAULT_ROW_ATOL, Array, check_pair, check_scalar,
                                     check_tau, is_traced, validate_logits, validate_pair,
                                     validate_simplex)
 
-__all__ = ["CertificateReport", "CertificateStats", "alignment_loss",
-           "alignment_loss_from_logits", "batch_stats", "certify", "check_scalar",
-           "constant_student_cost", "margin", "report", "student_mi", "teacher_mi",
-           "valid_inputs", "validate_simplex"]
-
-DEFAULT_TAU = 0.05
-TAU_SENSITIVITY = (0.0, 0.05, 0.15)  # paper 1, appendix B
-# A margin this close to zero (relative to 1 + I_T) is within float32 rounding of the
-# sums and is not counted as a certificate: with tau = 0 and the student exactly Tbar,
-# rounding alone can give G = +2e-16.
-CERTIFY_SLACK = 1e-5
-
+__all__ = ["CERTIFY_SLACK", "DEFAULT_TAU", "TAU_SENSITIVITY", "CertificateReport",
+           "CertificateStats", "alignment_loss", "alignment_loss_from_logits", "batch_stats",
+           "certify", "check_scalar", "constant_student_cost", "margin", "report", "student_mi",
+           "teacher_mi", "valid_inputs", "validate_simplex"]
 
 # ---------------------------------------------------------------------------
 # Jitted cores (no validation). Each reduces over rows with a mean.
@@ -202,74 +196,6 @@ def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
   return _teacher_mi(t) - tau - l_ts
 
 
-# ---------------------------------------------------------------------------
-# Report.
-# ---------------------------------------------------------------------------
-
-
-class CertificateReport(NamedTuple):
-  """The certificate of one evaluation set (a pytree: works as a jit output).
-
-  Attributes:
-    n: number of rows evaluated.
-    k: number of classes.
-    teacher_mi: ``I_T``, the best constant student's cost.
-    alignment: ``L_TS`` of the raw witness.
-    bare_margin: ``G = I_T - L_TS``.
-    margin: ``G_tau = I_T - tau - L_TS``.
-    tau: the safety buffer used.
-    student_mi: ``I_S`` (diagnostic).
-    certified: ``margin > CERTIFY_SLACK * (1 + teacher_mi)``, i.e. ``G_tau > 0``
-      beyond float32 rounding.
-  """
-  n: Any
-  k: Any
-  teacher_mi: Any
-  alignment: Any
-  bare_margin: Any
-  margin: Any
-  tau: Any
-  student_mi: Any
-  certified: Any
-
-  def margins(self, taus: Sequence[float] = TAU_SENSITIVITY) -> dict[float, float]:
-    """``G_tau`` for several ``tau`` without retraining (paper 1, appendix B)."""
-    return {float(t): float(self.bare_margin) - float(t) for t in taus}
-
-  @property
-  def certifiable(self) -> bool:
-    """Whether any witness could certify: needs ``I_T > tau`` (``G_tau <= I_T - tau``)."""
-    return float(self.teacher_mi) > float(self.tau)
-
-  def to_python(self) -> "CertificateReport":
-    """The same report with plain Python numbers (``int``, ``float``, ``bool``)."""
-    return CertificateReport(*(_to_py(v) for v in self))
-
-  def to_dict(self, taus: Sequence[float] = TAU_SENSITIVITY) -> dict[str, Any]:
-    """Plain Python numbers for JSON, with the tau-sensitivity margins."""
-    out = {f: _to_py(getattr(self, f)) for f in self._fields}
-    out["tau_sensitivity"] = {f"{t:g}": m for t, m in self.margins(taus).items()}
-    return out
-
-  def summary_line(self) -> str:
-    """One line such as ``certified: G_tau=+0.62 (I_T=1.90, L_TS=1.23, tau=0.05)``."""
-    verdict = "certified" if bool(self.certified) else "not certified"
-    line = (f"{verdict}: G_tau={float(self.margin):+.2f} (I_T={float(self.teacher_mi):.2f}, "
-            f"L_TS={float(self.alignment):.2f}, tau={float(self.tau):.2f})")
-    if not self.certifiable:
-      line += " [teacher MI <= tau: no positive certificate is possible with this teacher]"
-    return line
-
-
-def _to_py(v: Any) -> Any:
-  v = np.asarray(v)
-  if v.dtype == bool:
-    return bool(v)
-  if np.issubdtype(v.dtype, np.integer):
-    return int(v)
-  return float(v)
-
-
 def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
            from_logits: bool = False, validate: bool = True,
            checked: bool = False) -> CertificateReport:
@@ -299,10 +225,10 @@ def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
   n, k = t.shape
   rep = CertificateReport(
       n=n, k=k, teacher_mi=i_t, alignment=l_ts, bare_margin=bare, margin=bare - tau,
-      tau=tau, student_mi=_teacher_mi(s), certified=_certified(bare - tau, i_t))
+      tau=tau, student_mi=_teacher_mi(s), certified=certified(bare - tau, i_t))
   if checked:
-    rep = _poison_unless(valid_inputs(teacher, student, from_logits=from_logits), rep)
-  return rep if _traced_any(rep) else rep.to_python()
+    rep = poison_unless(valid_inputs(teacher, student, from_logits=from_logits), rep)
+  return rep if any_traced(rep) else rep.to_python()
 
 
 def valid_inputs(teacher: Array, student: Array, *, from_logits: bool = False,
@@ -319,17 +245,6 @@ def valid_inputs(teacher: Array, student: Array, *, from_logits: bool = False,
     return jnp.all(jnp.isfinite(p) & (p >= 0)) & jnp.all(jnp.abs(jnp.sum(p, -1) - 1) <= atol)
   student_ok = jnp.all(jnp.isfinite(jnp.asarray(student))) if from_logits else rows_ok(student)
   return rows_ok(teacher) & student_ok
-
-
-def _poison_unless(ok: Array, rep: CertificateReport) -> CertificateReport:
-  nan = lambda v: jnp.where(ok, v, jnp.nan)  # noqa: E731
-  return rep._replace(teacher_mi=nan(rep.teacher_mi), alignment=nan(rep.alignment),
-                      bare_margin=nan(rep.bare_margin), margin=nan(rep.margin),
-                      student_mi=nan(rep.student_mi), certified=ok & rep.certified)
-
-
-def _traced_any(rep: CertificateReport) -> bool:
-  return any(is_traced(v) for v in rep)
 
 
 def certify(witness_fn: Callable[[Any], Array], teacher_fn: Callable[[Any], Array],
@@ -370,125 +285,3 @@ def certify(witness_fn: Callable[[Any], Array], teacher_fn: Callable[[Any], Arra
     raise ValueError("batches: no batch was given")
   return stats.finalize(tau)
 
-
-# ---------------------------------------------------------------------------
-# Mergeable one-pass statistics (our resolution, for data that does not fit in memory).
-# ---------------------------------------------------------------------------
-
-
-class CertificateStats(NamedTuple):
-  """Six sums from which every certificate quantity follows.
-
-  ``I_T = mean(T log T) - Tbar . log Tbar``, ``L_TS = mean(T log T) - mean(T log s)``,
-  ``I_S = mean(s log s) - sbar . log sbar``. Sums merge across batches, devices and
-  hosts by addition, so memory is ``O(K)`` whatever ``N`` is.
-
-  Use ``CertificateStats.zeros(k)`` for a float64 accumulator on the host, then
-  ``stats = stats.update(teacher_batch, student_batch)`` per batch (each batch's
-  sums are computed by a jitted kernel in the batch's dtype and added in float64),
-  ``stats.merge(other)`` to combine, and ``stats.finalize(tau)`` for the report.
-  Inside jit (e.g. per device under ``shard_map``), :func:`batch_stats` gives one
-  batch's sums; reduce them with ``jax.lax.psum`` and add them on the host.
-  """
-  n: Any
-  sum_t: Any
-  sum_t_log_t: Any
-  sum_t_log_s: Any
-  sum_s: Any
-  sum_s_log_s: Any
-
-  @classmethod
-  def zeros(cls, k: int) -> "CertificateStats":
-    """An empty float64 host accumulator for ``k`` classes."""
-    if int(k) < 2:
-      raise ValueError(f"k: needs at least two classes, got {k}")
-    z = np.zeros((), np.float64)
-    return cls(np.zeros((), np.int64), np.zeros(int(k)), z, z.copy(), np.zeros(int(k)), z.copy())
-
-  @property
-  def k(self) -> int:
-    return int(np.shape(self.sum_t)[-1])
-
-  def update(self, teacher: Array, student: Array, *, from_logits: bool = False,
-             validate: bool = True) -> "CertificateStats":
-    """Adds one batch. ``student`` may be logits when ``from_logits=True``."""
-    if validate:
-      teacher, student = validate_pair(teacher, student, from_logits)
-      if not is_traced(teacher) and np.shape(teacher)[1] != self.k:
-        raise ValueError(f"teacher: expected K={self.k} columns, got {np.shape(teacher)[1]}")
-    return self.merge(batch_stats(teacher, student, from_logits=from_logits))
-
-  def merge(self, other: "CertificateStats") -> "CertificateStats":
-    """Sum of two accumulators (associative and commutative)."""
-    if self.k != other.k:
-      raise ValueError(f"other: cannot merge stats with K={other.k} into K={self.k}")
-    if all(not isinstance(x, jax.Array) for x in self):  # host accumulator: add in float64
-      return CertificateStats(*(np.asarray(a) + np.asarray(jax.device_get(b), np.asarray(a).dtype)
-                                for a, b in zip(self, other)))
-    return CertificateStats(*(a + b for a, b in zip(self, other)))
-
-  def finalize(self, tau: float = DEFAULT_TAU) -> CertificateReport:
-    """The report, equal to :func:`report` on the concatenated batches (Python numbers
-    from a host accumulator, JAX scalars from one inside traced code)."""
-    check_tau(tau)
-    if not is_traced(self.n) and int(np.asarray(self.n)) < 1:
-      raise ValueError("stats: no rows were accumulated (n = 0)")
-    xp = np if all(not isinstance(x, jax.Array) for x in self) else jnp
-    n = self.n
-    tbar, sbar = self.sum_t / n, self.sum_s / n
-    mean_tlogt = self.sum_t_log_t / n
-    i_t = mean_tlogt - xp.sum(_xlogy_any(xp, tbar, tbar))
-    l_ts = mean_tlogt - self.sum_t_log_s / n
-    i_s = self.sum_s_log_s / n - xp.sum(_xlogy_any(xp, sbar, sbar))
-    # Float cancellation can leave -1e-16 where the exact value is 0 (constant rows).
-    i_t, i_s = xp.maximum(i_t, 0.0), xp.maximum(i_s, 0.0)
-    bare = i_t - l_ts
-    rep = CertificateReport(n=n, k=self.k, teacher_mi=i_t, alignment=l_ts, bare_margin=bare,
-                            margin=bare - tau, tau=tau, student_mi=i_s,
-                            certified=_certified(bare - tau, i_t))
-    return rep.to_python() if xp is np and not _traced_any(rep) else rep
-
-
-def _certified(g_tau: Any, i_t: Any) -> Any:
-  return g_tau > CERTIFY_SLACK * (1.0 + i_t)
-
-
-def _xlogy_any(xp, x, y):
-  if xp is np:
-    with np.errstate(divide="ignore", invalid="ignore"):
-      return np.where(x > 0, x * np.log(np.where(x > 0, y, 1.0)), 0.0)
-  return xlogy(x, y)
-
-
-@functools.partial(jax.jit, static_argnames="from_logits")
-def _batch_stats(t: Array, s: Array, mask: Array | None, from_logits: bool) -> CertificateStats:
-  if from_logits:
-    log_s = jax.nn.log_softmax(s, axis=-1)
-    s = jnp.exp(log_s)
-    t_log_s = jnp.sum(jnp.where(t > 0, t * log_s, 0.0), axis=-1)
-  else:
-    t_log_s = jnp.sum(xlogy(t, s), axis=-1)
-  if mask is None:
-    mask = jnp.ones(t.shape[:1], bool)
-  # where, not multiply: a padded row may hold -inf log-probabilities.
-  keep = lambda v: jnp.where(mask.reshape(mask.shape + (1,) * (v.ndim - 1)), v, 0.0)
-  return CertificateStats(
-      n=jnp.sum(mask.astype(jnp.int32)), sum_t=jnp.sum(keep(t), axis=0),
-      sum_t_log_t=jnp.sum(keep(jnp.sum(xlogy(t, t), axis=-1))),
-      sum_t_log_s=jnp.sum(keep(t_log_s)), sum_s=jnp.sum(keep(s), axis=0),
-      sum_s_log_s=jnp.sum(keep(jnp.sum(xlogy(s, s), axis=-1))))
-
-
-def batch_stats(teacher: Array, student: Array, *, from_logits: bool = False,
-                mask: Array | None = None) -> CertificateStats:
-  """One batch's sums (pure and jit-able; no validation).
-
-  Args:
-    teacher: ``(B, K)`` teacher rows.
-    student: ``(B, K)`` witness rows, or logits when ``from_logits``.
-    from_logits: take ``log s`` from ``log_softmax`` (stable).
-    mask: optional ``(B,)`` booleans; rows where it is False (padding) are left out,
-      so batches padded to one shape compile once.
-  """
-  m = None if mask is None else jnp.asarray(mask, bool)
-  return _batch_stats(jnp.asarray(teacher), jnp.asarray(student), m, from_logits)

@@ -34,13 +34,13 @@ def _copy_seed(seed_dir, dest):
 @pytest.fixture
 def registries():
   """Leaves the registries as the test found them."""
-  saved = (dict(objectives._REGISTRY), dict(modes._MODES), dict(writers._REGISTRY),  # pylint: disable=protected-access
-           dict(hooks._REGISTRY))  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  live = (objectives._REGISTRY, modes._MODES, writers._REGISTRY, hooks._REGISTRY)
+  saved = [dict(r) for r in live]
   yield
-  for live, old in zip((objectives._REGISTRY, modes._MODES, writers._REGISTRY,  # pylint: disable=protected-access
-                        hooks._REGISTRY), saved):  # pylint: disable=protected-access
-    live.clear()
-    live.update(old)
+  for registry, old in zip(live, saved):
+    registry.clear()
+    registry.update(old)
 
 
 def test_a_toy_objective_and_mode_train_through_the_registries(seed_dir, tmp_path, registries):
@@ -206,7 +206,8 @@ def test_every_mode_of_a_run_shares_one_compiled_train_step(tmp_path, registries
   for mode in ("warmup", "full", "noalign", "rescue", "vae"):
     runner.run_mode(mode)
   assert len(traces) == 1
-  fused = [key for key in runner.engine._cache if key[0] == "fused"]  # pylint: disable=protected-access
+  cache = runner.engine._cache  # pylint: disable=protected-access
+  fused = [key for key in cache if key[0] == "fused"]
   assert len(fused) == 2  # one with given targets (warm-up), one with the live teacher
 
 

@@ -53,7 +53,7 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
   # A bad model config fails now, before any work.
   build_model(config.model, int(data.x_train.shape[1]), k, data.example_shape)
   losses.reconstruction_nll(config.model.likelihood, float(config.model.gaussian_scale))
-  hooks_lib.create(config.train.hooks, config)
+  hooks_lib.check_names(config.train.hooks)
   writers_lib.check_names(config.train.writers)
   mesh = Mesh(np.asarray(jax.devices()), ("data",))
   for name in ("train.batch_size", "eval.batch_size"):

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from certvae_jax import distributed
+from certvae_jax import distributed, plugins
 from certvae_jax.loop import Hook, Loop, Rows, TrainingDiverged
 
 
@@ -147,18 +147,28 @@ def register(name: str, factory: HookFactory) -> None:
   _REGISTRY[name] = factory
 
 
+def _factory(name: str) -> HookFactory:
+  if name in _REGISTRY:
+    return _REGISTRY[name]
+  if ":" in name:
+    return plugins.load(name, "config.train.hooks")
+  raise ValueError(f"config.train.hooks: unknown hook {name!r}; registered: "
+                   f"{tuple(_REGISTRY)}, or an import path package.module:Name")
+
+
+def check_names(names: Any) -> None:
+  """Raises ``ValueError`` unless every name is registered or an import path that loads."""
+  for name in plugins.names(names, "config.train.hooks"):
+    _factory(name)
+
+
 def create(names: Any, config: ml_collections.ConfigDict) -> list[Hook]:
   """The hooks named in ``config.train.hooks``.
 
+  Each name is registered (:func:`register`) or an import path ``package.module:Name``
+  of a hook class or factory, called with the config.
+
   Raises:
-    ValueError: an unknown name.
+    ValueError: an unknown name or a path that does not load.
   """
-  if not isinstance(names, (tuple, list)):
-    raise ValueError(f"config.train.hooks: expected a tuple of names, got {names!r}")
-  out = []
-  for name in names:
-    if name not in _REGISTRY:
-      raise ValueError(f"config.train.hooks: unknown hook {name!r}; registered: "
-                       f"{tuple(_REGISTRY)}")
-    out.append(_REGISTRY[name](config))
-  return out
+  return [_factory(name)(config) for name in plugins.names(names, "config.train.hooks")]

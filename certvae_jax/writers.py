@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
+from certvae_jax import plugins
+
 
 class MetricWriter(Protocol):
   """What a run calls; CLU's ``MetricWriter`` names."""
@@ -110,22 +112,28 @@ def register(name: str, factory: WriterFactory) -> None:
   _REGISTRY[name] = factory
 
 
+def _factory(name: str) -> WriterFactory:
+  if name in _REGISTRY:
+    return _REGISTRY[name]
+  if ":" in name:
+    return plugins.load(name, "config.train.writers")
+  raise ValueError(f"config.train.writers: unknown writer {name!r}; registered: "
+                   f"{tuple(_REGISTRY)}, or an import path package.module:Name")
+
+
 def check_names(names: Any) -> None:
-  """Raises ``ValueError`` unless ``names`` is a tuple of registered writer names."""
-  if not isinstance(names, (tuple, list)):
-    raise ValueError(f"config.train.writers: expected a tuple of names, got {names!r}")
-  for name in names:
-    if name not in _REGISTRY:
-      raise ValueError(f"config.train.writers: unknown writer {name!r}; registered: "
-                       f"{tuple(_REGISTRY)}")
+  """Raises ``ValueError`` unless every name is registered or an import path that loads."""
+  for name in plugins.names(names, "config.train.writers"):
+    _factory(name)
 
 
 def create(names: Any, phase_dir: str) -> list[MetricWriter]:
   """The writers named in ``config.train.writers`` for one phase directory.
 
-  Raises:
-    ValueError: an unknown name.
-  """
-  check_names(names)
-  return [_REGISTRY[name](phase_dir) for name in names]
+  Each name is registered (:func:`register`) or an import path ``package.module:Name``
+  of a writer class or factory, called with the phase directory.
 
+  Raises:
+    ValueError: an unknown name or a path that does not load.
+  """
+  return [_factory(name)(phase_dir) for name in plugins.names(names, "config.train.writers")]

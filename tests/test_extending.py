@@ -3,8 +3,11 @@
 Nothing here edits the step, the loop or the run: each toy is registered or passed in.
 """
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import flax.linen
 import jax
@@ -168,7 +171,7 @@ def test_a_registered_writer_receives_the_same_scalars_as_metrics_jsonl(
   writers.register("collect", lambda phase_dir: _Collect(
       received.setdefault(os.path.basename(phase_dir), [])))
   cfg = tiny_config()
-  cfg.train.writers = ("jsonl", "collect")
+  cfg.train.writers = "jsonl,collect"
   wd = _copy_seed(seed_dir, str(tmp_path / "w"))
   train.train(cfg, "full", wd)
   on_disk = writers.read_jsonl(os.path.join(wd, "full", "metrics.jsonl"))
@@ -178,11 +181,11 @@ def test_a_registered_writer_receives_the_same_scalars_as_metrics_jsonl(
 
 def test_unknown_writer_or_hook_name_is_a_value_error():
   cfg = tiny_config()
-  cfg.train.writers = ("jsonl", "tensorbored")
+  cfg.train.writers = "jsonl,tensorbored"
   with pytest.raises(ValueError, match="config.train.writers: unknown writer 'tensorbored'"):
     train.make_context(cfg)
   cfg = tiny_config()
-  cfg.train.hooks = ("guard",)
+  cfg.train.hooks = "guard"
   with pytest.raises(ValueError, match="config.train.hooks: unknown hook 'guard'"):
     train.make_context(cfg)
 
@@ -287,3 +290,45 @@ def test_bad_module_paths_are_value_errors(field, value, match):
   cfg.model[field] = value
   with pytest.raises(ValueError, match=match):
     train.make_context(cfg)
+
+
+class FileWriter:
+  """A writer loaded by import path: built with the phase directory."""
+
+  def __init__(self, phase_dir):
+    self.path = os.path.join(phase_dir, "collected.jsonl")
+
+  def write_scalars(self, step, scalars):
+    with open(self.path, "a") as fh:
+      fh.write(json.dumps({"step": step, **scalars}) + "\n")
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def stop_full_at_30(config):
+  """A hook factory loaded by import path: built with the config."""
+  del config
+
+  class StopAt30(loop.Hook):
+    def on_sync(self, lp, step, rows):
+      return loop.Stop("at 30") if lp.name == "full" and step == 30 else None
+  return StopAt30()
+
+
+def test_hooks_and_writers_by_import_path_from_the_command_line(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  r = subprocess.run(
+      [sys.executable, os.path.join(root, "launch", "train.py"), "--mode=full",
+       "--config=digits:smoke", "--config.train.progress=False", f"--workdir={tmp_path}",
+       "--config.train.writers=jsonl,tests.test_extending:FileWriter",
+       "--config.train.hooks=tests.test_extending:stop_full_at_30"],
+      cwd=root, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "full (live) step 30" in r.stdout
+  collected = writers.read_jsonl(str(tmp_path / "full" / "collected.jsonl"))
+  assert collected == writers.read_jsonl(str(tmp_path / "full" / "metrics.jsonl"))
+  assert collected[-1]["step"] == 30

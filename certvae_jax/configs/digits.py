@@ -77,8 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1000
   c.train.progress = True
   c.train.skip_nonfinite = False    # skip (and count) non-finite batches instead of stopping
-  c.train.hooks = ()                # registered loop hooks by name (certvae_jax.hooks)
-  c.train.writers = ("jsonl",)      # registered metric writers by name (certvae_jax.writers)
+  c.train.hooks = ""                # loop hooks, comma-separated: names or package.module:Name
+  c.train.writers = "jsonl"         # metric writers, comma-separated: names or package.module:Name
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 500

@@ -21,11 +21,12 @@ registered with :func:`register` take the same factories.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
+
+from certvae_jax import plugins
 
 PARTS = ("encoder", "decoder", "head")
 # The keyword a Module subclass named by import path is built with.
@@ -69,7 +70,7 @@ def build(part: str, name: Any, model_config: Any, dims: Dims) -> nn.Module:
   if ":" not in name:
     raise ValueError(f"model.{part}: unknown {name!r}; expected one of {names(part)} or an "
                      "import path package.module:Name")
-  obj = _import(part, name)
+  obj = plugins.load(name, f"model.{part}")
   if inspect.isclass(obj) and issubclass(obj, nn.Module):
     size = {"latent_dim": dims.latent_dim, "out_dim": dims.input_dim,
             "num_classes": dims.num_classes}[_MODULE_KWARG[part]]
@@ -82,14 +83,3 @@ def build(part: str, name: Any, model_config: Any, dims: Dims) -> nn.Module:
     return module
   raise ValueError(f"model.{part}: {name} is neither a flax.linen.Module subclass nor a "
                    "factory function")
-
-
-def _import(part: str, path: str) -> Any:
-  module_name, _, attr = path.partition(":")
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as e:
-    raise ValueError(f"model.{part}: cannot import {module_name!r} ({e})") from e
-  if not hasattr(module, attr):
-    raise ValueError(f"model.{part}: {module_name!r} has no {attr!r}")
-  return getattr(module, attr)

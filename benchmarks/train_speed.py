@@ -45,6 +45,10 @@ def main() -> None:
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--teacher_seeds", type=int, default=1)
   p.add_argument("--config", default="cifar100", choices=("cifar100", "smoke"))
+  p.add_argument("--steps_per_call", type=int, default=None,
+                 help="train.steps_per_call (default: the config's)")
+  p.add_argument("--unroll_steps", action="store_true", help="unroll instead of lax.scan")
+  p.add_argument("--on_device_only", action="store_true", help="skip the host-batches run")
   a = p.parse_args()
 
   import jax  # pylint: disable=import-outside-toplevel
@@ -56,8 +60,11 @@ def main() -> None:
   synthetic_images(data, a.examples)
   print(f"devices: {jax.devices()}", flush=True)
   rows = []
-  for on_device in (True, False):
+  for on_device in (True,) if a.on_device_only else (True, False):
     c = cifar100.get_config("smoke" if a.config == "smoke" else None)
+    if a.steps_per_call is not None:
+      c.train.steps_per_call = a.steps_per_call
+    c.train.unroll_steps = a.unroll_steps
     c.data.source = f"npz:{data}"
     c.data.on_device = on_device
     c.warmup.steps, c.train.steps = a.warmup_steps, a.train_steps
@@ -77,7 +84,8 @@ def main() -> None:
     print(f"on_device={on_device}: {total:.1f} s; full G_tau={full['train']['margin']:+.3f}",
           flush=True)
   shutil.rmtree(tmp, ignore_errors=True)
-  print(f"\nconfig {a.config}, batch {a.batch_size}, {a.examples} synthetic 32x32x3 images")
+  print(f"\nconfig {a.config}, batch {a.batch_size}, {a.examples} synthetic 32x32x3 images, "
+        f"steps_per_call {c.train.steps_per_call} ({'unrolled' if a.unroll_steps else 'scan'})")
   print("| data | phase | steps | wall (s) | of which eval (s) | of which checkpoints (s) | "
         "training steps/s | images/s | peak device memory (MiB) |")
   print("|---|---|---|---|---|---|---|---|---|")

@@ -58,6 +58,7 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
         "align_on_mean": boolean, "init": one_of("warmup", "fresh"),
         "prefit_steps": positive_int, "log_every": positive_int,
         "checkpoint_every": positive_int, "progress": boolean, "skip_nonfinite": boolean,
+        "steps_per_call": positive_int, "unroll_steps": boolean,
     },
     "eval": {"every": positive_int, "batch_size": positive_int, "tau": non_negative,
              "active_unit_threshold": non_negative, "mi_batch_size": positive_int},

@@ -69,6 +69,18 @@ def global_batch(batch: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Arra
                                                 batch.shape)
 
 
+def global_stack(stack: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  """:func:`global_batch` for ``(n, B, ...)`` stacks of batches, sharded along axis 1."""
+  if jax.process_count() == 1:
+    return jax.device_put(stack, sharding)
+  n, i = jax.process_count(), jax.process_index()
+  if stack.shape[1] % n:
+    raise ValueError(f"batch: {stack.shape[1]} rows do not divide over {n} processes")
+  per = stack.shape[1] // n
+  return jax.make_array_from_process_local_data(sharding, stack[:, i * per:(i + 1) * per],
+                                                stack.shape)
+
+
 def memory_stats(device) -> dict[str, Any]:
   """``device.memory_stats()``, or ``{}`` where the backend keeps none (the CPU)."""
   try:

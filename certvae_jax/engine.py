@@ -110,31 +110,47 @@ class Engine:
 
   # -- feeding batches -----------------------------------------------------------------
 
-  def fused_step(self, step_fn, teacher_fn):
-    """``step_fn`` on rows gathered from device-resident data, in one jit (state donated);
-    built once per step function and teacher, so that the phases share compilations."""
+  def fused_step(self, step_fn, teacher_fn, n: int = 1, unroll: bool = False):
+    """``step_fn`` on rows gathered from device-resident data, in one jit (state donated).
+
+    ``n > 1``: ``n`` steps in one call, over a ``(n, B)`` stack of indices (a
+    ``lax.scan``, or unrolled), returning each step's metrics stacked. Built once per
+    step function, teacher and ``n``, so that the phases share compilations.
+    """
 
     def make():
       rows = functools.partial(jax.lax.with_sharding_constraint, shardings=self.batch_sharding)
 
-      def fused(state, x_src, t_src, teacher, idx):
+      def one(state, x_src, t_src, teacher, idx):
         x = rows(data_lib.to_unit(x_src[idx]))
         t = teacher_fn(teacher, x) if teacher_fn is not None else rows(t_src[idx])
         return step_fn(state, {"x": x, "t": t})
 
-      return jax.jit(fused, donate_argnums=0)
+      def chunk(state, x_src, t_src, teacher, idx_stack):
+        body = lambda st, idx: one(st, x_src, t_src, teacher, idx)  # noqa: E731
+        if not unroll:
+          return jax.lax.scan(body, state, idx_stack)
+        per_step = []
+        for i in range(n):
+          state, metrics = body(state, idx_stack[i])
+          per_step.append(metrics)
+        return state, jax.tree.map(lambda *m: jnp.stack(m), *per_step)
 
-    return self._cached(("fused", step_fn, teacher_fn), make)
+      return jax.jit(one if n == 1 else chunk, donate_argnums=0)
+
+    return self._cached(("fused", step_fn, teacher_fn, n, unroll and n > 1), make)
 
   def stepper(self, name: str, step_fn, data_seed: int, teacher: Any | None,
-              t_train: np.ndarray | None, k: int) -> Callable[[Any, int], Any]:
-    """``advance(state, step) -> (state, metrics)``: one training step on the batch at ``step``.
+              t_train: np.ndarray | None, k: int) -> Callable[[Any, int, int], Any]:
+    """``advance(state, step, n) -> (state, metrics)``: training steps ``step .. step+n-1``.
 
     With ``teacher`` the targets are the live teacher's ``T(x)``; otherwise the rows of
     ``t_train``. With ``data.on_device`` the training split (and fixed targets) is
-    copied to every device once; each step sends only its indices, and the gather, the
-    live teacher and the step run as one compiled call. Otherwise the host gathers and
-    scales each batch. Both feed the same values.
+    copied to every device once; each call sends only its steps' indices, and the
+    gather, the live teacher and ``n`` steps run as one compiled call (``metrics``
+    stacked along a leading axis of length ``n`` when ``n > 1``). Otherwise the host
+    gathers and scales each batch, one call per step (``metrics``: a list of ``n``
+    when ``n > 1``). Every path feeds the same values, step for step.
     """
     x_train, cfg = self.data.x_train, self.config
     live = teacher is not None
@@ -154,19 +170,35 @@ class Engine:
     if on_device:
       x_src = jax.device_put(x_train, self.replicated)
       t_src = None if live else jax.device_put(t_train, self.replicated)
-      fused = self.fused_step(step_fn, teacher_fn)
+      stack_sharding = NamedSharding(self.mesh, P(None, "data"))
+      unroll = bool(cfg.train.unroll_steps)
 
-      def advance_on_device(state, step):
-        idx = distributed.global_batch(indices(step).astype(np.int32), self.batch_sharding)
+      def advance_on_device(state, step, n=1):
+        fused = self.fused_step(step_fn, teacher_fn, n, unroll)
+        if n == 1:
+          idx = distributed.global_batch(indices(step).astype(np.int32), self.batch_sharding)
+        else:
+          idx = distributed.global_stack(
+              np.stack([indices(s) for s in range(step, step + n)]).astype(np.int32),
+              stack_sharding)
         return fused(state, x_src, t_src, teacher, idx)
       return advance_on_device
 
-    def advance_from_host(state, step):
+    def one_from_host(state, step):
       idx = indices(step)
       x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self.batch_sharding)
       t = (teacher_fn(teacher, x) if live
            else distributed.global_batch(t_train[idx], self.batch_sharding))
       return step_fn(state, {"x": x, "t": t})
+
+    def advance_from_host(state, step, n=1):
+      if n == 1:
+        return one_from_host(state, step)
+      per_step = []
+      for s in range(step, step + n):
+        state, metrics = one_from_host(state, s)
+        per_step.append(metrics)
+      return state, per_step
     return advance_from_host
 
 

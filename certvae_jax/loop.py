@@ -78,7 +78,9 @@ class Loop:
 
   Args:
     state: the train state to start from (on the devices).
-    advance: ``(state, step) -> (state, metrics)``: one step on the batch of ``step``.
+    advance: ``(state, step, n) -> (state, metrics)``: steps ``step .. step + n - 1``;
+      ``metrics`` is one step's dict when ``n == 1``, else a list of ``n`` dicts or one
+      dict of arrays stacked along a leading axis of length ``n``.
     total_steps: where to stop.
     hooks: called in order at each point (see the module docstring).
     evaluate: ``(state, step) -> (results, arrays)``: the evaluation of :meth:`evaluate`.
@@ -87,6 +89,8 @@ class Loop:
     put_weights: ``(weights) -> weights`` placed like the state (for :class:`SetWeights`).
     writers: metric writers; :meth:`write` rows are sent to them once per step.
     name: the phase's name (``warmup``, ``full``, ``noalign_fixed``, ...), for hooks.
+    steps_per_call: the most steps one call of ``advance`` may take. A call never crosses
+      a step where a hook wants a sync, so hooks see the same steps whatever it is.
   """
 
   def __init__(self, state: Any, advance: Callable[[Any, int], tuple[Any, Any]],
@@ -95,8 +99,10 @@ class Loop:
                save: Callable[[int, Any], None] | None = None,
                restore: Callable[[int], Any] | None = None,
                put_weights: Callable[[dict], dict] | None = None,
-               writers: Iterable[MetricWriter] = (), name: str = ""):
+               writers: Iterable[MetricWriter] = (), name: str = "",
+               steps_per_call: int = 1):
     self.name = name
+    self.steps_per_call = max(1, int(steps_per_call))
     self.state = state
     self.step = int(state.step)
     self.start_step = self.step
@@ -109,17 +115,17 @@ class Loop:
     self.stop_reason: str | None = None
     self._advance, self._evaluate, self._save = advance, evaluate, save
     self._restore, self._put_weights = restore, put_weights
-    self._pending: list[tuple[int, Any]] = []
+    self._pending: list[tuple[int, int, Any]] = []  # (first step run, steps, metrics)
     self._row: dict[str, float] = {}
 
   def run(self) -> Any:
     """Steps until ``total_steps`` or a :class:`Stop`; returns the final state."""
     while self.step < self.total_steps and self.stop_reason is None:
-      self.state, metrics = self._advance(self.state, self.step)
-      self.step += 1
-      self._pending.append((self.step, metrics))
-      last = self.step == self.total_steps
-      if any(h.wants_sync(self.step, last) for h in self.hooks):
+      n, sync = self._next_call()
+      self.state, metrics = self._advance(self.state, self.step, n)
+      self._pending.append((self.step + 1, n, metrics))
+      self.step += n
+      if sync:
         self._sync()
     self.write_row()
     for hook in self.hooks:
@@ -131,10 +137,25 @@ class Loop:
     """Whether this sync is the loop's last (the last step, or a hook asked to stop)."""
     return self.step >= self.total_steps or self.stop_reason is not None
 
+  def _next_call(self) -> tuple[int, bool]:
+    """How many steps the next call takes, and whether a sync follows it."""
+    for n in range(1, self.steps_per_call + 1):
+      step = self.step + n
+      last = step >= self.total_steps
+      if last or any(h.wants_sync(step, last) for h in self.hooks):
+        return n, True
+    return self.steps_per_call, False
+
   def _sync(self) -> None:
-    values = jax.device_get([m for _, m in self._pending])
-    rows = [(step, {k: float(np.asarray(v)) for k, v in m.items()})
-            for (step, _), m in zip(self._pending, values)]
+    values = jax.device_get([m for _, _, m in self._pending])
+    rows = []
+    for (first, n, _), metrics in zip(self._pending, values):
+      if n == 1:
+        metrics = [metrics]
+      elif isinstance(metrics, dict):  # stacked along a leading axis of length n
+        metrics = [{k: v[i] for k, v in metrics.items()} for i in range(n)]
+      rows.extend((first + i, {k: float(np.asarray(v)) for k, v in m.items()})
+                  for i, m in enumerate(metrics))
     self._pending.clear()
     step = self.step
     for hook in self.hooks:

@@ -328,7 +328,7 @@ class Runner:
     loop = Loop(jax.device_put(state, engine.replicated), advance, phase.total_steps, hooks,
                 evaluate=evaluate, save=lambda step, st: ckpt.save(step, st, meta),
                 restore=restore, put_weights=engine.put_weights, writers=writers,
-                name=phase.name)
+                name=phase.name, steps_per_call=cfg.train.steps_per_call)
     return loop, timing
 
   def _summary(self, phase: Phase, state, loop: Loop) -> dict[str, Any]:

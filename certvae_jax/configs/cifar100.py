@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.alpha_kl = 1.0
   c.train.lambda_ts = 5.0
   c.train.checkpoint_every = 2000
+  c.train.steps_per_call = 5        # measured on the 2-core CPU: 9.9 -> 12.4 steps/s
   c.eval.every = 2000
   c.eval.batch_size = 1024
   if is_smoke(arg):

@@ -77,6 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1000
   c.train.progress = True
   c.train.skip_nonfinite = False    # skip (and count) non-finite batches instead of stopping
+  c.train.steps_per_call = 10       # training steps per compiled call (device-resident data)
+  c.train.unroll_steps = False      # with steps_per_call > 1: unroll instead of lax.scan
   c.train.hooks = ""                # loop hooks, comma-separated: names or package.module:Name
   c.train.writers = "jsonl"         # metric writers, comma-separated: names or package.module:Name
 

@@ -139,27 +139,17 @@ class Timing(Hook):
 
 
 HookFactory = Callable[[ml_collections.ConfigDict], Hook]
-_REGISTRY: dict[str, HookFactory] = {}
+_REGISTRY = plugins.Registry("config.train.hooks", "hook")
 
 
 def register(name: str, factory: HookFactory) -> None:
   """Registers ``factory(config) -> Hook`` for ``config.train.hooks``."""
-  _REGISTRY[name] = factory
-
-
-def _factory(name: str) -> HookFactory:
-  if name in _REGISTRY:
-    return _REGISTRY[name]
-  if ":" in name:
-    return plugins.load(name, "config.train.hooks")
-  raise ValueError(f"config.train.hooks: unknown hook {name!r}; registered: "
-                   f"{tuple(_REGISTRY)}, or an import path package.module:Name")
+  _REGISTRY.register(name, factory)
 
 
 def check_names(names: Any) -> None:
   """Raises ``ValueError`` unless every name is registered or an import path that loads."""
-  for name in plugins.names(names, "config.train.hooks"):
-    _factory(name)
+  _REGISTRY.check(names)
 
 
 def create(names: Any, config: ml_collections.ConfigDict) -> list[Hook]:
@@ -171,4 +161,4 @@ def create(names: Any, config: ml_collections.ConfigDict) -> list[Hook]:
   Raises:
     ValueError: an unknown name or a path that does not load.
   """
-  return [_factory(name)(config) for name in plugins.names(names, "config.train.hooks")]
+  return _REGISTRY.create(names, config)

@@ -102,29 +102,19 @@ def truncate_jsonl(path: str, last_step: int) -> None:
 
 
 WriterFactory = Callable[[str], MetricWriter]
-_REGISTRY: dict[str, WriterFactory] = {
+_REGISTRY = plugins.Registry("config.train.writers", "writer", {
     "jsonl": lambda phase_dir: JsonLinesWriter(os.path.join(phase_dir, "metrics.jsonl")),
-}
+})
 
 
 def register(name: str, factory: WriterFactory) -> None:
   """Registers ``factory(phase_dir) -> MetricWriter`` for ``config.train.writers``."""
-  _REGISTRY[name] = factory
-
-
-def _factory(name: str) -> WriterFactory:
-  if name in _REGISTRY:
-    return _REGISTRY[name]
-  if ":" in name:
-    return plugins.load(name, "config.train.writers")
-  raise ValueError(f"config.train.writers: unknown writer {name!r}; registered: "
-                   f"{tuple(_REGISTRY)}, or an import path package.module:Name")
+  _REGISTRY.register(name, factory)
 
 
 def check_names(names: Any) -> None:
   """Raises ``ValueError`` unless every name is registered or an import path that loads."""
-  for name in plugins.names(names, "config.train.writers"):
-    _factory(name)
+  _REGISTRY.check(names)
 
 
 def create(names: Any, phase_dir: str) -> list[MetricWriter]:
@@ -136,4 +126,4 @@ def create(names: Any, phase_dir: str) -> list[MetricWriter]:
   Raises:
     ValueError: an unknown name or a path that does not load.
   """
-  return [_factory(name)(phase_dir) for name in plugins.names(names, "config.train.writers")]
+  return _REGISTRY.create(names, phase_dir)

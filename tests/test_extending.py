@@ -38,7 +38,8 @@ def _copy_seed(seed_dir, dest):
 def registries():
   """Leaves the registries as the test found them."""
   # pylint: disable=protected-access
-  live = (objectives._REGISTRY, modes._MODES, writers._REGISTRY, hooks._REGISTRY)
+  live = (objectives._REGISTRY, modes._MODES, writers._REGISTRY.factories,
+          hooks._REGISTRY.factories)
   saved = [dict(r) for r in live]
   yield
   for registry, old in zip(live, saved):

@@ -1,7 +1,6 @@
 """The protocol runner (paper 1 and paper 2 tables) and paper 2's three models."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -1,15 +1,21 @@
 """Training throughput: JAX (this library's train step) against PyTorch, same architectures.
 
-    python benchmarks/throughput.py                    # both models, 1/2/4 CPU devices, PyTorch
-    python benchmarks/throughput.py --models=mlp --devices=1 --no-torch
+    python benchmarks/throughput.py                    # both models, 1 CPU device, PyTorch
+    python benchmarks/throughput.py --models=mlp --devices=1,2,4 --no-torch
+    python benchmarks/throughput.py --ynn_off          # also JAX with YNNPACK fusion off
 
 Models: the digits MLP VAE (64-256-256, d = 16, K = 10, Bernoulli) and the 32x32x3 conv VAE
 (32-64-128-256 stride 2, latent 64, K = 100, Gaussian). Each step does everything a training
 step does here: encoder, reparameterisation, decoder, KL, alignment to teacher rows, balance,
-Adam. Reported: compile time of the first step, then the median of timed windows.
-JAX runs once per device count in a subprocess (the device count is fixed when JAX starts);
-PyTorch (optional: ``pip install torch``; never needed by the tests) runs eager on the CPU
-with denormals flushed, the fair setting.
+Adam. Reported: compile time of the first call, then the median of timed windows, per step.
+
+JAX runs in a subprocess per row (the device count and XLA flags are fixed when JAX starts):
+one step per compiled call, and ``train.steps_per_call`` steps per call (the model's config
+default: 10 for the MLP, 5 for the conv VAE) as a ``lax.scan`` and unrolled, state donated.
+PyTorch (optional: ``pip install torch``; never needed by the tests) runs eager, and with
+``torch.compile`` (default mode) on the loss after three warm-up steps, on the CPU with
+denormals flushed, the fair setting. The last lines print each JAX row's speed relative to
+PyTorch eager and to ``torch.compile``.
 """
 
 import argparse
@@ -39,6 +45,7 @@ def _batch(shape, k, batch, seed=0):
 
 
 def _time(step, n_windows=5, window=20):
+  """Median seconds per step of ``n_windows`` calls of ``step(window)``."""
   times = []
   for _ in range(n_windows):
     t0 = time.perf_counter()
@@ -47,8 +54,25 @@ def _time(step, n_windows=5, window=20):
   return statistics.median(times)
 
 
-def jax_worker(model_name: str, batch: int) -> dict:
-  """Runs inside a subprocess with the forced device count."""
+def _chunk(step_fn, n: int, unroll: bool):
+  """``n`` applications of ``step_fn`` to one batch in one jit, as the engine builds them."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  if n == 1:
+    return step_fn  # already jitted with the state donated
+
+  def chunk(state, batch):
+    if not unroll:
+      return jax.lax.scan(lambda s, _: step_fn(s, batch), state, None, length=n)
+    for _ in range(n):
+      state, metrics = step_fn(state, batch)
+    return state, metrics
+
+  return jax.jit(chunk, donate_argnums=0)
+
+
+def jax_worker(model_name: str, batch: int, per_call: int, unroll: bool) -> dict:
+  """Runs inside a subprocess with the forced device count and XLA flags."""
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
@@ -59,6 +83,7 @@ def jax_worker(model_name: str, batch: int) -> dict:
   shape, k, latent, _ = MODELS[model_name]
   config = digits.get_config() if model_name == "mlp" else cifar100.get_config()
   config.model.latent_dim = latent
+  per_call = per_call or config.train.steps_per_call
   model = build_model(config.model, int(np.prod(shape)), k, shape if len(shape) == 3 else None)
   tx = optax.adam(1e-3)
   mesh = Mesh(np.asarray(jax.devices()), ("data",))
@@ -69,22 +94,23 @@ def jax_worker(model_name: str, batch: int) -> dict:
   x, t = _batch(shape, k, batch)
   batch_arrays = jax.device_put({"x": x, "t": t}, NamedSharding(mesh, P("data")))
   step_fn = step.make_train_step(objectives.build("teacher_guided", model, config), tx)
+  call = _chunk(step_fn, per_call, unroll)
   t0 = time.perf_counter()
-  state, m = step_fn(state, batch_arrays)
+  state, m = call(state, batch_arrays)
   jax.block_until_ready(m["loss"])
   compile_s = time.perf_counter() - t0
   holder = [state]
 
   def run(n):
     s = holder[0]
-    for _ in range(n):
-      s, metrics = step_fn(s, batch_arrays)
+    for _ in range(n // per_call):
+      s, metrics = call(s, batch_arrays)
     jax.block_until_ready(metrics["loss"])
     holder[0] = s
 
-  sec = _time(run)
+  sec = _time(run, window=per_call * max(1, round(20 / per_call)))
   return {"devices": jax.device_count(), "platform": jax.devices()[0].platform,
-          "compile_s": compile_s, "step_s": sec, "images_s": batch / sec}
+          "per_call": per_call, "compile_s": compile_s, "step_s": sec, "images_s": batch / sec}
 
 
 def torch_model(model_name: str):
@@ -135,59 +161,104 @@ def torch_model(model_name: str):
   return VAE()
 
 
-def torch_run(model_name: str, batch: int, device: str = "cpu") -> dict:
+def torch_run(model_name: str, batch: int, device: str = "cpu", compiled: bool = False) -> dict:
+  """PyTorch's step, eager or with ``torch.compile`` (default mode) on the loss."""
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_flush_denormal(True)
   shape, k, _, _ = MODELS[model_name]
   model = torch_model(model_name).to(device)
+  loss_fn = torch.compile(model.loss) if compiled else model.loss
   opt = torch.optim.Adam(model.parameters(), 1e-3)
   x, t = (torch.from_numpy(a).to(device) for a in _batch(shape, k, batch))
 
   def run(n):
     for _ in range(n):
       opt.zero_grad(set_to_none=True)
-      model.loss(x, t).backward()
+      loss_fn(x, t).backward()
       opt.step()
     if device != "cpu":
       torch.cuda.synchronize()
 
-  run(3)
+  t0 = time.perf_counter()
+  run(1)
+  first_s = time.perf_counter() - t0
+  run(2)
   sec = _time(run)
-  return {"step_s": sec, "images_s": batch / sec, "threads": torch.get_num_threads()}
+  result = {"step_s": sec, "images_s": batch / sec, "threads": torch.get_num_threads()}
+  if compiled:
+    result["compile_s"] = first_s
+  return result
+
+
+YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def jax_rows(name: str, a: argparse.Namespace) -> list[tuple[str, dict]]:
+  """One subprocess per JAX variant: devices x (1 per call, n per call scan / unrolled)."""
+  variants = [(n, per_call, unroll, "")
+              for n in (int(d) for d in a.devices.split(","))
+              for per_call, unroll in ((1, False), (a.per_call, False), (a.per_call, True))]
+  if a.ynn_off:
+    variants += [(1, 1, False, YNN_OFF), (1, a.per_call, False, YNN_OFF)]
+  rows = []
+  for n, per_call, unroll, flag in variants:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n} {flag}")
+    out = subprocess.run([sys.executable, __file__, f"--worker={name}", f"--batch={a.batch}",
+                          f"--per_call={per_call}"] + (["--unroll"] if unroll else []),
+                         env=env, capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    how = ("1 step per call" if r["per_call"] == 1 else
+           f"{r['per_call']} per call, {'unrolled' if unroll else 'scan'}")
+    label = f"JAX, {r['devices']} {r['platform'].upper()} device(s), {how}"
+    rows.append((label + (", YNNPACK fusion off" if flag else ""), r))
+  return rows
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="mlp,conv")
-  p.add_argument("--devices", default="1,2,4")
+  p.add_argument("--devices", default="1")
   p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--per_call", type=int, default=0,
+                 help="steps per call for the multi-step rows (0: the config's default)")
+  p.add_argument("--unroll", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--ynn_off", action="store_true",
+                 help="also time JAX with XLA's YNNPACK fusion off")
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--no-torch-compile", action="store_true")
   p.add_argument("--torch_device", default="cpu", help="cpu, or cuda on a GPU machine")
   p.add_argument("--worker", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.worker:
-    print(json.dumps(jax_worker(a.worker, a.batch)))
+    print(json.dumps(jax_worker(a.worker, a.batch, a.per_call, a.unroll)))
     return
-  rows = []
+  table = []
   for name in a.models.split(","):
-    for n in (int(d) for d in a.devices.split(",")):
-      env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-      out = subprocess.run([sys.executable, __file__, f"--worker={name}", f"--batch={a.batch}"],
-                           env=env,
-                           capture_output=True, text=True, check=True)
-      r = json.loads(out.stdout.strip().splitlines()[-1])
-      rows.append((name, f"JAX, {r['devices']} {r['platform'].upper()} device(s)", r))
+    rows = jax_rows(name, a)
     if not a.no_torch:
       try:
-        rows.append((name, f"PyTorch eager ({a.torch_device})",
+        rows.append((f"PyTorch eager ({a.torch_device})",
                      torch_run(name, a.batch, a.torch_device)))
+        if not a.no_torch_compile:
+          rows.append((f"PyTorch torch.compile ({a.torch_device})",
+                       torch_run(name, a.batch, a.torch_device, compiled=True)))
       except ImportError:
         print("(PyTorch not installed: pip install torch, to compare)")
-  print(f"machine: {os.cpu_count()} cores; batch {a.batch}; median of 5 windows of 20 steps")
-  print("| model | framework | compile (s) | step (ms) | images/s |\n|---|---|---|---|---|")
-  for name, label, r in rows:
-    compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
-    print(f"| {name} | {label} | {compile_s} | {r['step_s'] * 1e3:.2f} | {r['images_s']:.0f} |")
+    table.append((name, rows))
+  print(f"machine: {os.cpu_count()} cores; batch {a.batch}; median of 5 timed windows of about "
+        "20 steps")
+  print("| model | framework | compile (s) | step (ms) | images/s | vs eager | vs compile |")
+  print("|---|---|---|---|---|---|---|")
+  for name, rows in table:
+    ref = dict(rows)
+    eager = ref.get(f"PyTorch eager ({a.torch_device})")
+    compiled = ref.get(f"PyTorch torch.compile ({a.torch_device})")
+    for label, r in rows:
+      ratio = lambda base, r=r: f"{base['step_s'] / r['step_s']:.2f}x" if base else "-"  # noqa: E731
+      compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
+      print(f"| {name} | {label} | {compile_s} | {r['step_s'] * 1e3:.2f} | "
+            f"{r['images_s']:.0f} | {ratio(eager)} | {ratio(compiled)} |")
+  print("(vs eager / vs compile: that PyTorch step's time over this row's; above 1 is faster)")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
+from certvae_jax.bounds import MarginBounds, margin_bounds
 from certvae_jax.report import (CERTIFY_SLACK, DEFAULT_TAU, TAU_SENSITIVITY, CertificateReport,
                                 any_traced, certified, poison_unless)
 from certvae_jax.stats import CertificateStats, batch_stats
@@ -41,9 +42,10 @@ from certvae_jax.validation import (DEFAULT_ROW_ATOL, Array, check_pair, check_s
                                     validate_simplex)
 
 __all__ = ["CERTIFY_SLACK", "DEFAULT_TAU", "TAU_SENSITIVITY", "CertificateReport",
-           "CertificateStats", "alignment_loss", "alignment_loss_from_logits", "batch_stats",
-           "certify", "check_scalar", "constant_student_cost", "margin", "report", "student_mi",
-           "teacher_mi", "valid_inputs", "validate_simplex"]
+           "CertificateStats", "MarginBounds", "alignment_loss", "alignment_loss_from_logits",
+           "batch_stats", "certify", "check_scalar", "constant_student_cost", "margin",
+           "margin_bounds", "report", "student_mi", "teacher_mi", "valid_inputs",
+           "validate_simplex"]
 
 # ---------------------------------------------------------------------------
 # Jitted cores (no validation). Each reduces over rows with a mean.
@@ -198,7 +200,7 @@ def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
 
 def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
            from_logits: bool = False, validate: bool = True,
-           checked: bool = False) -> CertificateReport:
+           checked: bool = False, delta: float | None = None) -> CertificateReport:
   """All certificate quantities of one evaluation set at once.
 
   Args:
@@ -211,6 +213,9 @@ def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
     checked: inside jit, where the inputs cannot be validated, turn every quantity of
       a report whose rows are invalid (see :func:`valid_inputs`) into NaN and
       ``certified`` into False, so that bad rows can never pass as a certificate.
+    delta: also bound the population margin at confidence ``1 - delta``
+      (:func:`margin_bounds` with its defaults; outside jit only). The report's
+      ``bounds`` field holds them and its summary line gives the population verdict.
 
   Returns:
     A :class:`CertificateReport`: Python numbers (``int`` / ``float`` / ``bool``) when
@@ -228,7 +233,15 @@ def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
       tau=tau, student_mi=_teacher_mi(s), certified=certified(bare - tau, i_t))
   if checked:
     rep = poison_unless(valid_inputs(teacher, student, from_logits=from_logits), rep)
-  return rep if any_traced(rep) else rep.to_python()
+  if any_traced(rep):
+    if delta is not None:
+      raise ValueError("delta: population bounds need concrete rows; call report(..., "
+                       "delta=...) outside jit")
+    return rep
+  if delta is not None:
+    rep = rep._replace(bounds=margin_bounds(teacher, student, tau=tau, delta=delta,
+                                            from_logits=from_logits))
+  return rep.to_python()
 
 
 def valid_inputs(teacher: Array, student: Array, *, from_logits: bool = False,

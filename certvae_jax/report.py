@@ -30,7 +30,9 @@ class CertificateReport(NamedTuple):
     tau: the safety buffer used.
     student_mi: ``I_S`` (diagnostic).
     certified: ``margin > CERTIFY_SLACK * (1 + teacher_mi)``, i.e. ``G_tau > 0``
-      beyond float32 rounding.
+      beyond float32 rounding: certified on these rows (their empirical distribution).
+    bounds: ``None``, or the population lower bounds on ``margin`` at a stated
+      confidence (:class:`certvae_jax.bounds.MarginBounds`).
   """
   n: Any
   k: Any
@@ -41,6 +43,7 @@ class CertificateReport(NamedTuple):
   tau: Any
   student_mi: Any
   certified: Any
+  bounds: Any = None
 
   def margins(self, taus: Sequence[float] = TAU_SENSITIVITY) -> dict[float, float]:
     """``G_tau`` for several ``tau`` without retraining (paper 1, appendix B)."""
@@ -53,22 +56,45 @@ class CertificateReport(NamedTuple):
 
   def to_python(self) -> "CertificateReport":
     """The same report with plain Python numbers (``int``, ``float``, ``bool``)."""
-    return CertificateReport(*(_to_py(v) for v in self))
+    return self._replace(**{f: _to_py(getattr(self, f)) for f in self._fields if f != "bounds"})
 
   def to_dict(self, taus: Sequence[float] = TAU_SENSITIVITY) -> dict[str, Any]:
     """Plain Python numbers for JSON, with the tau-sensitivity margins."""
-    out = {f: _to_py(getattr(self, f)) for f in self._fields}
+    out = {f: _to_py(getattr(self, f)) for f in self._fields if f != "bounds"}
+    if self.bounds is not None:
+      out["bounds"] = self.bounds._asdict()
     out["tau_sensitivity"] = {f"{t:g}": m for t, m in self.margins(taus).items()}
     return out
 
   def summary_line(self) -> str:
-    """One line such as ``certified: G_tau=+0.62 (I_T=1.90, L_TS=1.23, tau=0.05)``."""
+    """One line such as ``certified: G_tau=+0.62 (I_T=1.90, L_TS=1.23, tau=0.05)``.
+
+    With :attr:`bounds`, the verdict says ``on the evaluation set`` and a second clause
+    gives the population verdict at confidence ``1 - delta``: certified only where a
+    lower bound is positive (the distribution-free one, else the approximate bootstrap).
+    """
     verdict = "certified" if bool(self.certified) else "not certified"
+    if self.bounds is not None:
+      verdict += " on the evaluation set"
     line = (f"{verdict}: G_tau={float(self.margin):+.2f} (I_T={float(self.teacher_mi):.2f}, "
             f"L_TS={float(self.alignment):.2f}, tau={float(self.tau):.2f})")
+    if self.bounds is not None:
+      line += "; " + population_verdict(self.bounds)
     if not self.certifiable:
       line += " [teacher MI <= tau: no positive certificate is possible with this teacher]"
     return line
+
+
+def population_verdict(bounds: Any) -> str:
+  """The population clause of a summary line, from a ``MarginBounds``."""
+  level = f"{1.0 - float(bounds.delta):g}"
+  numbers = (f"lower bounds: distribution-free {float(bounds.distribution_free):+.2f}, "
+             f"bootstrap {float(bounds.bootstrap):+.2f}")
+  if float(bounds.distribution_free) > 0:
+    return f"certified for the population at confidence {level} ({numbers})"
+  if float(bounds.bootstrap) > 0:
+    return f"certified for the population at approximate confidence {level} ({numbers})"
+  return f"not certified for the population at confidence {level} ({numbers})"
 
 
 def _to_py(v: Any) -> Any:

@@ -189,6 +189,11 @@ def unit_interval(name: str, value: Any) -> None:
     raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
 
 
+def open_unit_interval(name: str, value: Any) -> None:
+  if not is_number(value) or not 0.0 < value < 1.0:
+    raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
+
+
 def one_of(*choices: str) -> Callable[[str, Any], None]:
   def check(name: str, value: Any) -> None:
     if value not in choices:

@@ -11,6 +11,7 @@ CPU. Median of 3 windows of 10 calls after compilation. Use it to choose
 ``model.fast_conv`` on a new backend.
 """
 
+import importlib.util
 import os
 import statistics
 import sys
@@ -59,11 +60,7 @@ def torch_ms(kind, h, cin, cout):
 
 def main() -> None:
   from certvae_jax.models import conv  # pylint: disable=import-outside-toplevel
-  try:
-    import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    have_torch = True
-  except ImportError:
-    have_torch = False
+  have_torch = importlib.util.find_spec("torch") is not None
   print(f"batch {BATCH}, forward + backward, ms; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print("| layer | fast (matrix products) | plain XLA conv | PyTorch |\n|---|---|---|---|")
   totals = [0.0, 0.0, 0.0]

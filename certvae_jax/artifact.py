@@ -1,7 +1,7 @@
 """The teacher artifact on disk: arrays, the QC table and the cached targets.
 
-``WORKDIR/teacher/`` holds ``teacher.npz`` (the frozen GMM and the warm-up encoder's
-parameters), ``teacher.json`` (the candidate table, the selection, the stress-case
+``WORKDIR/teacher/`` holds ``teacher.npz`` (the frozen GMM, the warm-up encoder's
+parameters and, for a PCA-GMM teacher, the frozen PCA), ``teacher.json`` (the candidate table, the selection, the stress-case
 flag and a content hash) and ``targets_train.npy`` (``T_fix``, paper 1, section 3).
 Files are written under temporary names and renamed, and loading checks the content
 hash, so a damaged artifact is reported, never used.
@@ -18,7 +18,7 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 
-from certvae_jax.teacher import FrozenGMM, FrozenTeacher
+from certvae_jax.frozen_teacher import FrozenGMM, FrozenPCA, FrozenTeacher
 
 _ARRAYS = "teacher.npz"
 _INFO = "teacher.json"
@@ -37,6 +37,9 @@ def teacher_arrays(teacher: FrozenTeacher) -> dict[str, np.ndarray]:
   arrays.update({"gmm/log_weights": np.asarray(teacher.gmm.log_weights),
                  "gmm/means": np.asarray(teacher.gmm.means),
                  "gmm/precisions_cholesky": np.asarray(teacher.gmm.precisions_cholesky)})
+  if teacher.projection is not None:
+    arrays.update({"pca/mean": np.asarray(teacher.projection.mean),
+                   "pca/components": np.asarray(teacher.projection.components)})
   return arrays
 
 
@@ -83,6 +86,9 @@ def _atomic_write(path: str, write: Callable[[Any], Any]) -> None:
   os.replace(tmp, path)
 
 
+ROW_KINDS = ("label_smoothed", "rows")  # teachers whose rows on both splits are the artifact
+
+
 def _targets_id(train_targets: np.ndarray, test_targets: np.ndarray) -> str:
   h = hashlib.sha256(b"label_smoothed")
   for arr in (train_targets, test_targets):
@@ -92,10 +98,11 @@ def _targets_id(train_targets: np.ndarray, test_targets: np.ndarray) -> str:
 
 
 def save_label_teacher(directory: str, train_targets: np.ndarray, test_targets: np.ndarray,
-                       info: dict[str, Any]) -> str:
-  """Writes a teacher given by its rows on both splits (paper 2's label smoothing).
+                       info: dict[str, Any], kind: str = "label_smoothed") -> str:
+  """Writes a teacher given by its rows on both splits: paper 2's label smoothing
+  (``kind='label_smoothed'``) or a user's saved rows (``kind='rows'``).
 
-  Such a teacher is a function of the label, not of ``x``, so its rows are the
+  Such a teacher is not a function of ``x`` we can evaluate, so its rows are the
   artifact: ``targets_train.npy`` and ``targets_test.npy``.
 
   Returns:
@@ -106,7 +113,7 @@ def save_label_teacher(directory: str, train_targets: np.ndarray, test_targets: 
   for name, arr in ((_TARGETS, train_targets), (_TEST_TARGETS, test_targets)):
     _atomic_write(os.path.join(directory, name),
                   lambda fh, a=arr: np.save(fh, np.asarray(a, np.float32)))
-  info = dict(info, teacher_id=tid, kind="label_smoothed",
+  info = dict(info, teacher_id=tid, kind=kind,
               num_components=int(np.shape(train_targets)[1]))
   _atomic_write(os.path.join(directory, _INFO),
                 lambda fh: fh.write(json.dumps(info, indent=1).encode()))
@@ -137,7 +144,7 @@ def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
     raise ValueError(f"teacher: no teacher artifact in {directory!r}")
   with open(info_path) as fh:
     info = json.load(fh)
-  if info.get("kind") == "label_smoothed":
+  if info.get("kind") in ROW_KINDS:
     found = _targets_id(load_train_targets(directory), load_test_targets(directory))
     if found != info["teacher_id"]:
       raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "
@@ -152,7 +159,10 @@ def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
                   means=jnp.asarray(arrays["gmm/means"]),
                   precisions_cholesky=jnp.asarray(arrays["gmm/precisions_cholesky"]),
                   covariance_type=info["covariance_type"])
-  teacher = FrozenTeacher(encoder_params=enc, gmm=gmm)
+  projection = (FrozenPCA(mean=jnp.asarray(arrays["pca/mean"]),
+                          components=jnp.asarray(arrays["pca/components"]))
+                if "pca/mean" in arrays else None)
+  teacher = FrozenTeacher(encoder_params=enc, gmm=gmm, projection=projection)
   if teacher_id(teacher) != info["teacher_id"]:
     raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "
                      f"{teacher_id(teacher)} != recorded {info['teacher_id']})")

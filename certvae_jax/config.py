@@ -15,10 +15,10 @@ from typing import Any, Callable
 import ml_collections
 
 from certvae_jax import configs
-from certvae_jax.teacher import COVARIANCE_TYPES
+from certvae_jax.teacher import COVARIANCE_TYPES, pca_dims
 from certvae_jax.validation import (boolean, choices_tuple, finite, is_int, non_empty_tuple,
                                     non_negative, non_negative_int, one_of, positive,
-                                    positive_int, unit_interval)
+                                    open_unit_interval, positive_int, unit_interval)
 
 
 def resolve_config_path(spec: str) -> str:
@@ -33,12 +33,20 @@ def resolve_config_path(spec: str) -> str:
   return spec
 
 
+def teacher_kind(name: str, value: Any) -> None:
+  if value in ("gmm", "label_smoothed"):
+    return
+  if not (isinstance(value, str) and value.startswith("npz:") and len(value) > 4):
+    raise ValueError(f"{name}: expected 'gmm', 'label_smoothed' or 'npz:PATH' (rows 'train' "
+                     f"and 'test' of your own teacher), got {value!r}")
+
+
 # -- the sections --------------------------------------------------------------------
 
 SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "warmup": {"steps": positive_int, "alpha_kl": non_negative},
     "teacher": {
-        "kind": one_of("gmm", "label_smoothed"),
+        "kind": teacher_kind,
         "eps": unit_interval,
         "components": non_empty_tuple(lambda k: is_int(k) and k >= 2, "an integer K >= 2"),
         "covariance_types": choices_tuple(COVARIANCE_TYPES),
@@ -51,6 +59,7 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
         "min_mean_margin": finite,
         "max_hard_balance_kl": non_negative,
         "max_soft_usage_kl": non_negative,
+        "features": lambda name, value: pca_dims(value, name),
     },
     "train": {
         "steps": positive_int, "batch_size": positive_int, "learning_rate": positive,
@@ -61,7 +70,9 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
         "steps_per_call": positive_int, "unroll_steps": boolean,
     },
     "eval": {"every": positive_int, "batch_size": positive_int, "tau": non_negative,
-             "active_unit_threshold": non_negative, "mi_batch_size": positive_int},
+             "active_unit_threshold": non_negative, "mi_batch_size": positive_int,
+             "delta": open_unit_interval, "bootstrap_resamples": positive_int,
+             "reconstruction_check": boolean},
     "model": {"decoder_reads_teacher": boolean},
     "data": {"on_device": boolean},
 }

@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from certvae_jax import config as config_lib, data as data_lib, hooks as hooks_lib, losses
-from certvae_jax import writers as writers_lib
+from certvae_jax import row_teacher, writers as writers_lib
 from certvae_jax.models.vae import build_model
 
 
@@ -44,6 +44,10 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
     if data.num_classes < 2:
       raise ValueError("config.teacher.kind: 'label_smoothed' needs at least 2 classes")
     k = data.num_classes
+  elif row_teacher.npz_path(config.teacher.kind) is not None:
+    train_rows, _ = row_teacher.load_rows(row_teacher.npz_path(config.teacher.kind),
+                                          len(data.x_train), len(data.x_test))
+    k = int(train_rows.shape[1])
   else:
     for kk in config.teacher.components:
       if int(kk) > len(data.x_train):

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from certvae_jax import data as data_lib, distributed, objectives
+from certvae_jax import data as data_lib, distributed, objectives, recon_check
 from certvae_jax import step as step_lib
 from certvae_jax import teacher as teacher_lib
 from certvae_jax.checkpoint import Checkpointer
@@ -74,16 +74,28 @@ class Engine:
         lambda p, x: model.apply({"params": {"encoder": p}}, x,
                                  method=TeacherGuidedVAE.encode)[0]))
 
-  def teacher_probs(self, k: int):
-    """Jitted ``(teacher, x) -> T(x)``: the frozen GMM on the warm-up encoder's means."""
+  def _encoder_apply(self, k: int):
+    """``encoder_apply({'params': p}, x) -> (mu, logvar)``: the encoder alone."""
     model = self.model(k)
 
     def encoder_apply(variables, x):
       return model.apply({"params": {"encoder": variables["params"]}}, x,
                          method=TeacherGuidedVAE.encode)
+    return encoder_apply
 
+  def teacher_probs(self, k: int):
+    """Jitted ``(teacher, x) -> T(x)``: the frozen GMM on the warm-up encoder's means."""
+    encoder_apply = self._encoder_apply(k)
     return self._cached(("teacher", k), lambda: jax.jit(
         lambda teacher, x: teacher_lib.teacher_probs(encoder_apply, teacher, x)))
+
+  def reconstruction_check(self, k: int, teacher: Any) -> recon_check.ReconstructionCheck:
+    """The reconstruction-side probe (paper 1, appendix I) with ``teacher`` on the devices."""
+    fn = self._cached(("recon_check", k), lambda: jax.jit(
+        recon_check.per_example(self.model(k), self._encoder_apply(k)),
+        out_shardings=self.replicated))
+    return recon_check.ReconstructionCheck(
+        fn, jax.device_put(jax.tree.map(np.asarray, teacher), self.replicated))
 
   # -- states --------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ substitute for it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -32,7 +32,7 @@ def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
                    eval_config: ml_collections.ConfigDict, rng: jax.Array,
-                   sharding: jax.sharding.Sharding | None = None
+                   sharding: jax.sharding.Sharding | None = None, probes: Sequence[Any] = ()
                    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Certificate and diagnostics on one split, streamed in batches.
 
@@ -45,6 +45,9 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
       ``mi_batch_size``).
     rng: the evaluation key (used for the reconstruction's sampled ``z``).
     sharding: the mesh's batch sharding; each padded batch is split across devices.
+    probes: extra per-example diagnostics, each with ``batch(params, x) -> {name: (B,)}``
+      (run on the same padded batches) and ``metrics(arrays, teacher_mi, tau) -> dict``
+      (e.g. :class:`certvae_jax.recon_check.ReconstructionCheck`).
 
   Returns:
     ``(metrics, arrays)``: JSON-ready metrics, and host arrays (``mu``, ``logvar``,
@@ -60,7 +63,10 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
              np.arange(bs) < n)
     if sharding is not None:
       batch = tuple(distributed.global_batch(b, sharding) for b in batch)
-    results.append((n, eval_step(params, *batch, jax.random.fold_in(rng, i))))
+    out = eval_step(params, *batch, jax.random.fold_in(rng, i))
+    for probe in probes:
+      out[0].update(probe.batch(params, batch[0]))
+    results.append((n, out))
   # Fetched once at the end, so the device runs ahead while the host sends the next
   # batches (the outputs are per-example vectors, small next to the inputs).
   parts: dict[str, list[np.ndarray]] = {}
@@ -83,12 +89,14 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
       mi_estimate=diagnostics.mutual_information_estimate(
           arrays["mu"], arrays["logvar"], eval_config.mi_batch_size),
       mi_estimate_batch_size=int(min(eval_config.mi_batch_size, len(x))))
+  for probe in probes:
+    metrics.update(probe.metrics(arrays, rep.teacher_mi, eval_config.tau))
   arrays["teacher"] = np.asarray(t)
   return metrics, arrays
 
 
-def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, labels=None
-                    ) -> tuple[dict[str, dict], dict[str, dict]]:
+def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, labels=None,
+                    probes=()) -> tuple[dict[str, dict], dict[str, dict]]:
   """:func:`evaluate_split` on each ``(name, x, t)`` of ``splits``, and the linear probe.
 
   ``labels`` is ``{name: y or None}``; with labels on the train and test splits, each
@@ -98,7 +106,7 @@ def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, label
   metrics, arrays = {}, {}
   for name, x, t in splits:
     metrics[name], arrays[name] = evaluate_split(
-        eval_step, params, x, t, eval_config, jax.random.PRNGKey(EVAL_SEED), sharding)
+        eval_step, params, x, t, eval_config, jax.random.PRNGKey(EVAL_SEED), sharding, probes)
   if labels.get("train") is not None and labels.get("test") is not None:
     train_acc, test_acc = diagnostics.linear_probe_accuracy(
         arrays["train"]["mu"], labels["train"], arrays["test"]["mu"], labels["test"])

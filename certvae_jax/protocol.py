@@ -27,7 +27,8 @@ from certvae_jax import train as train_lib
 
 ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
             "certified", "psnr", "active_units", "kl", "rec", "probe_accuracy",
-            "mean_sq_norm_mu", "mi_estimate", "tau_sensitivity")
+            "mean_sq_norm_mu", "mi_estimate", "tau_sensitivity", "bounds", "recon_alignment",
+            "recon_margin", "witness_recon_kl")
 DISPLAY = {"vae": "VAE", "full": "full", "noalign": "noalign", "rescue": "rescue",
            "rst_prefit": "RST-prefit"}
 
@@ -240,7 +241,53 @@ def markdown_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
         out += (f"| {variant} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
                 f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | {i_s.mean():.3f} | "
                 f"{au.mean():.1f} |\n")
+  out += bounds_table(feasible, variants) + recon_table(feasible, variants)
   stress = sorted({r["seed"] for r in rows if r["stress_case"]})
   if stress:
     out += f"\nStress-case seeds (no feasible teacher; not pooled): {stress}\n"
+  return out
+
+
+def _mean_std(values: Sequence[float]) -> str:
+  v = np.array(values, float)
+  return f"{v.mean():+.3f} ± {v.std():.3f}"
+
+
+def bounds_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
+  """The test split's margin and its population lower bounds, means over seeds."""
+  sel = {v: [r for r in rows if r["variant"] == v and r["split"] == "test" and r.get("bounds")]
+         for v in variants}
+  if not any(sel.values()):
+    return ""
+  first = next(r for v in variants for r in sel[v])["bounds"]
+  out = (f"\nTest split: the margin on these rows and its lower bounds for the population at "
+         f"confidence {1 - first['delta']:g} ({first['num_resamples']} bootstrap resamples; "
+         f"distribution-free for the witness floored at eta = {first['student_floor']:g}):\n\n"
+         "| variant | n | G_tau on the test rows | bootstrap bound | distribution-free bound |\n"
+         "|---|---|---|---|---|\n")
+  for v in variants:
+    b = [r["bounds"] for r in sel[v]]
+    if b:
+      out += (f"| {v} | {b[0]['n']} | {_mean_std([x['sample'] for x in b])} | "
+              f"{_mean_std([x['bootstrap'] for x in b])} | "
+              f"{_mean_std([x['distribution_free'] for x in b])} |\n")
+  return out
+
+
+def recon_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
+  """The reconstruction-side diagnostics (never a certificate), means over seeds."""
+  sel = [r for r in rows if r.get("recon_alignment") is not None]
+  if not sel:
+    return ""
+  out = ("\nReconstruction side (diagnostics, not a certificate): L_rec = mean KL(T(x) || "
+         "T(x_hat)), its margin I_T - tau - L_rec, and mean KL(s(mu) || T(x_hat)):\n\n"
+         "| variant | split | L_rec | reconstruction margin | KL(s ‖ T(x_hat)) |\n"
+         "|---|---|---|---|---|\n")
+  for v in variants:
+    for split in ("train", "test"):
+      part = [r for r in sel if r["variant"] == v and r["split"] == split]
+      if part:
+        out += (f"| {v} | {split} | {_mean_std([r['recon_alignment'] for r in part])} | "
+                f"{_mean_std([r['recon_margin'] for r in part])} | "
+                f"{_mean_std([r['witness_recon_kl'] for r in part])} |\n")
   return out

@@ -26,126 +26,23 @@ import types
 import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
-import flax
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from certvae_jax import certificate, validation
 
-COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
+# The frozen teacher's arrays and pure functions live in certvae_jax.frozen_teacher;
+# re-exported here, where they were before.
+from certvae_jax.frozen_teacher import (COVARIANCE_TYPES, FrozenGMM, FrozenPCA, FrozenTeacher,
+                                        freeze_sklearn_gmm, freeze_sklearn_pca, gmm_logits,
+                                        gmm_probs, label_smoothed, project, teacher_logits,
+                                        teacher_probs)
 
-
-# ---------------------------------------------------------------------------
-# The frozen GMM and T(x) as pure functions.
-# ---------------------------------------------------------------------------
-
-
-@flax.struct.dataclass
-class FrozenGMM:
-  """A fitted Gaussian mixture as arrays (scikit-learn's parameterisation).
-
-  Attributes:
-    log_weights: ``(K,)`` log mixing weights.
-    means: ``(K, d)`` component means.
-    precisions_cholesky: Cholesky factors of the precisions; shape by type:
-      full ``(K, d, d)``, tied ``(d, d)``, diag ``(K, d)``, spherical ``(K,)``.
-    covariance_type: one of :data:`COVARIANCE_TYPES` (static).
-  """
-  log_weights: jnp.ndarray
-  means: jnp.ndarray
-  precisions_cholesky: jnp.ndarray
-  covariance_type: str = flax.struct.field(pytree_node=False)
-
-  @property
-  def num_components(self) -> int:
-    return int(self.means.shape[0])
-
-
-# Full float32 products (the GPU/TPU default rounds operands to TF32 / bf16 passes):
-# T(x) must match scikit-learn's predict_proba on every backend.
-_EXACT = jax.lax.Precision.HIGHEST
-
-
-def _component_log_density(gmm: FrozenGMM, f: jnp.ndarray) -> jnp.ndarray:
-  """``log N(f | mean_k, Sigma_k)`` for each row and component, shape ``(N, K)``."""
-  d = f.shape[-1]
-  diff = f[:, None, :] - gmm.means[None, :, :]  # (N, K, d); centred first for float32 accuracy
-  p = gmm.precisions_cholesky
-  ct = gmm.covariance_type
-  if ct == "full":
-    y = jnp.einsum("nkd,kde->nke", diff, p, precision=_EXACT)
-    log_det = jnp.sum(jnp.log(jnp.diagonal(p, axis1=1, axis2=2)), axis=-1)
-  elif ct == "tied":
-    y = jnp.einsum("nkd,de->nke", diff, p, precision=_EXACT)
-    log_det = jnp.sum(jnp.log(jnp.diag(p)))
-  elif ct == "diag":
-    y = diff * p[None]
-    log_det = jnp.sum(jnp.log(p), axis=-1)
-  elif ct == "spherical":
-    y = diff * p[None, :, None]
-    log_det = d * jnp.log(p)
-  else:
-    raise ValueError(f"covariance_type: unknown {ct!r}; expected one of {COVARIANCE_TYPES}")
-  return -0.5 * (d * jnp.log(2 * jnp.pi) + jnp.sum(jnp.square(y), axis=-1)) + log_det
-
-
-def gmm_probs(gmm: FrozenGMM, features: jnp.ndarray) -> jnp.ndarray:
-  """Responsibilities ``p(k | f)``, equal to ``GaussianMixture.predict_proba``.
-
-  Args:
-    gmm: the frozen mixture.
-    features: ``(N, d)`` features (warm-up encoder means).
-
-  Returns:
-    ``(N, K)`` rows on the simplex.
-  """
-  logits = _component_log_density(gmm, features) + gmm.log_weights[None, :]
-  return jax.nn.softmax(logits, axis=-1)
-
-
-@flax.struct.dataclass
-class FrozenTeacher:
-  """``T(x) = GMM(mu_warmup(x))``: the GMM and the warm-up encoder's parameters."""
-  encoder_params: Any
-  gmm: FrozenGMM
-
-  @property
-  def num_classes(self) -> int:
-    return self.gmm.num_components
-
-
-def teacher_probs(encoder_apply: Callable[..., Any], teacher: FrozenTeacher,
-                  x: jnp.ndarray) -> jnp.ndarray:
-  """``T(x)`` for any input: a pure, jit-able function.
-
-  Args:
-    encoder_apply: ``module.apply`` of the encoder architecture used in warm-up;
-      called as ``encoder_apply({'params': p}, x)`` and returning ``(mu, logvar)``.
-    teacher: the frozen teacher.
-    x: ``(N, D)`` inputs.
-  """
-  mu, _ = encoder_apply({"params": teacher.encoder_params}, x)
-  return gmm_probs(teacher.gmm, mu)
-
-
-def label_smoothed(labels: np.ndarray, num_classes: int, eps: float) -> np.ndarray:
-  """Paper 2's teacher ``T = (1 - eps) e_y + eps / K`` (float32 rows).
-
-  Raises:
-    ValueError: labels outside ``[0, K)``, non-integer labels, or ``eps`` not in [0, 1].
-  """
-  y = np.asarray(labels)
-  if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-    raise ValueError(f"labels: expected a 1-D integer array, got shape {y.shape} dtype {y.dtype}")
-  if num_classes < 2:
-    raise ValueError(f"num_classes: needs K >= 2, got {num_classes}")
-  if len(y) and (y.min() < 0 or y.max() >= num_classes):
-    raise ValueError(f"labels: expected values in [0, {num_classes}), found "
-                     f"[{y.min()}, {y.max()}]")
-  if not 0.0 <= eps <= 1.0:
-    raise ValueError(f"eps: expected a value in [0, 1], got {eps}")
-  return ((1.0 - eps) * np.eye(num_classes)[y] + eps / num_classes).astype(np.float32)
+__all__ = ["CONFIG_FIELDS", "COVARIANCE_TYPES", "FIT_DEFAULTS", "FittedTeacher", "FrozenGMM",
+           "FrozenPCA", "FrozenTeacher", "feasibility", "fit_teacher", "freeze_sklearn_gmm",
+           "freeze_sklearn_pca", "frozen", "pca_dims", "project",
+           "gmm_logits", "gmm_probs", "label_smoothed", "score_teacher", "search_teacher",
+           "teacher_logits", "teacher_probs"]
 
 
 # ---------------------------------------------------------------------------
@@ -217,11 +114,13 @@ class FittedTeacher(NamedTuple):
     selected: index of the selected candidate in ``candidates``.
     stress_case: no candidate was feasible; the selection is the best infeasible one
       (report such runs apart, never pooled; paper 1, appendix E.5).
+    projection: the frozen PCA the GMM was fitted after (``features='pca:N'``), or None.
   """
   gmm: FrozenGMM
   candidates: list[dict[str, Any]]
   selected: int
   stress_case: bool
+  projection: FrozenPCA | None = None
 
   @property
   def scores(self) -> dict[str, float]:
@@ -229,8 +128,9 @@ class FittedTeacher(NamedTuple):
     return self.candidates[self.selected]["scores"]
 
   def probs(self, features: jnp.ndarray) -> jnp.ndarray:
-    """``T = p(k | features)``, ``(N, K)``: pure and jit-able (equal to ``predict_proba``)."""
-    return gmm_probs(self.gmm, features)
+    """``T = p(k | P(features))``, ``(N, K)``, with ``P`` the frozen PCA if any: pure and
+    jit-able (equal to ``PCA.transform`` then ``predict_proba``)."""
+    return gmm_probs(self.gmm, project(self.projection, features))
 
 
 _CHECKS = {
@@ -244,7 +144,22 @@ _CHECKS = {
     "min_mi": validation.non_negative, "min_mean_margin": validation.finite,
     "max_hard_balance_kl": validation.non_negative,
     "max_soft_usage_kl": validation.non_negative,
+    "feature_space": lambda name, value: pca_dims(value, name),
 }
+
+
+def pca_dims(features: Any, name: str = "feature_space") -> int | None:
+  """``None`` for ``'mu'`` (the GMM on the encoder means), ``N`` for ``'pca:N'``.
+
+  Raises:
+    ValueError: any other value, naming ``name``.
+  """
+  if features == "mu":
+    return None
+  kind, _, n = str(features).partition(":")
+  if kind == "pca" and n.isdigit() and int(n) >= 1:
+    return int(n)
+  raise ValueError(f"{name}: expected 'mu' or 'pca:N' with an integer N >= 1, got {features!r}")
 
 
 def _as_tuple(value: Any) -> Any:
@@ -256,7 +171,7 @@ def fit_teacher(features: Any, *, num_components: Any = (10,),
                 max_iter: int = 200, reg_covar: float = 1e-6, high_margin: float = 0.5,
                 min_mass: float = 0.02, min_mi: float = 0.1, min_mean_margin: float = 0.0,
                 max_hard_balance_kl: float = 0.5, max_soft_usage_kl: float = 0.5,
-                **unknown: Any) -> FittedTeacher:
+                feature_space: str = "mu", **unknown: Any) -> FittedTeacher:
   """Fits the candidate GMMs on ``features`` and selects the teacher (paper 1, section 2.2).
 
   Every grid point (components x covariance type x seed) is fitted with scikit-learn's
@@ -277,6 +192,9 @@ def fit_teacher(features: Any, *, num_components: Any = (10,),
     min_mean_margin: feasibility: mean top-1 margin at least this.
     max_hard_balance_kl: feasibility: ``KL(hist(argmax T) || U)`` at most this.
     max_soft_usage_kl: feasibility: ``KL(Tbar || U)`` at most this.
+    feature_space: ``'mu'`` fits the GMMs on ``features`` as given; ``'pca:N'`` first
+      projects them on their ``N`` principal axes (scikit-learn's ``PCA``, fitted on the
+      same features and frozen into the teacher), as paper 2's PCA-GMM teachers do.
 
   Returns:
     A :class:`FittedTeacher`; ``fitted.probs(features)`` is the teacher on any features.
@@ -292,7 +210,8 @@ def fit_teacher(features: Any, *, num_components: Any = (10,),
              "covariance_types": _as_tuple(covariance_types), "seeds": _as_tuple(seeds),
              "max_iter": max_iter, "reg_covar": reg_covar, "high_margin": high_margin,
              "min_mass": min_mass, "min_mi": min_mi, "min_mean_margin": min_mean_margin,
-             "max_hard_balance_kl": max_hard_balance_kl, "max_soft_usage_kl": max_soft_usage_kl}
+             "max_hard_balance_kl": max_hard_balance_kl, "max_soft_usage_kl": max_soft_usage_kl,
+             "feature_space": feature_space}
   for name, check in _CHECKS.items():
     check(name, options[name])
   return _search(features, types.SimpleNamespace(**options))
@@ -303,8 +222,8 @@ def fit_teacher(features: Any, *, num_components: Any = (10,),
 FIT_DEFAULTS: dict[str, Any] = {
     name: p.default for name, p in inspect.signature(fit_teacher).parameters.items()
     if p.kind is inspect.Parameter.KEYWORD_ONLY}
-CONFIG_FIELDS = {name: "components" if name == "num_components" else name
-                 for name in FIT_DEFAULTS}
+_RENAMED = {"num_components": "components", "feature_space": "features"}
+CONFIG_FIELDS = {name: _RENAMED.get(name, name) for name in FIT_DEFAULTS}
 
 
 def search_teacher(features: np.ndarray, config: Any) -> FittedTeacher:
@@ -333,17 +252,8 @@ def frozen(encoder_fn: Callable[[Any], Any], fitted: FittedTeacher) -> Callable[
     features = encoder_fn(x)
     if isinstance(features, (tuple, list)):
       features = features[0]
-    return gmm_probs(fitted.gmm, features)
+    return fitted.probs(features)
   return teacher_fn
-
-
-def freeze_sklearn_gmm(gm: Any) -> FrozenGMM:
-  """Turns a fitted ``sklearn.mixture.GaussianMixture`` into float32 arrays."""
-  return FrozenGMM(
-      log_weights=jnp.asarray(np.log(gm.weights_), jnp.float32),
-      means=jnp.asarray(gm.means_, jnp.float32),
-      precisions_cholesky=jnp.asarray(gm.precisions_cholesky_, jnp.float32),
-      covariance_type=str(gm.covariance_type))
 
 
 def _check_features(features: Any, components: Sequence[int]) -> np.ndarray:
@@ -373,6 +283,7 @@ def _search(features: Any, o: Any) -> FittedTeacher:
   from sklearn.mixture import GaussianMixture  # pylint: disable=import-outside-toplevel
 
   f = _check_features(features, o.num_components)
+  f, projection = _project(f, pca_dims(o.feature_space))
   candidates, fitted = [], []
   for k, ct, seed in itertools.product(o.num_components, o.covariance_types, o.seeds):
     row = {"components": int(k), "covariance_type": ct, "seed": int(seed)}
@@ -401,4 +312,16 @@ def _search(features: Any, o: Any) -> FittedTeacher:
   best = max(pool, key=lambda i: (candidates[i]["scores"]["teacher_mi"],
                                   candidates[i]["scores"]["mean_margin"]))
   return FittedTeacher(gmm=freeze_sklearn_gmm(fitted[best]), candidates=candidates,
-                       selected=best, stress_case=not feasible)
+                       selected=best, stress_case=not feasible, projection=projection)
+
+
+def _project(f: np.ndarray, dims: int | None) -> tuple[np.ndarray, FrozenPCA | None]:
+  """``f`` unchanged, or its PCA projection on ``dims`` axes and the frozen PCA."""
+  if dims is None:
+    return f, None
+  from sklearn.decomposition import PCA  # pylint: disable=import-outside-toplevel
+  if dims > min(f.shape):
+    raise ValueError(f"feature_space: pca:{dims} needs N <= min(number of points, feature "
+                     f"dimension) = {min(f.shape)}")
+  pca = PCA(n_components=dims, svd_solver="full").fit(f)
+  return pca.transform(f), freeze_sklearn_pca(pca)

@@ -11,12 +11,13 @@ seed shares it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
 import ml_collections
 import numpy as np
 
-from certvae_jax import artifact, data as data_lib, distributed
+from certvae_jax import artifact, data as data_lib, distributed, row_teacher
 from certvae_jax import teacher as teacher_lib
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.engine import Engine
@@ -56,7 +57,7 @@ class TeacherStage:
     """``(teacher, info)``: the teacher is ``None`` for a label-smoothed one."""
     if self.info is not None:
       return self.teacher, self.info
-    teacher_fp = fingerprint(self.config, "teacher", {"teacher": self.config.teacher.to_dict()})
+    teacher_fp = fingerprint(self.config, "teacher", {"teacher": self._teacher_fields()})
     # Every process must take the same branch below: look only after all arrived, and let
     # nobody write before all have looked.
     distributed.barrier("teacher-look")
@@ -67,10 +68,23 @@ class TeacherStage:
       check_compatible(info, teacher_fp, f"the teacher in {self.directory!r}")
     elif self.config.teacher.kind == "label_smoothed":
       teacher, info = self._make_label_smoothed(teacher_fp)
+    elif row_teacher.npz_path(self.config.teacher.kind) is not None:
+      teacher, info = self._make_from_rows(teacher_fp)
     else:
       teacher, info = self._make_gmm(teacher_fp)
     self.teacher, self.info = teacher, info
     return teacher, info
+
+  def _teacher_fields(self) -> dict[str, Any]:
+    """``config.teacher`` for the fingerprint. ``features='mu'`` (the only choice before
+    the field existed) is left out, so that older teacher artifacts stay compatible."""
+    fields = self.config.teacher.to_dict()
+    if fields.get("features") == "mu":
+      del fields["features"]
+    path = row_teacher.npz_path(fields["kind"])
+    if path is not None:
+      fields["rows_digest"] = row_teacher.file_digest(path)
+    return fields
 
   def _make_label_smoothed(self, teacher_fp: dict[str, Any]):
     d, eps = self.data, float(self.config.teacher.eps)
@@ -87,6 +101,19 @@ class TeacherStage:
               info["selected_scores"]["teacher_mi"])
     return teacher, info
 
+  def _make_from_rows(self, teacher_fp: dict[str, Any]):
+    path = row_teacher.npz_path(self.config.teacher.kind)
+    train_t, test_t = row_teacher.load_rows(path, len(self.data.x_train), len(self.data.x_test))
+    info = {**teacher_fp, "seed": self.config.seed, "path": os.path.abspath(path),
+            "stress_case": False, "selected_scores": teacher_lib.score_teacher(train_t)}
+    if self.dir.main:
+      artifact.save_label_teacher(self.directory, train_t, test_t, info, kind="rows")
+    distributed.barrier("teacher-saved")
+    teacher, info = artifact.load_teacher(self.directory)
+    _log.info("teacher: rows from %s, K=%d, I_T=%.4f", path, train_t.shape[1],
+              info["selected_scores"]["teacher_mi"])
+    return teacher, info
+
   def _make_gmm(self, teacher_fp: dict[str, Any]):
     encoder_params = self._warmup_encoder()
     k = int(self.config.teacher.components[0])
@@ -94,12 +121,14 @@ class TeacherStage:
                            self.data.x_train, self.config.eval.batch_size)
     t = self.config.teacher
     grid = len(t.components) * len(t.covariance_types) * len(t.seeds)
-    _log.info("teacher: fitting %d GMM candidate%s on %dx%d warm-up means", grid,
-              "" if grid == 1 else "s", *features.shape)
+    _log.info("teacher: fitting %d GMM candidate%s on %dx%d warm-up means%s", grid,
+              "" if grid == 1 else "s", *features.shape,
+              "" if t.features == "mu" else f" ({t.features})")
     search = teacher_lib.search_teacher(features, self.config.teacher)
     # Fitted on every host; process 0's fit is the one all use (and the one saved).
-    gmm = distributed.broadcast(search.gmm)
-    teacher = teacher_lib.FrozenTeacher(encoder_params=encoder_params, gmm=gmm)
+    gmm, projection = distributed.broadcast((search.gmm, search.projection))
+    teacher = teacher_lib.FrozenTeacher(encoder_params=encoder_params, gmm=gmm,
+                                        projection=projection)
     if self.dir.main:
       probs = self.engine.teacher_probs(k)
       targets = map_batches(lambda xb: probs(teacher, xb), self.data.x_train,
@@ -126,7 +155,7 @@ class TeacherStage:
     if target == "none":
       return (np.full((len(d.x_train), k), 1.0 / k, np.float32),
               np.full((len(d.x_test), k), 1.0 / k, np.float32))
-    if self.teacher is None:  # label-smoothed: the rows are the teacher
+    if self.teacher is None:  # label-smoothed or saved rows: the rows are the teacher
       return (artifact.load_train_targets(self.directory),
               artifact.load_test_targets(self.directory))
     probs = self.engine.teacher_probs(k)

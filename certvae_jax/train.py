@@ -31,7 +31,7 @@ from certvae_jax import writers as writers_lib
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.context import make_context
 from certvae_jax.engine import Engine, transfer_params
-from certvae_jax.evaluate import evaluate_splits
+from certvae_jax.evaluate import EVAL_SEED, evaluate_splits
 from certvae_jax.loop import Hook, Loop, TrainingDiverged
 from certvae_jax.rundir import RunDir, fingerprint, write_json
 from certvae_jax.teacher_stage import TeacherStage
@@ -236,6 +236,7 @@ class Runner:
     state = self.engine.fresh_state(k, code, weights)
     if self.config.train.init == "fresh":
       return state
+    self.run_warmup()  # done already for a GMM teacher; a teacher given by rows needs it now
     with self.dir.checkpoints("warmup") as ckpt:
       warm, _ = self.engine.restore(ckpt, self.ctx.num_classes, self._weight_names("warmup"),
                                     self.config.warmup.steps)
@@ -255,6 +256,12 @@ class Runner:
         state = self._restore_checked(ckpt, {key: meta[key] for key in phase.meta},
                                       f"{pdir!r}", phase.mode.name, k=k)
         step = int(state.step)
+        if step > phase.total_steps:
+          raise ValueError(f"{phase.name}: the checkpoint is at step {step}, beyond the "
+                           f"requested {phase.total_steps} steps")
+        summary = self.dir.read_summary(phase.name) if step == phase.total_steps else None
+        if summary is not None:  # finished: nothing to redo, nothing to rewrite
+          return summary
         if main:  # rows after the checkpoint are written again; a final row is redone
           truncate_jsonl(metrics_path, step if step < phase.total_steps else step - 1)
         if step < phase.total_steps:
@@ -263,13 +270,6 @@ class Runner:
         state = init_fn()
         if main and os.path.exists(metrics_path):
           os.remove(metrics_path)
-      if int(state.step) > phase.total_steps:
-        raise ValueError(f"{phase.name}: the checkpoint is at step {int(state.step)}, beyond "
-                         f"the requested {phase.total_steps} steps")
-      if int(state.step) == phase.total_steps:
-        summary = self.dir.read_summary(phase.name)
-        if summary is not None:
-          return summary
       loop, timing = self._loop(phase, k, state, ckpt, meta)
       try:
         state = loop.run()
@@ -301,12 +301,15 @@ class Runner:
     d = self.ctx.data
     splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
     labels = {"train": d.y_train, "test": d.y_test}
+    # T(x_hat) needs a teacher that is a function of any input: not a label-smoothed one.
+    probes = ([engine.reconstruction_check(k, self.teachers.teacher)]
+              if cfg.eval.reconstruction_check and self.teachers.teacher is not None else [])
 
     def evaluate(st, step):
       del step
       final = loop.finishing
       return evaluate_splits(eval_step, st.params, splits, cfg.eval, engine.batch_sharding,
-                             labels if final else None)
+                             labels if final else None, probes)
 
     def restore(step):
       restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step)
@@ -338,6 +341,13 @@ class Runner:
                **{f"{s}_{key}": arrays[s][key] for s in arrays
                   for key in ("teacher", "witness", "mu")})
     info = self.teacher_info or {}
+    cfg = self.config.eval
+    # The population bounds of the held-out split (its rows never trained the witness or
+    # fitted the teacher); the evaluation key makes them reproducible.
+    splits["test"]["bounds"] = certificate.margin_bounds(
+        arrays["test"]["teacher"], arrays["test"]["witness"], tau=cfg.tau, delta=cfg.delta,
+        num_resamples=cfg.bootstrap_resamples,
+        key=jax.random.PRNGKey(EVAL_SEED)).to_dict()
     return {"mode": phase.mode.name, "target": phase.target, "step": int(state.step),
             "seed": int(self.config.seed), "dataset": self.ctx.data.name,
             "stress_case": bool(info.get("stress_case", False)),
@@ -377,7 +387,11 @@ def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: st
 
 
 def summary_line(split_metrics: dict[str, Any]) -> str:
-  """The one-line certificate of a summary split, e.g. ``certified: G_tau=+0.62 (...)``."""
-  fields = certificate.CertificateReport._fields
-  return certificate.CertificateReport(**{f: split_metrics[f] for f in fields}).summary_line()
+  """The one-line certificate of a summary split, e.g. ``certified: G_tau=+0.62 (...)``,
+  with the population verdict where the split carries bounds (the test split)."""
+  fields = [f for f in certificate.CertificateReport._fields if f != "bounds"]
+  bounds = split_metrics.get("bounds")
+  return certificate.CertificateReport(
+      **{f: split_metrics[f] for f in fields},
+      bounds=None if bounds is None else certificate.MarginBounds(**bounds)).summary_line()
 

@@ -78,7 +78,8 @@ FIELDS = ["seed", "train.steps", "train.batch_size", "train.learning_rate", "tra
           "model.latent_dim", "model.hidden", "model.head", "model.witness_beta",
           "teacher.components", "teacher.covariance_types", "teacher.seeds", "teacher.kind",
           "teacher.eps", "teacher.min_mass", "data.source", "data.test_fraction",
-          "train.skip_nonfinite"]
+          "train.skip_nonfinite", "teacher.features", "eval.delta", "eval.bootstrap_resamples",
+          "eval.reconstruction_check"]
 values = st.one_of(st.integers(-3, 10**6), st.floats(allow_nan=True, allow_infinity=True),
                    st.booleans(), st.text(max_size=6), st.tuples(st.integers(-2, 300)),
                    st.tuples(), st.sampled_from(["linear", "simplex", "full", "banana", "npz:/no"]))

@@ -77,7 +77,7 @@ def test_checkpoint_from_two_processes_restores_in_one_and_continues(tmp_path):
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
   two_processes(["--mode=warmup", f"--workdir={multi}", *FLAGS])
   # One process, 4 devices, resumes the 2-process warm-up from step 20 to 40 ...
-  out = one_process(["--mode=warmup", f"--workdir={multi}", *FLAGS, "--config.warmup.steps=40"])
+  one_process(["--mode=warmup", f"--workdir={multi}", *FLAGS, "--config.warmup.steps=40"])
   # ... and ends where a 4-device run that never stopped ends.
   one_process(["--mode=warmup", f"--workdir={single}", *FLAGS, "--config.warmup.steps=40"])
   a, b = certificate(multi, "warmup"), certificate(single, "warmup")

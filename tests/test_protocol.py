@@ -51,6 +51,7 @@ def test_paper2_models_smoke_and_table(tmp_path):
   prefit_rows = [json.loads(l) for l in open(wd / "prefit" / "metrics.jsonl")]
   assert prefit_rows[-1]["step"] == cfg.train.prefit_steps
   s = json.load(open(wd / "rst_prefit" / "summary.json"))
+  assert "recon_alignment" not in s["test"]  # a label-smoothed teacher has no T(x_hat)
   pred = np.load(wd / "rst_prefit" / "predictions.npz")
   r = certificate.report(pred["test_teacher"], pred["test_witness"])
   assert s["test"]["margin"] == pytest.approx(float(r.margin), abs=2e-5)

@@ -106,3 +106,56 @@ def test_label_smoothed_teacher_reproduces_paper2_mnist_i_t():
     teacher.label_smoothed(np.array([0, 10]), 10, 0.05)
   with pytest.raises(ValueError, match="eps"):
     teacher.label_smoothed(np.array([0, 1]), 10, 1.5)
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_pca_gmm_teacher_equals_sklearn_pca_then_predict_proba(cov):
+  f = blobs(n=400, d=8, k=3)
+  res = teacher.fit_teacher(f, num_components=3, covariance_types=cov, seeds=0,
+                            feature_space="pca:3")
+  from sklearn.decomposition import PCA  # pylint: disable=import-outside-toplevel
+  pca = PCA(n_components=3, svd_solver="full").fit(f)
+  gm = GaussianMixture(3, covariance_type=cov, random_state=0, max_iter=200,
+                       reg_covar=1e-6).fit(pca.transform(f))
+  g = blobs(n=100, d=8, k=3, seed=1)  # new inputs: the teacher is a function of any x
+  for x in (f, g):
+    np.testing.assert_allclose(np.asarray(jax.jit(res.probs)(jnp.asarray(x, jnp.float32))),
+                               gm.predict_proba(pca.transform(x)), atol=1e-5)
+  # frozen(): the same teacher on the encoder's outputs
+  teacher_fn = teacher.frozen(lambda x: (x, None), res)
+  np.testing.assert_allclose(np.asarray(teacher_fn(jnp.asarray(g, jnp.float32))),
+                             gm.predict_proba(pca.transform(g)), atol=1e-5)
+
+
+def test_pca_teacher_survives_the_artifact(tmp_path):
+  res = teacher.fit_teacher(blobs(n=300, d=6), num_components=3, covariance_types="diag",
+                            seeds=0, feature_space="pca:2")
+  enc = {"Dense_0": {"kernel": jnp.ones((4, 4))}}
+  t = teacher.FrozenTeacher(encoder_params=enc, gmm=res.gmm, projection=res.projection)
+  no_pca = teacher.FrozenTeacher(encoder_params=enc, gmm=res.gmm)
+  tid = artifact.save_teacher(str(tmp_path), t, {"stress_case": False})
+  assert tid != artifact.teacher_id(no_pca)  # the projection is part of the teacher's identity
+  loaded, _ = artifact.load_teacher(str(tmp_path))
+  np.testing.assert_array_equal(loaded.projection.components, res.projection.components)
+  np.testing.assert_array_equal(loaded.projection.mean, res.projection.mean)
+
+
+@pytest.mark.parametrize("value, match", [("pca:0", "integer N >= 1"), ("pca", "'mu' or"),
+                                          ("banana", "'mu' or"), ("pca:9", "N <= min")])
+def test_bad_feature_space_is_refused(value, match):
+  with pytest.raises(ValueError, match=match):
+    teacher.fit_teacher(blobs(n=100, d=4), num_components=3, feature_space=value)
+
+
+@pytest.mark.parametrize("field, value", [("teacher.features", "pca:-1"),
+                                          ("teacher.features", "umap:2"), ("eval.delta", 1.0),
+                                          ("eval.delta", 0.0), ("eval.bootstrap_resamples", 0),
+                                          ("eval.reconstruction_check", "yes")])
+def test_config_refuses_bad_new_fields_naming_them(field, value):
+  from certvae_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  c = digits.get_config()
+  section, leaf = field.split(".")
+  with c.ignore_type():
+    c[section][leaf] = value
+  with pytest.raises(ValueError, match=f"config.{field}"):
+    config_lib.validate(c)

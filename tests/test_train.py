@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY_SPLIT_KEYS = {"teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
                       "certified", "psnr", "active_units", "kl", "probe_accuracy",
                       "tau_sensitivity", "mi_estimate", "mean_sq_norm_mu"}
+RECON_KEYS = {"recon_alignment", "recon_margin", "witness_recon_kl"}  # with a teacher
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,7 @@ def test_every_mode_writes_summary_with_documented_keys(workdir, phase):
   assert s["dataset"] == "digits" and s["seed"] == 0
   for split in ("train", "test"):
     assert SUMMARY_SPLIT_KEYS <= set(s[split])
+    assert (RECON_KEYS <= set(s[split])) == (phase != "warmup")
   with open(os.path.join(workdir, phase, "metrics.jsonl")) as fh:
     rows = [json.loads(line) for line in fh]
   assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
@@ -78,6 +80,31 @@ def test_summary_certificate_equals_report_on_saved_predictions(workdir, phase):
       assert s[split][key] == pytest.approx(float(getattr(r, key)), abs=2e-5), (split, key)
     assert s[split]["certified"] == bool(r.certified)
     assert s[split]["n"] == len(pred[f"{split}_teacher"])
+
+
+@pytest.mark.parametrize("phase", ["full", "noalign_fixed"])
+def test_test_split_carries_population_bounds_of_its_saved_predictions(workdir, phase):
+  with open(os.path.join(workdir, phase, "summary.json")) as fh:
+    s = json.load(fh)
+  pred = np.load(os.path.join(workdir, phase, "predictions.npz"))
+  c = tiny_config()
+  b = certificate.margin_bounds(pred["test_teacher"], pred["test_witness"], tau=c.eval.tau,
+                                delta=c.eval.delta, num_resamples=c.eval.bootstrap_resamples,
+                                key=jax.random.PRNGKey(12345))
+  assert s["test"]["bounds"] == pytest.approx(b.to_dict())
+  assert s["test"]["bounds"]["sample"] == pytest.approx(s["test"]["margin"], abs=2e-5)
+  assert "bounds" not in s["train"]  # the training rows trained the witness: no i.i.d. bound
+  assert "population at" in train.summary_line(s["test"])
+  assert "population" not in train.summary_line(s["train"])
+
+
+def test_reconstruction_margin_is_teacher_mi_minus_tau_minus_its_alignment(workdir):
+  with open(os.path.join(workdir, "full", "summary.json")) as fh:
+    s = json.load(fh)
+  for split in ("train", "test"):
+    m = s[split]
+    assert m["recon_alignment"] >= 0 and m["witness_recon_kl"] >= 0
+    assert m["recon_margin"] == pytest.approx(m["teacher_mi"] - m["tau"] - m["recon_alignment"])
 
 
 def test_variants_share_one_teacher_and_fixed_targets_match_live(workdir):
@@ -148,8 +175,12 @@ def test_cli_full_prints_one_line_certificate_and_reuses_finished_run(tmp_path):
   assert r.returncode == 0, r.stderr
   lines = [l for l in r.stdout.splitlines() if l.startswith(("train:", "test:"))]
   assert len(lines) == 2 and all("G_tau=" in l and "I_T=" in l for l in lines)
+  with open(os.path.join(wd, "full", "metrics.jsonl")) as fh:
+    metrics = fh.read()
   again = run_cli("--mode=full", f"--workdir={wd}", *SMOKE)
   assert again.returncode == 0 and again.stdout == r.stdout
+  with open(os.path.join(wd, "full", "metrics.jsonl")) as fh:
+    assert fh.read() == metrics  # a finished run is returned as it is, its rows untouched
 
 
 @pytest.mark.parametrize("args,match", [

@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.teacher = ml_collections.ConfigDict()
   c.teacher.kind = "gmm"            # or 'label_smoothed' (paper 2; uses the labels)
   c.teacher.eps = 0.05              # label smoothing of the 'label_smoothed' teacher
+  c.teacher.features = "mu"         # GMM on the warm-up means, or 'pca:N': on their N PCA axes
   c.teacher.components = (10,)
   c.teacher.covariance_types = ("full", "diag")
   c.teacher.seeds = (0, 1, 2)
@@ -88,6 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.tau = 0.05
   c.eval.active_unit_threshold = 0.01
   c.eval.mi_batch_size = 256
+  c.eval.delta = 0.05               # population bounds on the test margin at confidence 1 - delta
+  c.eval.bootstrap_resamples = 1000  # resamples of the bootstrap bound
+  c.eval.reconstruction_check = True  # T(x_hat) diagnostics for decoder bypass (GMM teachers)
 
   c.protocol = ml_collections.ConfigDict()
   c.protocol.variants = ("full", "noalign", "rescue")

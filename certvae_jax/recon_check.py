@@ -1,0 +1,86 @@
+"""A reconstruction-side check for decoder bypass (paper 1, appendix I and conclusion).
+
+The certificate speaks about the raw z-only witness: a positive ``G_tau`` proves that
+the teacher-relative variation passes through the latent code. It says nothing of what
+the decoder does with the code. Paper 1 proposes, as future work, a reconstruction-side
+proxy ``T(x_hat)`` and a consistency test among ``T(x)``, ``s(mu(x))`` and ``T(x_hat)``.
+Our teacher is a pure function of any input (the frozen GMM on the warm-up encoder), so
+the proxy is computable: with ``x_hat = dec(mu(x))`` the decoded mean (the decoder also
+reads ``T(x)`` when ``model.decoder_reads_teacher``),
+
+* ``recon_alignment = L_rec_T = mean KL(T(x) || T(x_hat))``: how much of the teacher's
+  view of ``x`` survives reconstruction;
+* ``recon_margin = I_T - tau - L_rec_T``: the same comparison with the best constant as
+  the certificate, on the reconstruction side;
+* ``witness_recon_kl = mean KL(s(mu(x)) || T(x_hat))``: whether the witness and the
+  reconstruction agree (the triad's third edge).
+
+These are diagnostics, never a certificate: ``x_hat`` is not a function of ``z`` alone
+when the decoder reads the teacher, and the teacher was fitted on warm-up features of
+real inputs, not of reconstructions, so ``T(x_hat)`` can be off-distribution.
+
+Reading them together: a certified witness with a negative reconstruction margin is a
+code the decoder does not use for what the witness carries (reconstructions that the
+teacher cannot tell apart); a positive reconstruction margin with an uncertified witness
+means the reconstructions carry the teacher's information by another route, e.g. a
+decoder that reads ``T(x)`` itself. With a label-smoothed teacher there is no ``T`` of an
+arbitrary input, and the check is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from certvae_jax import data as data_lib
+from certvae_jax.frozen_teacher import FrozenTeacher, teacher_logits
+from certvae_jax.models.vae import TeacherGuidedVAE
+
+PER_EXAMPLE = ("recon_teacher_kl", "witness_recon_kl")
+
+
+def _kl_from_logs(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+  """``KL(p || q)`` per row from log-probabilities (finite where ``log q`` is)."""
+  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def per_example(model: TeacherGuidedVAE, encoder_apply: Callable[..., Any]):
+  """``(params, teacher, x) -> {recon_teacher_kl, witness_recon_kl}``, per row (pure)."""
+
+  def fn(params, teacher: FrozenTeacher, x):
+    x = data_lib.to_unit(x)
+    v = {"params": params}
+    log_t = jax.nn.log_softmax(teacher_logits(encoder_apply, teacher, x), axis=-1)
+    mu, _ = model.apply(v, x, method=TeacherGuidedVAE.encode)
+    x_hat = jax.nn.sigmoid(model.apply(v, mu, jnp.exp(log_t), method=TeacherGuidedVAE.decode))
+    log_t_hat = jax.nn.log_softmax(teacher_logits(encoder_apply, teacher, x_hat), axis=-1)
+    log_s = jax.nn.log_softmax(model.apply(v, mu, method=TeacherGuidedVAE.witness_logits), -1)
+    return {"recon_teacher_kl": _kl_from_logs(log_t, log_t_hat),
+            "witness_recon_kl": _kl_from_logs(log_s, log_t_hat)}
+
+  return fn
+
+
+class ReconstructionCheck:
+  """An evaluation probe (see :func:`certvae_jax.evaluate.evaluate_split`).
+
+  Args:
+    fn: jitted ``(params, teacher, x) -> per-example arrays`` from :func:`per_example`.
+    teacher: the frozen teacher, placed on the devices.
+  """
+
+  def __init__(self, fn: Callable[..., dict[str, jax.Array]], teacher: FrozenTeacher):
+    self.fn, self.teacher = fn, teacher
+
+  def batch(self, params: Any, x: Any) -> dict[str, jax.Array]:
+    return self.fn(params, self.teacher, x)
+
+  @staticmethod
+  def metrics(arrays: dict[str, np.ndarray], teacher_mi: float, tau: float) -> dict[str, float]:
+    """The split's diagnostics from the per-example arrays (float64 means)."""
+    l_rec = float(np.mean(arrays["recon_teacher_kl"], dtype=np.float64))
+    return {"recon_alignment": l_rec, "recon_margin": teacher_mi - tau - l_rec,
+            "witness_recon_kl": float(np.mean(arrays["witness_recon_kl"], dtype=np.float64))}

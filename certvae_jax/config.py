@@ -75,6 +75,7 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
              "reconstruction_check": boolean},
     "model": {"decoder_reads_teacher": boolean},
     "data": {"on_device": boolean},
+    "log": {"tensorboard": boolean},
 }
 
 

@@ -58,7 +58,9 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
   build_model(config.model, int(data.x_train.shape[1]), k, data.example_shape)
   losses.reconstruction_nll(config.model.likelihood, float(config.model.gaussian_scale))
   hooks_lib.check_names(config.train.hooks)
-  writers_lib.check_names(config.train.writers)
+  writers_lib.check_names(writers_lib.run_writer_names(config))
+  if "tensorboard" in writers_lib.run_writer_names(config).split(","):
+    writers_lib.require_tensorboard()
   mesh = Mesh(np.asarray(jax.devices()), ("data",))
   for name in ("train.batch_size", "eval.batch_size"):
     section, field = name.split(".")

@@ -326,7 +326,8 @@ class Runner:
              *hooks_lib.create(cfg.train.hooks, cfg), *self.extra_hooks,
              hooks_lib.PeriodicEvaluation(cfg.eval.every),
              hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every)]
-    writers = ([*writers_lib.create(cfg.train.writers, self.dir.phase(phase.name)),
+    writer_names = writers_lib.run_writer_names(cfg)
+    writers = ([*writers_lib.create(writer_names, self.dir.phase(phase.name)),
                 *self.extra_writers] if main else [])
     loop = Loop(jax.device_put(state, engine.replicated), advance, phase.total_steps, hooks,
                 evaluate=evaluate, save=lambda step, st: ckpt.save(step, st, meta),

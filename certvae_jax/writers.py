@@ -12,11 +12,13 @@ evaluation), and so on. The run writes one call per step, so a step's row is who
     writers.register("mine", lambda phase_dir: MyWriter(phase_dir))
 
 and ``--config.train.writers=jsonl,mine`` (or ``train.train(..., writers=[...])``).
-Only process 0 writes.
+``tensorboard`` (:class:`TensorBoardWriter`) ships too; ``--config.log.tensorboard=True``
+adds it. Only process 0 writes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from typing import Any, Callable, Mapping, Protocol
@@ -101,9 +103,55 @@ def truncate_jsonl(path: str, last_step: int) -> None:
   os.replace(path + ".tmp", path)
 
 
+TENSORBOARD_EXTRA = 'pip install -e ".[tensorboard]"'
+
+
+def _has_tensorboardx() -> bool:
+  return importlib.util.find_spec("tensorboardX") is not None
+
+
+def require_tensorboard(field: str = "config.log.tensorboard") -> None:
+  """Raises ``ValueError`` naming the extra when tensorboardX is not installed."""
+  if not _has_tensorboardx():
+    raise ValueError(f"{field}: TensorBoard event files need tensorboardX, which is not "
+                     f"installed: {TENSORBOARD_EXTRA} (or pip install tensorboardX)")
+
+
+class TensorBoardWriter:
+  """TensorBoard event files in the phase directory, the same scalars as ``metrics.jsonl``.
+
+  Uses ``tensorboardX`` (neither TensorFlow nor PyTorch needed). The file is opened at
+  the first row with ``purge_step`` set to that row's step, so a resumed run's events
+  replace those a killed run wrote past its checkpoint, as ``metrics.jsonl`` is
+  truncated.
+  """
+
+  def __init__(self, logdir: str):
+    require_tensorboard()
+    self.logdir = logdir
+    self._writer = None
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if self._writer is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._writer = SummaryWriter(self.logdir, purge_step=int(step), flush_secs=30)
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, float(value), int(step))
+
+  def flush(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+
 WriterFactory = Callable[[str], MetricWriter]
 _REGISTRY = plugins.Registry("config.train.writers", "writer", {
     "jsonl": lambda phase_dir: JsonLinesWriter(os.path.join(phase_dir, "metrics.jsonl")),
+    "tensorboard": TensorBoardWriter,
 })
 
 
@@ -115,6 +163,15 @@ def register(name: str, factory: WriterFactory) -> None:
 def check_names(names: Any) -> None:
   """Raises ``ValueError`` unless every name is registered or an import path that loads."""
   _REGISTRY.check(names)
+
+
+def run_writer_names(config: Any) -> str:
+  """``config.train.writers``, plus ``tensorboard`` when ``config.log.tensorboard``."""
+  names = str(config.train.writers)
+  log = config.get("log")
+  if log is not None and log.get("tensorboard") and "tensorboard" not in names.split(","):
+    names = f"{names},tensorboard" if names else "tensorboard"
+  return names
 
 
 def create(names: Any, phase_dir: str) -> list[MetricWriter]:

@@ -93,6 +93,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.bootstrap_resamples = 1000  # resamples of the bootstrap bound
   c.eval.reconstruction_check = True  # T(x_hat) diagnostics for decoder bypass (GMM teachers)
 
+  c.log = ml_collections.ConfigDict()
+  c.log.tensorboard = False         # also write TensorBoard event files (pip install -e ".[tensorboard]")
+
   c.protocol = ml_collections.ConfigDict()
   c.protocol.variants = ("full", "noalign", "rescue")
   c.protocol.target = "live"        # default --target: 'live' teacher or cached 'fixed' T_fix

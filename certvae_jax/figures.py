@@ -1,0 +1,178 @@
+"""Figures of a protocol directory (matplotlib, Agg backend; no display needed).
+
+Paper 1's figures are margin trajectories: the prevention -> collapse -> rescue story
+is told by ``G_tau`` over training steps. Each function takes plain data (from
+:mod:`certvae_jax.run_report`) and writes one PNG of a fixed size, so that the figures
+of two runs line up on a page. Colours are fixed per variant across every figure; the
+train split is drawn solid, the test split dashed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+DPI = 110
+PANEL = (4.4, 3.4)  # inches per seed panel
+COLORS = {"full": "#1f77b4", "noalign": "#d62728", "rescue": "#2ca02c", "vae": "#9467bd",
+          "rst_prefit": "#ff7f0e"}
+SPLIT_STYLE = {"train": {"linestyle": "-", "marker": "o"},
+               "test": {"linestyle": "--", "marker": "s"}}
+_EXTRA = "pip install -e \".[report]\" (or pip install matplotlib)"
+
+
+def pyplot():
+  """matplotlib's pyplot on the Agg backend, or a ``ValueError`` naming the extra."""
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ValueError(f"report: the figures need matplotlib, which is not installed: {_EXTRA}"
+                     ) from e
+  matplotlib.use("Agg", force=True)
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def figure_size(panels: int, rows: int = 1) -> tuple[int, int]:
+  """The pixel size of a figure of ``panels`` columns and ``rows`` rows (plus legend)."""
+  w, h = _inches(panels, rows)
+  return int(round(w * DPI)), int(round(h * DPI))
+
+
+def _inches(panels: int, rows: int) -> tuple[float, float]:
+  return PANEL[0] * panels, PANEL[1] * rows + 0.8
+
+
+def _color(variant: str) -> str:
+  return COLORS.get(variant.removesuffix("_fixed"), "#7f7f7f")
+
+
+def _grid(plt, panels: int, rows: int):
+  fig, axes = plt.subplots(rows, panels, figsize=_inches(panels, rows), dpi=DPI, squeeze=False)
+  fig.subplots_adjust(left=0.1 / panels ** 0.3, right=0.98, top=1 - 0.45 / (PANEL[1] * rows),
+                      bottom=0.75 / (PANEL[1] * rows + 0.8) + 0.08, wspace=0.28, hspace=0.35)
+  return fig, axes
+
+
+def _legend(fig, axes) -> None:
+  handles, labels = [], []
+  for ax in axes.flat:
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      if lab not in labels:
+        handles.append(h)
+        labels.append(lab)
+  ncol = len(labels) if len(labels) <= 6 else -(-len(labels) // 2)
+  fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+
+
+def _continued(runs: dict[str, Any], name: str, key: str) -> tuple[list, list]:
+  """``(steps, values)`` of ``runs[name][key]``; a rescue run starts from the last point
+  of the noalign run it continues, so the two read as one line of training."""
+  steps, values = list(runs[name]["step"]), list(runs[name][key])
+  source = runs.get("noalign" + name[len("rescue"):]) if name.startswith("rescue") else None
+  if source and source["step"]:
+    steps, values = [source["step"][-1]] + steps, [source[key][-1]] + values
+  return steps, values
+
+
+def _bound_proxies(ax, delta: float) -> None:
+  """Legend entries for the bound markers, in a neutral colour (the markers take the
+  variant's colour)."""
+  ax.plot([], [], marker="_", markersize=12, color="0.3", linestyle="none",
+          label=f"test: bootstrap lower bound at {1 - delta:g} (bar)")
+  ax.plot([], [], marker="v", color="0.3", linestyle="none",
+          label=f"test: distribution-free lower bound at {1 - delta:g}")
+
+
+def margin_trajectories(path: str, seeds: Sequence[dict[str, Any]]) -> tuple[int, int]:
+  """``G_tau`` over training steps, one panel per seed.
+
+  Each seed dict holds ``seed``, ``tau``, ``teacher_mi`` (train and test) and
+  ``variants``: ``{name: {"step": [...], "train": [...], "test": [...],
+  "bounds": MarginBounds dict or None}}``. Rescue is drawn from noalign's last point
+  on (it continues that run). The certification threshold (0) and the best attainable
+  margin ``I_T - tau`` (train) are drawn; the test split's population lower bounds, when
+  present, hang below its final point (bar: bootstrap; triangle: distribution-free).
+  """
+  plt = pyplot()
+  fig, axes = _grid(plt, len(seeds), 1)
+  delta = None
+  for ax, seed in zip(axes[0], seeds):
+    runs = seed["variants"]
+    for name, run in runs.items():
+      for split in ("train", "test"):
+        ax.plot(*_continued(runs, name, split), color=_color(name), markersize=3.5,
+                linewidth=1.4, label=f"{name} ({split})", **SPLIT_STYLE[split])
+      b = run.get("bounds")
+      if b and run["step"]:
+        last = run["step"][-1]
+        ax.errorbar([last], [b["sample"]], yerr=[[b["sample"] - b["bootstrap"]], [0.0]],
+                    color=_color(name), capsize=4, linewidth=1.2, fmt="none")
+        ax.plot([last], [b["distribution_free"]], marker="v", color=_color(name),
+                markersize=5, linestyle="none")
+        delta = b["delta"]
+    ax.axhline(0.0, color="black", linewidth=0.9, label="certification threshold G_tau = 0")
+    ax.axhline(seed["teacher_mi"]["train"] - seed["tau"], color="0.5", linewidth=0.9,
+               linestyle=":", label="I_T - tau (train): the margin at L_TS = 0")
+    ax.set_title(f"seed {seed['seed']}", fontsize=10)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("G_tau (nats)")
+    ax.grid(alpha=0.25)
+  if delta is not None:
+    _bound_proxies(axes[0, 0], delta)
+  _legend(fig, axes)
+  return _save(plt, fig, path)
+
+
+def diagnostics_trajectories(path: str, seeds: Sequence[dict[str, Any]]) -> tuple[int, int]:
+  """Student MI ``I_S`` (top row) and active units (bottom row) over steps, per seed.
+
+  The seed dicts are those of :func:`margin_trajectories`, whose variant runs also hold
+  ``student_mi_train`` / ``student_mi_test`` and ``active_units_train`` /
+  ``active_units_test``.
+  """
+  plt = pyplot()
+  fig, axes = _grid(plt, len(seeds), 2)
+  for col, seed in enumerate(seeds):
+    for row, (key, label) in enumerate((("student_mi", "student MI I_S (nats)"),
+                                        ("active_units", "active latent units"))):
+      ax = axes[row, col]
+      for name in seed["variants"]:
+        for split in ("train", "test"):
+          ax.plot(*_continued(seed["variants"], name, f"{key}_{split}"), color=_color(name),
+                  markersize=3.5, linewidth=1.4, label=f"{name} ({split})",
+                  **SPLIT_STYLE[split])
+      ax.set_title(f"seed {seed['seed']}", fontsize=10)
+      ax.set_xlabel("training step")
+      ax.set_ylabel(label)
+      ax.grid(alpha=0.25)
+  _legend(fig, axes)
+  return _save(plt, fig, path)
+
+
+def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+  """Paper 2's KL-stress test: the bare margin ``G_T`` against ``alpha_KL`` (mean ± std)."""
+  plt = pyplot()
+  fig, axes = _grid(plt, 1, 1)
+  ax = axes[0, 0]
+  alphas = sorted({r["alpha_kl"] for r in rows})
+  for split in ("train", "test"):
+    g = [np.array([r["bare_margin"] for r in rows if r["alpha_kl"] == a and r["split"] == split])
+         for a in alphas]
+    ax.errorbar(alphas, [v.mean() for v in g], yerr=[v.std() for v in g], capsize=3,
+                color=_color("full"), label=f"RST-VAE ({split})", **SPLIT_STYLE[split])
+  ax.axhline(0.0, color="black", linewidth=0.9, label="certification threshold")
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("KL weight alpha_KL")
+  ax.set_ylabel("G_T = I_T - L_TS (nats)")
+  ax.grid(alpha=0.25)
+  _legend(fig, axes)
+  return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str) -> tuple[int, int]:
+  fig.savefig(path, dpi=DPI)
+  size = tuple(int(v) for v in fig.canvas.get_width_height())
+  plt.close(fig)
+  return size

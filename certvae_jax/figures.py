@@ -34,6 +34,9 @@ def pyplot():
   return plt
 
 
+LEGEND = 0.95  # inches below the panels for the shared legend
+
+
 def figure_size(panels: int, rows: int = 1) -> tuple[int, int]:
   """The pixel size of a figure of ``panels`` columns and ``rows`` rows (plus legend)."""
   w, h = _inches(panels, rows)
@@ -41,7 +44,7 @@ def figure_size(panels: int, rows: int = 1) -> tuple[int, int]:
 
 
 def _inches(panels: int, rows: int) -> tuple[float, float]:
-  return PANEL[0] * panels, PANEL[1] * rows + 0.8
+  return PANEL[0] * panels, PANEL[1] * rows + LEGEND
 
 
 def _color(variant: str) -> str:
@@ -49,21 +52,25 @@ def _color(variant: str) -> str:
 
 
 def _grid(plt, panels: int, rows: int):
-  fig, axes = plt.subplots(rows, panels, figsize=_inches(panels, rows), dpi=DPI, squeeze=False)
-  fig.subplots_adjust(left=0.1 / panels ** 0.3, right=0.98, top=1 - 0.45 / (PANEL[1] * rows),
-                      bottom=0.75 / (PANEL[1] * rows + 0.8) + 0.08, wspace=0.28, hspace=0.35)
+  w, h = _inches(panels, rows)
+  fig, axes = plt.subplots(rows, panels, figsize=(w, h), dpi=DPI, squeeze=False)
+  # Margins in inches, so that labels fit whatever the number of panels.
+  fig.subplots_adjust(left=0.7 / w, right=1 - 0.15 / w, top=1 - 0.35 / h,
+                      bottom=(LEGEND + 0.45) / h, wspace=0.3, hspace=0.45)
   return fig, axes
 
 
 def _legend(fig, axes) -> None:
   handles, labels = [], []
   for ax in axes.flat:
-    for h, lab in zip(*ax.get_legend_handles_labels()):
+    for handle, lab in zip(*ax.get_legend_handles_labels()):
       if lab not in labels:
-        handles.append(h)
+        handles.append(handle)
         labels.append(lab)
-  ncol = len(labels) if len(labels) <= 6 else -(-len(labels) // 2)
-  fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+  panels = axes.shape[1]
+  ncol = min(len(labels), 2 * panels, 6)
+  fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7.5 if panels == 1 else 8,
+             frameon=False, borderaxespad=0.3)
 
 
 def _continued(runs: dict[str, Any], name: str, key: str) -> tuple[list, list]:

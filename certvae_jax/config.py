@@ -15,10 +15,11 @@ from typing import Any, Callable
 import ml_collections
 
 from certvae_jax import configs
+from certvae_jax.modes import BASELINES
 from certvae_jax.teacher import COVARIANCE_TYPES, pca_dims
-from certvae_jax.validation import (boolean, choices_tuple, finite, is_int, non_empty_tuple,
-                                    non_negative, non_negative_int, one_of, positive,
-                                    open_unit_interval, positive_int, unit_interval)
+from certvae_jax.validation import (boolean, choices_tuple, finite, is_int, is_number,
+                                    non_empty_tuple, non_negative, non_negative_int, one_of,
+                                    open_unit_interval, positive, positive_int, unit_interval)
 
 
 def resolve_config_path(spec: str) -> str:
@@ -72,10 +73,18 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "eval": {"every": positive_int, "batch_size": positive_int, "tau": non_negative,
              "active_unit_threshold": non_negative, "mi_batch_size": positive_int,
              "delta": open_unit_interval, "bootstrap_resamples": positive_int,
-             "reconstruction_check": boolean},
+             "reconstruction_check": boolean, "posthoc_max_iter": positive_int},
     "model": {"decoder_reads_teacher": boolean},
     "data": {"on_device": boolean},
     "log": {"tensorboard": boolean},
+    "baselines": {
+        "methods": choices_tuple(BASELINES),
+        "beta": non_negative,
+        "betas": non_empty_tuple(lambda b: is_number(b) and b >= 0, "a KL weight >= 0"),
+        "anneal_start": unit_interval,
+        "anneal_steps": non_negative_int,
+        "free_bits": non_negative,
+    },
 }
 
 

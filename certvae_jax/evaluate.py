@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from certvae_jax import certificate, data as data_lib, diagnostics, distributed
+from certvae_jax import certificate, data as data_lib, diagnostics, distributed, posthoc
 
 # Evaluation uses its own fixed key: it never touches the training RNG stream. (A seed,
 # not a key: nothing may run on a device at import, before jax.distributed.initialize.)
@@ -112,6 +112,31 @@ def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, label
         arrays["train"]["mu"], labels["train"], arrays["test"]["mu"], labels["test"])
     metrics["train"]["probe_accuracy"], metrics["test"]["probe_accuracy"] = train_acc, test_acc
   return metrics, arrays
+
+
+def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
+                   eval_config: ml_collections.ConfigDict, with_teacher: bool) -> str | None:
+  """What a run's summary adds to its last evaluation, in place; returns ``collapse``.
+
+  With a teacher: the post-hoc linear head of each split and the ``collapse`` verdict
+  (:mod:`certvae_jax.posthoc`). Always: the test split's population ``bounds``
+  (:mod:`certvae_jax.bounds`); its rows never trained the witness or fitted the
+  teacher, and the evaluation key makes them reproducible.
+  """
+  verdict = None
+  if with_teacher:
+    fitted = posthoc.posthoc_metrics(
+        arrays["train"]["mu"], arrays["train"]["teacher"],
+        {sp: (arrays[sp]["mu"], arrays[sp]["teacher"]) for sp in ("train", "test")},
+        eval_config.tau, eval_config.posthoc_max_iter)
+    for sp in ("train", "test"):
+      splits[sp].update(fitted[sp])
+    verdict = posthoc.collapse(splits["test"]["certified"], splits["test"]["posthoc_certified"])
+  splits["test"]["bounds"] = certificate.margin_bounds(
+      arrays["test"]["teacher"], arrays["test"]["witness"], tau=eval_config.tau,
+      delta=eval_config.delta, num_resamples=eval_config.bootstrap_resamples,
+      key=jax.random.PRNGKey(EVAL_SEED)).to_dict()
+  return verdict
 
 
 def map_batches(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -178,6 +178,33 @@ def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
   return _save(plt, fig, path)
 
 
+def baselines_bars(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+  """Raw against post-hoc ``G_tau`` per method on the test split (paper 1, table 3):
+  means over seeds with their standard deviation."""
+  plt = pyplot()
+  w, h = _inches(2, 1)
+  fig, axes = plt.subplots(1, 1, figsize=(w, h), dpi=DPI, squeeze=False)
+  fig.subplots_adjust(left=0.7 / w, right=1 - 0.15 / w, top=1 - 0.35 / h,
+                      bottom=(LEGEND + 0.7) / h)  # room for the slanted method names
+  ax = axes[0, 0]
+  test = [r for r in rows if r["split"] == "test" and not r["stress_case"]]
+  methods = list(dict.fromkeys(r["method"] for r in test))
+  x = np.arange(len(methods))
+  for offset, key, label, color in ((-0.2, "raw_margin", "raw head (trained in the run)",
+                                     "#1f77b4"),
+                                    (0.2, "posthoc_margin", "post-hoc linear head (frozen code)",
+                                     "#ff7f0e")):
+    values = [np.array([r[key] for r in test if r["method"] == m]) for m in methods]
+    ax.bar(x + offset, [v.mean() for v in values], width=0.38, yerr=[v.std() for v in values],
+           capsize=3, color=color, label=f"test G_tau, {label}")
+  ax.axhline(0.0, color="black", linewidth=0.9, label="certification threshold")
+  ax.set_xticks(x, methods, rotation=20, ha="right", fontsize=8)
+  ax.set_ylabel("G_tau (nats)")
+  ax.grid(alpha=0.25, axis="y")
+  _legend(fig, axes)
+  return _save(plt, fig, path)
+
+
 def _save(plt, fig, path: str) -> tuple[int, int]:
   fig.savefig(path, dpi=DPI)
   size = tuple(int(v) for v in fig.canvas.get_width_height())

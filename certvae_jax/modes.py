@@ -12,6 +12,17 @@
                 simplex witness (phase ``prefit``), then train with all terms on
 ==============  ==================================================================
 
+The baselines of paper 1 (section 4.3, table 3 and appendix C) keep the raw head and
+its balance term but never align it (as ``noalign``), and change only the KL:
+
+================  ================================================================
+``vanilla_vae``   ``alpha_KL = 1``
+``beta_vae``      ``alpha_KL = baselines.beta``; phase ``beta_vae_<beta>``
+``kl_anneal``     ``alpha_KL`` rises linearly from ``baselines.anneal_start`` to 1
+                  over ``baselines.anneal_steps`` steps (0: half the run), then stays
+``free_bits``     ``sum_d max(baselines.free_bits, KL_d)`` (Kingma et al. 2016)
+================  ================================================================
+
 ``full``, ``noalign`` and ``rescue`` share one data stream and one RNG stream
 (``data_code``), so the variants differ only in their weights and initialisation.
 A new mode is a :class:`Mode` passed to :func:`register`; the run reads nothing else.
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax.numpy as jnp
 import ml_collections
 
 from certvae_jax.step import WeightSchedule
@@ -147,5 +159,35 @@ register(Mode("prefit", "code_regression", lambda c: {},
 register(Mode("rst_prefit", "teacher_guided", _teacher_guided(_train_alpha, True, True),
               init="params", source="prefit", run_source=True, check=_needs_simplex_head))
 
+
+
+def anneal_steps(c: Config) -> int:
+  """The KL-annealing ramp's length: ``baselines.anneal_steps``, or half the run."""
+  return int(c.baselines.anneal_steps) or max(int(c.train.steps) // 2, 1)
+
+
+def kl_anneal_schedule(c: Config) -> WeightSchedule:
+  """``alpha_KL(t) = start + (1 - start) * min(1, t / ramp)``, times the base weight (1)."""
+  start, ramp = float(c.baselines.anneal_start), anneal_steps(c)
+
+  def schedule(weights, step):
+    frac = jnp.minimum(step.astype(jnp.float32) / ramp, 1.0)
+    return dict(weights, alpha_kl=weights["alpha_kl"] * (start + (1.0 - start) * frac))
+  return schedule
+
+
+_one = lambda c: 1.0  # noqa: E731
+register(Mode("vanilla_vae", "teacher_guided", _teacher_guided(_one, False, True)))
+register(Mode("beta_vae", "teacher_guided",
+              _teacher_guided(lambda c: c.baselines.beta, False, True),
+              tag=lambda c: f"{float(c.baselines.beta):g}"))
+register(Mode("kl_anneal", "teacher_guided", _teacher_guided(_one, False, True),
+              schedule=kl_anneal_schedule,
+              meta=lambda c: {"anneal_start": float(c.baselines.anneal_start),
+                              "anneal_steps": anneal_steps(c)}))
+register(Mode("free_bits", "free_bits", _teacher_guided(_one, False, True),
+              meta=lambda c: {"free_bits": float(c.baselines.free_bits)}))
+
+BASELINES = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits")
 # What ``--mode`` offers (``prefit`` runs as rst_prefit's first stage).
-CLI_MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit")
+CLI_MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit") + BASELINES

@@ -24,6 +24,7 @@ Shipped:
   objective with other weights.
 * ``code_regression`` (paper 2, RST-prefit's first stage): regress the encoder mean
   onto the analytic code of the fixed simplex witness.
+* ``free_bits``: the same loss with the free-bits KL (a baseline of paper 1, table 3).
 """
 
 from __future__ import annotations
@@ -112,14 +113,11 @@ def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
   return evaluate
 
 
-@register("teacher_guided")
-def teacher_guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
-  """Paper 1, section 3: ELBO terms, alignment of the raw head, balance.
-
-  ``L_align = mean_batch KL(T(x) || s(z))`` reads the witness at the sampled ``z``
-  (``config.train.align_on_mean``: at ``mu``). ``lambda_TS = lambda_bal = 0`` is a plain
-  VAE.
-  """
+def _guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
+            kl_term: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] | None = None
+            ) -> Objective:
+  """The teacher-guided loss; ``kl_term(mu, logvar)`` replaces the KL term when given
+  (the unclamped KL is still reported as ``kl``, the replacement as ``kl_used``)."""
   nll = reconstruction_nll(config)
   align_on_mean = bool(config.train.align_on_mean)
 
@@ -130,15 +128,47 @@ def teacher_guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -
     z = losses.reparameterize(rng, mu, logvar)
     rec = jnp.mean(nll(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x))
     kl = losses.gaussian_kl(mu, logvar)
+    kl_used = kl if kl_term is None else kl_term(mu, logvar)
     logits = model.apply(v, mu if align_on_mean else z, method=TeacherGuidedVAE.witness_logits)
     align = losses.alignment(t, logits)
     bal = losses.balance(logits)
-    total = (rec + weights["alpha_kl"] * kl + weights["lambda_ts"] * align
+    total = (rec + weights["alpha_kl"] * kl_used + weights["lambda_ts"] * align
              + weights["lambda_bal"] * bal)
-    return total, {"rec": rec, "kl": kl, "align": align, "bal": bal}
+    terms = {"rec": rec, "kl": kl, "align": align, "bal": bal}
+    if kl_term is not None:
+      terms["kl_used"] = kl_used
+    return total, terms
 
   return Objective(loss=loss, weight_names=("alpha_kl", "lambda_ts", "lambda_bal"),
                    evaluate=vae_evaluation(model, nll))
+
+
+@register("teacher_guided")
+def teacher_guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
+  """Paper 1, section 3: ELBO terms, alignment of the raw head, balance.
+
+  ``L_align = mean_batch KL(T(x) || s(z))`` reads the witness at the sampled ``z``
+  (``config.train.align_on_mean``: at ``mu``). ``lambda_TS = lambda_bal = 0`` is a plain
+  VAE.
+  """
+  return _guided(model, config)
+
+
+def free_bits_kl(mu: jnp.ndarray, logvar: jnp.ndarray, nats: float) -> jnp.ndarray:
+  """Free bits (Kingma et al. 2016, "Improved variational inference with inverse
+  autoregressive flow", eq. 15): ``sum_d max(lambda, KL_d)``, with ``KL_d`` the KL of
+  latent dimension ``d`` averaged over the batch *before* the clamp. A dimension below
+  ``lambda`` nats gets no gradient from the KL term."""
+  kl_d = jnp.mean(losses.gaussian_kl_per_dim(mu, logvar), axis=0)
+  return jnp.sum(jnp.maximum(kl_d, nats))
+
+
+@register("free_bits")
+def free_bits(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
+  """The teacher-guided loss with the free-bits KL of ``config.baselines.free_bits``
+  nats per dimension (paper 1, table 3's free-bits baseline)."""
+  nats = float(config.baselines.free_bits)
+  return _guided(model, config, lambda mu, logvar: free_bits_kl(mu, logvar, nats))
 
 
 @register("code_regression")

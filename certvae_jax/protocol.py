@@ -28,7 +28,8 @@ from certvae_jax import train as train_lib
 ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
             "certified", "psnr", "active_units", "kl", "rec", "probe_accuracy",
             "mean_sq_norm_mu", "mi_estimate", "tau_sensitivity", "bounds", "recon_alignment",
-            "recon_margin", "witness_recon_kl")
+            "recon_margin", "witness_recon_kl", "posthoc_margin", "posthoc_student_mi",
+            "posthoc_certified")
 DISPLAY = {"vae": "VAE", "full": "full", "noalign": "noalign", "rescue": "rescue",
            "rst_prefit": "RST-prefit"}
 
@@ -70,25 +71,25 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
   if not seeds:
     raise ValueError("seeds: expected at least one seed")
   if fresh:
-    _refuse_existing([os.path.join(root, f"seed{seed}") for seed in seeds])
+    refuse_existing([os.path.join(root, f"seed{seed}") for seed in seeds])
   variants = tuple(config.protocol.variants)
   for v in variants:
     if v not in modes.CLI_MODES or v == "warmup":
       raise ValueError(f"config.protocol.variants: unknown variant {v!r}")
   rows = []
   for seed in seeds:
-    runner = train_lib.Runner(_with_seed(config, seed), os.path.join(root, f"seed{seed}"),
+    runner = train_lib.Runner(with_seed(config, seed), os.path.join(root, f"seed{seed}"),
                               overwrite=overwrite)
     for variant in variants:
       rows.extend(_rows(runner, variant, target))
   suffix = "" if target == "live" else "_fixed"
   paper2 = config.model.head == "simplex"
-  _write_tables(root, f"protocol{suffix}", rows,
+  write_tables(root, f"protocol{suffix}", rows,
                 paper2_table(rows) if paper2 else markdown_table(rows, variants))
   return rows
 
 
-def _refuse_existing(workdirs: Sequence[str]) -> None:
+def refuse_existing(workdirs: Sequence[str]) -> None:
   for wd in workdirs:
     if os.path.isdir(wd) and any(name != ".lock" for name in os.listdir(wd)):
       raise ValueError(f"--fresh: {wd!r} already holds runs; use another --workdir, or drop "
@@ -106,7 +107,7 @@ def reuse_report(rows: Sequence[dict[str, Any]]) -> str:
   return "\n".join(out)
 
 
-def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.seed = int(seed)
   return cfg
@@ -123,13 +124,14 @@ def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str,
     row = {"seed": int(runner.config.seed), "variant": variant, "split": split,
            "target": target, "step": summary["step"], "stress_case": summary["stress_case"],
            "teacher_id": summary["teacher_id"], "teacher_qc": qc,
+           "collapse": summary.get("collapse"),
            "alpha_kl": float(runner.config.train.alpha_kl), "reused": reused, **geometry}
     row.update({k: summary[split].get(k) for k in ROW_KEYS})
     rows.append(row)
   return rows
 
 
-def _write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: str) -> None:
+def write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: str) -> None:
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, f"{stem}.json"), "w") as fh:
     json.dump(rows, fh, indent=1)
@@ -151,19 +153,19 @@ def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
   if not alphas:
     raise ValueError("kl_stress: expected at least one KL weight")
   if fresh:
-    _refuse_existing([os.path.join(root, f"alpha{float(a):g}", f"seed{s}")
+    refuse_existing([os.path.join(root, f"alpha{float(a):g}", f"seed{s}")
                       for a in alphas for s in seeds])
   rows = []
   for alpha in alphas:
     if not np.isfinite(alpha) or alpha < 0:
       raise ValueError(f"kl_stress: KL weights must be finite and >= 0, got {alpha}")
     for seed in seeds:
-      cfg = _with_seed(config, seed)
+      cfg = with_seed(config, seed)
       cfg.train.alpha_kl = float(alpha)
       runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"),
                                 overwrite=overwrite)
       rows.extend(_rows(runner, "full", "live"))
-  _write_tables(root, "kl_stress", rows, kl_stress_table(rows, float(config.train.lambda_ts)))
+  write_tables(root, "kl_stress", rows, kl_stress_table(rows, float(config.train.lambda_ts)))
   return rows
 
 
@@ -186,6 +188,11 @@ def kl_stress_table(rows: list[dict[str, Any]], lambda_ts: float) -> str:
               f"{np.mean([r['mean_sq_norm_mu'] for r in sel]):.2f} | "
               f"{sel[0].get('escape_force_mean_sq', float('nan')):.3f} | {balance} |\n")
   return out
+
+
+def mean_std(values: Sequence[float]) -> str:
+  v = np.asarray(values, float)
+  return f"{v.mean():+.3f} ± {v.std():.3f}"
 
 
 def _fmt(v: Any, spec: str = "+.3f") -> str:
@@ -218,18 +225,20 @@ def paper2_table(rows: list[dict[str, Any]]) -> str:
 
 def markdown_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
   """Per-seed rows, then means over the feasible seeds (stress cases apart)."""
-  head = ("| seed | variant | split | I_T | L_TS | G_tau | certified | I_S | PSNR | AU | "
-          "probe acc | stress |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+  head = ("| seed | variant | split | I_T | L_TS | G_tau | certified | I_S | post-hoc G_tau | "
+          "collapse | PSNR | AU | probe acc | stress |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
   lines = [f"| {r['seed']} | {r['variant']} | {r['split']} | {_fmt(r['teacher_mi'], '.3f')} | "
            f"{_fmt(r['alignment'], '.3f')} | {_fmt(r['margin'])} | {_fmt(r['certified'])} | "
-           f"{_fmt(r['student_mi'], '.3f')} | {_fmt(r['psnr'], '.2f')} | {r['active_units']} | "
+           f"{_fmt(r['student_mi'], '.3f')} | {_fmt(r.get('posthoc_margin'))} | "
+           f"{r.get('collapse') or '-'} | {_fmt(r['psnr'], '.2f')} | {r['active_units']} | "
            f"{_fmt(r['probe_accuracy'], '.3f')} | {_fmt(r['stress_case'])} |" for r in rows]
   out = head + "\n".join(lines) + "\n"
   feasible = [r for r in rows if not r["stress_case"]]
   if feasible:
     out += ("\nMeans over feasible seeds (± standard deviation):\n\n"
-            "| variant | split | seeds | G_tau | certified | I_S | active units |\n"
-            "|---|---|---|---|---|---|---|\n")
+            "| variant | split | seeds | G_tau | certified | I_S | post-hoc G_tau | "
+            "active units |\n|---|---|---|---|---|---|---|---|\n")
     for variant in variants:
       for split in ("train", "test"):
         sel = [r for r in feasible if r["variant"] == variant and r["split"] == split]
@@ -238,9 +247,10 @@ def markdown_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
         g = np.array([r["margin"] for r in sel], float)
         i_s = np.array([r["student_mi"] for r in sel], float)
         au = np.array([r["active_units"] for r in sel], float)
+        post = [r["posthoc_margin"] for r in sel if r.get("posthoc_margin") is not None]
         out += (f"| {variant} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
                 f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | {i_s.mean():.3f} | "
-                f"{au.mean():.1f} |\n")
+                f"{mean_std(post) if post else '-'} | {au.mean():.1f} |\n")
   out += bounds_table(feasible, variants) + recon_table(feasible, variants)
   stress = sorted({r["seed"] for r in rows if r["stress_case"]})
   if stress:

@@ -5,7 +5,8 @@ more seeds (``RUNDIR/seed<s>/``): the margin trajectories of full, noalign and r
 (paper 1's figures), student MI and active units over steps, the tau-sensitivity table
 (paper 1, appendix B), each seed's teacher QC and candidate grid, the population bounds
 and reconstruction-side diagnostics of the test split, and paper 2's table and KL-stress
-plot when their JSON is present. Every number is read from the run's own files
+plot and paper 1's baselines (a bar chart of raw against post-hoc margins) when their
+JSON is present. Every number is read from the run's own files
 (``metrics.jsonl``, ``summary.json``, ``teacher/teacher.json``, ``protocol*.json``,
 ``kl_stress.json``); nothing is recomputed.
 """
@@ -21,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certvae_jax import figures, protocol
+from certvae_jax import baselines as baselines_lib, figures, protocol
 from certvae_jax.writers import read_jsonl
 
 ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit")
@@ -82,7 +83,8 @@ def collect(root: str, target: str = "live") -> dict[str, Any]:
   suffix = "" if target == "live" else "_fixed"
   return {"root": root, "target": target, "seeds": seeds,
           "protocol": _read(os.path.join(root, f"protocol{suffix}.json")),
-          "kl_stress": _read(os.path.join(root, "kl_stress.json"))}
+          "kl_stress": _read(os.path.join(root, "kl_stress.json")),
+          "baselines": _read(os.path.join(root, "baselines.json"))}
 
 
 # -- tables ----------------------------------------------------------------------------
@@ -198,6 +200,12 @@ def render(root: str, target: str = "live", out_dir: str | None = None) -> dict[
                       "number comes from the run's files; G_tau in nats, tau as run.\n"]
   if data["seeds"]:
     parts += _seed_sections(data, out_dir, files)
+  if data["baselines"]:
+    files["baselines.png"] = os.path.join(out_dir, "baselines.png")
+    figures.baselines_bars(files["baselines.png"], data["baselines"])
+    parts += ["## Paper 1's baselines: raw and post-hoc margins\n",
+              "![raw and post-hoc G_tau per method](baselines.png)\n",
+              baselines_lib.baselines_table(data["baselines"])]
   if data["kl_stress"]:
     files["kl_stress.png"] = os.path.join(out_dir, "kl_stress.png")
     figures.kl_stress(files["kl_stress.png"], data["kl_stress"])
@@ -260,6 +268,10 @@ def _seed_sections(data: dict[str, Any], out_dir: str, files: dict[str, str]) ->
   return parts
 
 
+def _cells(line: str) -> list[str]:
+  return [html.escape(c.strip()) for c in line.strip().strip("|").split("|")]
+
+
 def to_html(markdown: str, image_dir: str, title: str) -> str:
   """The report's Markdown as one self-contained HTML page (images embedded).
 
@@ -270,9 +282,8 @@ def to_html(markdown: str, image_dir: str, title: str) -> str:
   def flush_table():
     if table:
       head, rows = table[0], table[2:]
-      cells = lambda line: [html.escape(c.strip()) for c in line.strip().strip("|").split("|")]  # noqa: E731
-      body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells(head)) + "</tr>"
-                  + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells(r)) + "</tr>"
+      body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in _cells(head)) + "</tr>"
+                  + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in _cells(r)) + "</tr>"
                             for r in rows) + "</table>")
       table.clear()
 

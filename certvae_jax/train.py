@@ -31,7 +31,7 @@ from certvae_jax import writers as writers_lib
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.context import make_context
 from certvae_jax.engine import Engine, transfer_params
-from certvae_jax.evaluate import EVAL_SEED, evaluate_splits
+from certvae_jax.evaluate import evaluate_splits, final_analyses
 from certvae_jax.loop import Hook, Loop, TrainingDiverged
 from certvae_jax.rundir import RunDir, fingerprint, write_json
 from certvae_jax.teacher_stage import TeacherStage
@@ -342,13 +342,7 @@ class Runner:
                **{f"{s}_{key}": arrays[s][key] for s in arrays
                   for key in ("teacher", "witness", "mu")})
     info = self.teacher_info or {}
-    cfg = self.config.eval
-    # The population bounds of the held-out split (its rows never trained the witness or
-    # fitted the teacher); the evaluation key makes them reproducible.
-    splits["test"]["bounds"] = certificate.margin_bounds(
-        arrays["test"]["teacher"], arrays["test"]["witness"], tau=cfg.tau, delta=cfg.delta,
-        num_resamples=cfg.bootstrap_resamples,
-        key=jax.random.PRNGKey(EVAL_SEED)).to_dict()
+    collapse = final_analyses(splits, arrays, self.config.eval, phase.mode.needs_teacher)
     return {"mode": phase.mode.name, "target": phase.target, "step": int(state.step),
             "seed": int(self.config.seed), "dataset": self.ctx.data.name,
             "stress_case": bool(info.get("stress_case", False)),
@@ -356,7 +350,7 @@ class Runner:
             # The shortest decimals that are these float32 values: 0.1, not 0.10000000149.
             "weights": {k: float(str(np.float32(v)))
                         for k, v in jax.device_get(state.weights).items()},
-            "skipped_batches": int(state.skipped),
+            "skipped_batches": int(state.skipped), "collapse": collapse,
             "train": splits["train"], "test": splits["test"]}
 
 

@@ -2,6 +2,7 @@
 
     python launch/protocol.py                   # 3 seeds, configs/digits.py, runs/digits
     python launch/protocol.py --seeds=5 --target=fixed
+    python launch/protocol.py --baselines --seeds=3                      # paper 1's table 3
     python launch/protocol.py --config=configs/digits.py:smoke --workdir=/tmp/p
     python launch/protocol.py --config=configs/digits_simplex.py          # paper 2's table
     python launch/protocol.py --config=configs/digits_simplex.py --kl_stress=1,2,4,8
@@ -22,6 +23,9 @@ from certvae_jax import cli  # noqa: E402
 flags.DEFINE_integer("seeds", 3, "Number of seeds (0 .. seeds-1), starting at --seed.")
 flags.DEFINE_list("kl_stress", [], "Paper 2's KL-weight stress test: run RST-VAE (full) at "
                   "these alpha_KL values instead of the protocol, e.g. 1,2,4,8.")
+flags.DEFINE_bool("baselines", False, "Run paper 1's baselines table instead of the protocol: "
+                  "full, noalign and config.baselines.methods per seed, with raw and "
+                  "post-hoc margins (baselines.json / .md).")
 flags.DEFINE_bool("fresh", False, "Refuse seed workdirs that already hold runs instead of "
                   "reusing their finished runs.")
 cli.define_common_flags()
@@ -43,6 +47,10 @@ def main() -> int:
     rows = protocol.run_kl_stress(f.config, os.path.join(root, "kl_stress"), seeds, alphas,
                                   overwrite=f.overwrite, fresh=f.fresh)
     stem = os.path.join(root, "kl_stress", "kl_stress")
+  elif f.baselines:
+    from certvae_jax import baselines  # pylint: disable=import-outside-toplevel
+    rows = baselines.run_baselines(f.config, root, seeds, overwrite=f.overwrite, fresh=f.fresh)
+    stem = os.path.join(root, "baselines")
   else:
     rows = protocol.run_protocol(f.config, root, seeds, target=target, overwrite=f.overwrite,
                                  fresh=f.fresh)

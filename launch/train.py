@@ -44,6 +44,11 @@ def main() -> int:
           f"{os.path.join(workdir, phase, 'summary.json')}")
     for split in ("train", "test"):
       print(f"{split}: {train.summary_line(summary[split])}")
+    if summary.get("collapse") not in (None, "none"):
+      t = summary["test"]
+      print(f"collapse: {summary['collapse']} (a post-hoc linear head on the frozen code: test "
+            f"G_tau={t['posthoc_margin']:+.2f}, {'' if t['posthoc_certified'] else 'not '}"
+            "certified)")
     if summary.get("stress_case"):
       print("note: teacher stress case (no candidate passed the QC thresholds); report apart")
   return 0

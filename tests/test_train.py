@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY_SPLIT_KEYS = {"teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
                       "certified", "psnr", "active_units", "kl", "probe_accuracy",
                       "tau_sensitivity", "mi_estimate", "mean_sq_norm_mu"}
-RECON_KEYS = {"recon_alignment", "recon_margin", "witness_recon_kl"}  # with a teacher
+RECON_KEYS = {"recon_alignment", "recon_margin", "witness_recon_kl",  # with a teacher
+              "posthoc_margin", "posthoc_student_mi", "posthoc_certified"}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def test_every_mode_writes_summary_with_documented_keys(workdir, phase):
     s = json.load(fh)
   assert {"mode", "step", "seed", "dataset", "stress_case", "train", "test"} <= set(s)
   assert s["dataset"] == "digits" and s["seed"] == 0
+  assert (s["collapse"] is None) == (phase == "warmup")
   for split in ("train", "test"):
     assert SUMMARY_SPLIT_KEYS <= set(s[split])
     assert (RECON_KEYS <= set(s[split])) == (phase != "warmup")

@@ -91,7 +91,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.mi_batch_size = 256
   c.eval.delta = 0.05               # population bounds on the test margin at confidence 1 - delta
   c.eval.bootstrap_resamples = 1000  # resamples of the bootstrap bound
+  c.eval.posthoc_max_iter = 500     # L-BFGS iterations of the post-hoc linear head
   c.eval.reconstruction_check = True  # T(x_hat) diagnostics for decoder bypass (GMM teachers)
+
+  # Paper 1's baselines (table 3): raw head with balance, no alignment; only the KL differs.
+  c.baselines = ml_collections.ConfigDict()
+  c.baselines.methods = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits")  # --baselines
+  c.baselines.beta = 0.5            # --mode=beta_vae's KL weight
+  c.baselines.betas = (0.5, 4.0)    # the beta-VAE weights --baselines runs (below and above 1)
+  c.baselines.anneal_start = 0.0    # kl_anneal: alpha_KL at step 0, rising linearly to 1 ...
+  c.baselines.anneal_steps = 0      # ... over this many steps (0: half of train.steps)
+  c.baselines.free_bits = 0.25      # free_bits: lambda, nats per latent dimension
 
   c.log = ml_collections.ConfigDict()
   c.log.tensorboard = False         # also write TensorBoard event files (pip install -e ".[tensorboard]")

@@ -1,0 +1,99 @@
+"""Paper 1's baselines (table 3) and the post-hoc head that says where a collapse is."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from certvae_jax import (baselines, certificate, figures, modes, objectives, posthoc, run_report,
+                         train)
+from tests.test_run_report import png_size
+from tests.conftest import tiny_config
+
+
+def test_free_bits_clamps_the_batch_mean_kl_per_dimension_and_its_gradient():
+  mu = jnp.array([[0.0, 2.0, 0.1], [0.0, 0.0, -0.1]])
+  logvar = jnp.zeros_like(mu)
+  # KL_d = mean_b mu^2 / 2: [0, 1.0, 0.005]; clamped at 0.25: [0.25, 1.0, 0.25]
+  assert float(objectives.free_bits_kl(mu, logvar, 0.25)) == pytest.approx(1.5)
+  g = jax.grad(lambda m: objectives.free_bits_kl(m, logvar, 0.25))(mu)
+  np.testing.assert_allclose(g[:, 0], 0.0)   # below the threshold: no gradient
+  np.testing.assert_allclose(g[:, 2], 0.0)
+  np.testing.assert_allclose(g[:, 1], [1.0, 0.0])  # d/dmu of mean_b mu^2/2 = mu / B
+
+
+def test_kl_anneal_schedule_ramps_linearly_then_stays():
+  c = tiny_config()
+  c.train.steps = 40
+  c.baselines.anneal_start, c.baselines.anneal_steps = 0.2, 0  # 0: half the run = 20
+  schedule = modes.kl_anneal_schedule(c)
+  w = {"alpha_kl": jnp.float32(1.0), "lambda_ts": jnp.float32(0.0)}
+  for step, expected in ((0, 0.2), (10, 0.6), (20, 1.0), (35, 1.0)):
+    out = schedule(w, jnp.int32(step))
+    assert float(out["alpha_kl"]) == pytest.approx(expected)
+    assert float(out["lambda_ts"]) == 0.0
+
+
+def test_posthoc_head_reaches_the_optimum_when_a_linear_head_matches_the_teacher():
+  rng = np.random.default_rng(0)
+  mu = rng.normal(size=(600, 6)).astype(np.float32) * np.array([1, 1, 1, 1, 1e-3, 50])
+  logits = mu @ rng.normal(size=(6, 4)) * np.array([1, 1, 1, 1]) + rng.normal(size=4)
+  t = np.exp(logits - logits.max(1, keepdims=True))
+  t /= t.sum(1, keepdims=True)
+  out = posthoc.posthoc_metrics(mu, t, {"train": (mu, t)}, tau=0.05)["train"]
+  assert out["posthoc_margin"] == pytest.approx(float(certificate.teacher_mi(t)) - 0.05, abs=1e-4)
+  assert out["posthoc_certified"]
+
+
+def test_posthoc_head_of_a_constant_code_is_the_constant_student():
+  t = np.random.default_rng(1).dirichlet(np.ones(5), size=300)
+  mu = np.ones((300, 3), np.float32)  # a collapsed code: the best head is Tbar
+  out = posthoc.posthoc_metrics(mu, t, {"train": (mu, t)}, tau=0.05)["train"]
+  assert out["posthoc_margin"] == pytest.approx(-0.05, abs=1e-5)
+  assert out["posthoc_student_mi"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("raw, post, verdict", [(True, True, "none"), (True, False, "none"),
+                                                (False, True, "witness"),
+                                                (False, False, "code")])
+def test_collapse_rule(raw, post, verdict):
+  assert posthoc.collapse(raw, post) == verdict
+
+
+def test_baselines_table_end_to_end(tmp_path):
+  c = tiny_config()
+  c.baselines.methods = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits")
+  rows = baselines.run_baselines(c, str(tmp_path), seeds=[0])
+  methods = ["full", "noalign", "vanilla_vae", "beta_vae_0.5", "beta_vae_4", "kl_anneal",
+             "free_bits"]
+  assert list(dict.fromkeys(r["method"] for r in rows)) == methods
+  with open(tmp_path / "baselines.json") as fh:
+    assert json.load(fh) == json.loads(json.dumps(rows))
+  for r in rows:
+    assert r["raw_margin"] == pytest.approx(r["teacher_mi"] - r["tau"] - r["alignment"],
+                                            abs=1e-5)
+    assert r["collapse"] in ("none", "witness", "code")
+    assert {"raw_student_mi", "posthoc_margin", "posthoc_student_mi", "psnr", "active_units",
+            "kl", "probe_accuracy", "stress_case"} <= set(r)
+  md = (tmp_path / "baselines.md").read_text()
+  assert "| free_bits | test | 1 |" in md and "Paper 1 on CIFAR-100" in md
+  # The report of the directory draws raw against post-hoc margins and carries the table.
+  files = run_report.render(str(tmp_path))
+  assert png_size(files["baselines.png"]) == figures.figure_size(2, 1)
+  assert md in open(files["report.md"]).read()
+  # Each baseline is its own mode: its summary records the KL it trained with.
+  s = json.load(open(tmp_path / "seed0" / "free_bits" / "summary.json"))
+  assert s["weights"] == {"alpha_kl": 1.0, "lambda_ts": 0.0, "lambda_bal": 1.0}
+  s = json.load(open(tmp_path / "seed0" / "beta_vae_0.5" / "summary.json"))
+  assert s["weights"]["alpha_kl"] == 0.5 and s["weights"]["lambda_ts"] == 0.0
+  metrics = [json.loads(l) for l in open(tmp_path / "seed0" / "free_bits" / "metrics.jsonl")]
+  logged = [r for r in metrics if "train_step/kl_used" in r]
+  assert logged and all(r["train_step/kl_used"] >= 16 * 0.25 - 1e-4 for r in logged)
+
+
+def test_a_baseline_runs_alone_from_the_command_line(tmp_path):
+  s = train.train(tiny_config(), "kl_anneal", str(tmp_path))
+  assert s["mode"] == "kl_anneal" and math.isfinite(s["test"]["posthoc_margin"])

@@ -84,6 +84,9 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
         "anneal_start": unit_interval,
         "anneal_steps": non_negative_int,
         "free_bits": non_negative,
+        "vq_codes": non_negative_int,
+        "vq_commitment": non_negative,
+        "gmvae_components": non_negative_int,
     },
 }
 

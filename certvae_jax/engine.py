@@ -27,6 +27,9 @@ from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
 
 _log = logging.getLogger(__name__)
+# The key of an objective's own parameters: fold_in(PRNGKey(seed), this code), a stream
+# no phase's data code (0, 1, 2) uses.
+OBJECTIVE_PARAMS_CODE = 1000
 
 
 class Engine:
@@ -99,22 +102,33 @@ class Engine:
 
   # -- states --------------------------------------------------------------------------
 
-  def fresh_state(self, k: int, data_code: int, weights: Mapping[str, float]
-                  ) -> step_lib.TrainState:
-    """A new state: parameters from ``config.seed``, RNG stream ``data_code``; one jit."""
+  def fresh_state(self, k: int, data_code: int, weights: Mapping[str, float],
+                  objective: str = "teacher_guided") -> step_lib.TrainState:
+    """A new state: parameters from ``config.seed``, RNG stream ``data_code``; one jit.
+
+    The model's parameters, plus ``params['objective']`` when the objective owns some
+    (:attr:`certvae_jax.objectives.Objective.init_params`, e.g. a VQ codebook).
+    """
     seed, tx, model = self.config.seed, self.optimizer(), self.model(k)
+    own = self.objective(objective, k).init_params
 
     def init(code, w):
       params = init_params(model, jax.random.PRNGKey(seed), self.input_dim, k)
+      if own is not None:
+        params = dict(params, objective=own(jax.random.fold_in(jax.random.PRNGKey(seed),
+                                                                OBJECTIVE_PARAMS_CODE)))
       rng = jax.random.fold_in(jax.random.PRNGKey(seed), code)
       return step_lib.init_state(params, tx, rng, w)
 
-    fn = self._cached(("init", k), lambda: jax.jit(init, out_shardings=self.replicated))
+    fn = self._cached(("init", k, own is not None and objective),
+                      lambda: jax.jit(init, out_shardings=self.replicated))
     return fn(jnp.asarray(data_code, jnp.uint32), step_lib.as_weights(weights))
 
-  def restore(self, ckpt: Checkpointer, k: int, weight_names, step: int | None = None):
+  def restore(self, ckpt: Checkpointer, k: int, weight_names, step: int | None = None,
+              objective: str = "teacher_guided"):
     """``(state, meta)`` from ``ckpt``, replicated over the mesh."""
-    template = jax.eval_shape(lambda: self.fresh_state(k, 0, dict.fromkeys(weight_names, 0.0)))
+    template = jax.eval_shape(lambda: self.fresh_state(k, 0, dict.fromkeys(weight_names, 0.0),
+                                                       objective))
     return ckpt.restore(template, step=step, sharding=self.replicated)
 
   def put_weights(self, weights: Mapping[str, Any]) -> dict[str, jax.Array]:

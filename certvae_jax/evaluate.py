@@ -32,7 +32,8 @@ def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
                    eval_config: ml_collections.ConfigDict, rng: jax.Array,
-                   sharding: jax.sharding.Sharding | None = None, probes: Sequence[Any] = ()
+                   sharding: jax.sharding.Sharding | None = None, probes: Sequence[Any] = (),
+                   summarize: Callable[[dict[str, np.ndarray]], dict[str, float]] | None = None
                    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Certificate and diagnostics on one split, streamed in batches.
 
@@ -48,6 +49,8 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
     probes: extra per-example diagnostics, each with ``batch(params, x) -> {name: (B,)}``
       (run on the same padded batches) and ``metrics(arrays, teacher_mi, tau) -> dict``
       (e.g. :class:`certvae_jax.recon_check.ReconstructionCheck`).
+    summarize: the objective's extra split metrics from the per-example outputs
+      (:attr:`certvae_jax.objectives.Objective.summarize`).
 
   Returns:
     ``(metrics, arrays)``: JSON-ready metrics, and host arrays (``mu``, ``logvar``,
@@ -91,12 +94,14 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
       mi_estimate_batch_size=int(min(eval_config.mi_batch_size, len(x))))
   for probe in probes:
     metrics.update(probe.metrics(arrays, rep.teacher_mi, eval_config.tau))
+  if summarize is not None:
+    metrics.update(summarize(arrays))
   arrays["teacher"] = np.asarray(t)
   return metrics, arrays
 
 
 def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, labels=None,
-                    probes=()) -> tuple[dict[str, dict], dict[str, dict]]:
+                    probes=(), summarize=None) -> tuple[dict[str, dict], dict[str, dict]]:
   """:func:`evaluate_split` on each ``(name, x, t)`` of ``splits``, and the linear probe.
 
   ``labels`` is ``{name: y or None}``; with labels on the train and test splits, each
@@ -106,7 +111,8 @@ def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, label
   metrics, arrays = {}, {}
   for name, x, t in splits:
     metrics[name], arrays[name] = evaluate_split(
-        eval_step, params, x, t, eval_config, jax.random.PRNGKey(EVAL_SEED), sharding, probes)
+        eval_step, params, x, t, eval_config, jax.random.PRNGKey(EVAL_SEED), sharding, probes,
+        summarize)
   if labels.get("train") is not None and labels.get("test") is not None:
     train_acc, test_acc = diagnostics.linear_probe_accuracy(
         arrays["train"]["mu"], labels["train"], arrays["test"]["mu"], labels["test"])
@@ -125,9 +131,11 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
   """
   verdict = None
   if with_teacher:
+    # The head reads the code the raw witness reads: mu, or an objective's own ``code``.
+    code = {sp: arrays[sp].get("code", arrays[sp]["mu"]) for sp in ("train", "test")}
     fitted = posthoc.posthoc_metrics(
-        arrays["train"]["mu"], arrays["train"]["teacher"],
-        {sp: (arrays[sp]["mu"], arrays[sp]["teacher"]) for sp in ("train", "test")},
+        code["train"], arrays["train"]["teacher"],
+        {sp: (code[sp], arrays[sp]["teacher"]) for sp in ("train", "test")},
         eval_config.tau, eval_config.posthoc_max_iter)
     for sp in ("train", "test"):
       splits[sp].update(fitted[sp])

@@ -21,6 +21,10 @@ its balance term but never align it (as ``noalign``), and change only the KL:
 ``kl_anneal``     ``alpha_KL`` rises linearly from ``baselines.anneal_start`` to 1
                   over ``baselines.anneal_steps`` steps (0: half the run), then stays
 ``free_bits``     ``sum_d max(baselines.free_bits, KL_d)`` (Kingma et al. 2016)
+``vq_vae``        VQ-VAE (van den Oord et al. 2017): the decoder and the head read the
+                  nearest of ``baselines.vq_codes`` codes; no KL term
+``gmvae``         a minimal GMVAE: ``baselines.gmvae_components`` Gaussian components,
+                  marginalised exactly; the head reads the posterior mean of ``z``
 ================  ================================================================
 
 ``full``, ``noalign`` and ``rescue`` share one data stream and one RNG stream
@@ -187,7 +191,14 @@ register(Mode("kl_anneal", "teacher_guided", _teacher_guided(_one, False, True),
                               "anneal_steps": anneal_steps(c)}))
 register(Mode("free_bits", "free_bits", _teacher_guided(_one, False, True),
               meta=lambda c: {"free_bits": float(c.baselines.free_bits)}))
+register(Mode("vq_vae", "vq_vae",
+              lambda c: {"lambda_ts": 0.0, "lambda_bal": float(c.train.lambda_bal)},
+              meta=lambda c: {"vq_codes": int(c.baselines.vq_codes),
+                              "vq_commitment": float(c.baselines.vq_commitment)}))
 
-BASELINES = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits")
+register(Mode("gmvae", "gmvae", _teacher_guided(_one, False, True),
+              meta=lambda c: {"gmvae_components": int(c.baselines.gmvae_components)}))
+
+BASELINES = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits", "vq_vae", "gmvae")
 # What ``--mode`` offers (``prefit`` runs as rst_prefit's first stage).
 CLI_MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit") + BASELINES

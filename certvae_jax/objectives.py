@@ -24,11 +24,13 @@ Shipped:
   objective with other weights.
 * ``code_regression`` (paper 2, RST-prefit's first stage): regress the encoder mean
   onto the analytic code of the fixed simplex witness.
-* ``free_bits``: the same loss with the free-bits KL (a baseline of paper 1, table 3).
+* ``free_bits``, ``vq_vae``, ``gmvae``: paper 1's baselines
+  (:mod:`certvae_jax.baseline_objectives`).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -57,11 +59,19 @@ class Objective(NamedTuple):
       ``mu``, ``logvar`` (latent statistics), ``rec`` (``-log p(x|z)``), ``sq_err``
       (mean squared error of the mean reconstruction), ``kl_dim`` (KL per latent
       dimension) and ``witness_logits`` (the raw z-only witness at ``z = mu(x)``, the
-      only input of the certificate; paper 1, section 2.3).
+      only input of the certificate; paper 1, section 2.3). Optionally ``code``: the
+      latent the witness and decoder read, when it is not ``mu`` (the post-hoc head
+      reads it); any other per-example outputs are kept for ``summarize``.
+    init_params: ``key -> pytree``, parameters the objective owns beside the model's (a
+      VQ codebook), kept in ``params['objective']``; ``None`` for none.
+    summarize: ``arrays -> {name: float}``, extra split metrics from the per-example
+      evaluation outputs (e.g. codebook usage); ``None`` for none.
   """
   loss: LossFn
   weight_names: tuple[str, ...]
   evaluate: EvalFn
+  init_params: Callable[[jax.Array], Any] | None = None
+  summarize: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
 
 
 Builder = Callable[[TeacherGuidedVAE, ml_collections.ConfigDict], Objective]
@@ -113,7 +123,7 @@ def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
   return evaluate
 
 
-def _guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
+def guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
             kl_term: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] | None = None
             ) -> Objective:
   """The teacher-guided loss; ``kl_term(mu, logvar)`` replaces the KL term when given
@@ -151,24 +161,7 @@ def teacher_guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -
   (``config.train.align_on_mean``: at ``mu``). ``lambda_TS = lambda_bal = 0`` is a plain
   VAE.
   """
-  return _guided(model, config)
-
-
-def free_bits_kl(mu: jnp.ndarray, logvar: jnp.ndarray, nats: float) -> jnp.ndarray:
-  """Free bits (Kingma et al. 2016, "Improved variational inference with inverse
-  autoregressive flow", eq. 15): ``sum_d max(lambda, KL_d)``, with ``KL_d`` the KL of
-  latent dimension ``d`` averaged over the batch *before* the clamp. A dimension below
-  ``lambda`` nats gets no gradient from the KL term."""
-  kl_d = jnp.mean(losses.gaussian_kl_per_dim(mu, logvar), axis=0)
-  return jnp.sum(jnp.maximum(kl_d, nats))
-
-
-@register("free_bits")
-def free_bits(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
-  """The teacher-guided loss with the free-bits KL of ``config.baselines.free_bits``
-  nats per dimension (paper 1, table 3's free-bits baseline)."""
-  nats = float(config.baselines.free_bits)
-  return _guided(model, config, lambda mu, logvar: free_bits_kl(mu, logvar, nats))
+  return guided(model, config)
 
 
 @register("code_regression")
@@ -193,3 +186,7 @@ def code_regression(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) 
 
   return Objective(loss=loss, weight_names=(),
                    evaluate=vae_evaluation(model, reconstruction_nll(config)))
+
+
+# The baselines' objectives live in a module of their own and register on import.
+importlib.import_module("certvae_jax.baseline_objectives")

@@ -103,11 +103,13 @@ class Runner:
 
   def restore(self, ckpt, k: int, step: int | None = None, mode: str = "full"):
     """``(state, meta)`` from a checkpoint of ``mode`` (its objective's weights), replicated."""
-    return self.engine.restore(ckpt, k, self._weight_names(mode), step)
+    return self.engine.restore(ckpt, k, self._weight_names(mode), step,
+                               modes.get(mode).objective)
 
   def fresh_state(self, k: int, data_code: int, mode: str = "warmup"):
     """A new state of ``mode`` with parameters from ``config.seed`` (see :class:`Engine`)."""
-    return self.engine.fresh_state(k, data_code, modes.get(mode).weights(self.config))
+    m = modes.get(mode)
+    return self.engine.fresh_state(k, data_code, m.weights(self.config), m.objective)
 
   def run_warmup(self) -> dict[str, Any]:
     """Warm-up VAE; resumes or returns its summary when already complete."""
@@ -173,9 +175,10 @@ class Runner:
         self._run(modes.get(mode.source), target, k, info)
       init_fn = lambda: self._from_final_params(mode, target, k, weights)  # noqa: E731
     elif mode.init == "fresh":
-      init_fn = lambda: self.engine.fresh_state(k, mode.data_code, weights)  # noqa: E731
+      init_fn = lambda: self.engine.fresh_state(  # noqa: E731
+          k, mode.data_code, weights, mode.objective)
     else:
-      init_fn = lambda: self._variant_init(k, mode.data_code, weights)  # noqa: E731
+      init_fn = lambda: self._variant_init(k, mode, weights)  # noqa: E731
     phase = Phase(modes.phase_name(mode.name, target, mode.tag(self.config)), mode, target,
                   total, weights, data_seed(self.config.seed, mode.data_code),
                   dict(base_meta, **weights, **mode.meta(self.config)))
@@ -217,7 +220,8 @@ class Runner:
     if saved is not None:
       check_compatible(saved, expected, where)
     state, saved = self.engine.restore(ckpt, self.ctx.num_classes if k is None else k,
-                                       self._weight_names(mode), step)
+                                       self._weight_names(mode), step,
+                                       modes.get(mode).objective)
     check_compatible(saved, expected, where)
     return state
 
@@ -228,12 +232,13 @@ class Runner:
   def _from_final_params(self, mode: modes.Mode, target: str, k: int, weights):
     """A new state starting from the parameters of ``mode.source``'s latest checkpoint."""
     with self.dir.checkpoints(self._source_phase(mode.source, target)) as ckpt:
-      done, _ = self.engine.restore(ckpt, k, self._weight_names(mode.source))
-    fresh = self.engine.fresh_state(k, mode.data_code, weights)
+      done, _ = self.engine.restore(ckpt, k, self._weight_names(mode.source),
+                                    objective=modes.get(mode.source).objective)
+    fresh = self.engine.fresh_state(k, mode.data_code, weights, mode.objective)
     return fresh.replace(params=done.params, opt_state=self.engine.optimizer().init(done.params))
 
-  def _variant_init(self, k: int, code: int, weights):
-    state = self.engine.fresh_state(k, code, weights)
+  def _variant_init(self, k: int, mode: modes.Mode, weights):
+    state = self.engine.fresh_state(k, mode.data_code, weights, mode.objective)
     if self.config.train.init == "fresh":
       return state
     self.run_warmup()  # done already for a GMM teacher; a teacher given by rows needs it now
@@ -298,21 +303,26 @@ class Runner:
     advance = engine.stepper(phase.name, step_fn, phase.data_seed,
                              self.teachers.teacher if live else None, t_train, k)
     eval_step = engine.eval_step(phase.mode.objective, k)
+    summarize = engine.objective(phase.mode.objective, k).summarize
     d = self.ctx.data
     splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
     labels = {"train": d.y_train, "test": d.y_test}
     # T(x_hat) needs a teacher that is a function of any input: not a label-smoothed one.
+    # An objective with parameters of its own (a VQ codebook) decodes its own code, not
+    # dec(mu), which the check assumes.
+    own_latent = engine.objective(phase.mode.objective, k).init_params is not None
     probes = ([engine.reconstruction_check(k, self.teachers.teacher)]
-              if cfg.eval.reconstruction_check and self.teachers.teacher is not None else [])
+              if cfg.eval.reconstruction_check and self.teachers.teacher is not None
+              and not own_latent else [])
 
     def evaluate(st, step):
       del step
       final = loop.finishing
       return evaluate_splits(eval_step, st.params, splits, cfg.eval, engine.batch_sharding,
-                             labels if final else None, probes)
+                             labels if final else None, probes, summarize)
 
     def restore(step):
-      restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step)
+      restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective)
       if self.dir.main:
         truncate_jsonl(self.dir.metrics_path(phase.name), step)
       return restored

@@ -9,7 +9,9 @@
 Modes: warmup (plain VAE; its means feed the teacher), full (every term on), noalign
 (lambda_TS = 0: the collapse control), rescue (exact restart from noalign's final
 checkpoint, alignment on), and paper 2's vae (plain VAE scored by the witness) and
-rst_prefit (regress mu onto the simplex witness's analytic code, then RST-VAE).
+rst_prefit (regress mu onto the simplex witness's analytic code, then RST-VAE), and
+paper 1's baselines vanilla_vae, beta_vae, kl_anneal, free_bits, vq_vae and gmvae (the raw
+head never aligned; settings in config.baselines).
 
 Warm-up and teacher search run first when the workdir lacks them; a finished run
 prints its summary again; an interrupted one resumes from its latest checkpoint.
@@ -25,7 +27,8 @@ from absl import flags  # noqa: E402
 from certvae_jax import cli, modes  # noqa: E402
 
 flags.DEFINE_enum("mode", "full", list(modes.CLI_MODES),
-                  "Training mode (vae and rst_prefit are paper 2's).")
+                  "Training mode (vae and rst_prefit are paper 2's; vanilla_vae ... gmvae are "
+                  "paper 1's baselines).")
 cli.define_common_flags()
 
 

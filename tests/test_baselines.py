@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certvae_jax import (baselines, certificate, figures, modes, objectives, posthoc, run_report,
-                         train)
+from certvae_jax import (baseline_objectives, baselines, certificate, figures, modes, posthoc,
+                         run_report, train)
 from tests.test_run_report import png_size
 from tests.conftest import tiny_config
 
@@ -18,8 +18,8 @@ def test_free_bits_clamps_the_batch_mean_kl_per_dimension_and_its_gradient():
   mu = jnp.array([[0.0, 2.0, 0.1], [0.0, 0.0, -0.1]])
   logvar = jnp.zeros_like(mu)
   # KL_d = mean_b mu^2 / 2: [0, 1.0, 0.005]; clamped at 0.25: [0.25, 1.0, 0.25]
-  assert float(objectives.free_bits_kl(mu, logvar, 0.25)) == pytest.approx(1.5)
-  g = jax.grad(lambda m: objectives.free_bits_kl(m, logvar, 0.25))(mu)
+  assert float(baseline_objectives.free_bits_kl(mu, logvar, 0.25)) == pytest.approx(1.5)
+  g = jax.grad(lambda m: baseline_objectives.free_bits_kl(m, logvar, 0.25))(mu)
   np.testing.assert_allclose(g[:, 0], 0.0)   # below the threshold: no gradient
   np.testing.assert_allclose(g[:, 2], 0.0)
   np.testing.assert_allclose(g[:, 1], [1.0, 0.0])  # d/dmu of mean_b mu^2/2 = mu / B
@@ -65,10 +65,9 @@ def test_collapse_rule(raw, post, verdict):
 
 def test_baselines_table_end_to_end(tmp_path):
   c = tiny_config()
-  c.baselines.methods = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits")
   rows = baselines.run_baselines(c, str(tmp_path), seeds=[0])
   methods = ["full", "noalign", "vanilla_vae", "beta_vae_0.5", "beta_vae_4", "kl_anneal",
-             "free_bits"]
+             "free_bits", "vq_vae", "gmvae"]
   assert list(dict.fromkeys(r["method"] for r in rows)) == methods
   with open(tmp_path / "baselines.json") as fh:
     assert json.load(fh) == json.loads(json.dumps(rows))
@@ -97,3 +96,83 @@ def test_baselines_table_end_to_end(tmp_path):
 def test_a_baseline_runs_alone_from_the_command_line(tmp_path):
   s = train.train(tiny_config(), "kl_anneal", str(tmp_path))
   assert s["mode"] == "kl_anneal" and math.isfinite(s["test"]["posthoc_margin"])
+
+
+def test_quantize_and_vq_terms_with_the_straight_through_gradient():
+  codebook = jnp.array([[0.0, 0.0], [1.0, 1.0], [-2.0, 0.5]])
+  z_e = jnp.array([[0.9, 0.8], [-1.5, 0.0], [0.1, -0.2]])
+  e, index = baseline_objectives.quantize(z_e, codebook)
+  np.testing.assert_array_equal(index, [1, 2, 0])
+  z_q, book, commit = baseline_objectives.vq_terms(z_e, e)
+  np.testing.assert_allclose(z_q, e)
+  expected = float(np.mean(np.square(np.asarray(z_e) - np.asarray(e))))
+  assert float(book) == pytest.approx(expected) and float(commit) == pytest.approx(expected)
+  # Straight through: d f(z_q) / d z_e = f'(z_q); the codebook loss moves only the codes,
+  # the commitment only the encoder.
+  w = jnp.array([[1.0, -2.0], [0.5, 3.0], [2.0, 1.0]])
+  g = jax.grad(lambda z: jnp.sum(w * baseline_objectives.vq_terms(z, e)[0]))(z_e)
+  np.testing.assert_allclose(g, w)
+  assert float(jnp.abs(jax.grad(lambda z: baseline_objectives.vq_terms(z, e)[1])(z_e)).max()) == 0.0
+  assert float(jnp.abs(jax.grad(lambda c: baseline_objectives.vq_terms(z_e, c)[2])(e)).max()) == 0.0
+  np.testing.assert_allclose(jax.grad(lambda c: baseline_objectives.vq_terms(z_e, c)[1])(e),
+                             2 * (e - z_e) / z_e.size, rtol=1e-6)
+
+
+def test_vq_vae_run_keeps_its_codebook_across_a_restart(tmp_path):
+  c = tiny_config()
+  whole = train.train(c, "vq_vae", str(tmp_path / "whole"))
+  assert whole["test"]["codes_used"] >= 1 and whole["test"]["kl"] == 0.0
+  assert 1.0 <= whole["test"]["codebook_perplexity"] <= whole["test"]["codes_used"]
+  c.train.steps = 20
+  train.train(c, "vq_vae", str(tmp_path / "split"))
+  c.train.steps = 40
+  resumed = train.train(c, "vq_vae", str(tmp_path / "split"))
+  assert resumed["test"] == whole["test"] and resumed["train"] == whole["train"]
+
+
+def test_gmvae_elbo_against_numpy_on_a_tiny_case():
+  from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params  # pylint: disable=import-outside-toplevel
+  c = tiny_config()
+  c.model.latent_dim, c.model.hidden, c.baselines.gmvae_components = 3, (8,), 4
+  model = build_model(c.model, 6, 5)
+  obj = baseline_objectives.gmvae(model, c)
+  params = dict(init_params(model, jax.random.PRNGKey(0), 6, 5),
+                objective=obj.init_params(jax.random.PRNGKey(1)))
+  params["objective"]["offset"] = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (4, 3))
+  rng_np = np.random.default_rng(0)
+  x = (rng_np.random((7, 6)) > 0.5).astype(np.float32)
+  t = rng_np.dirichlet(np.ones(5), size=7).astype(np.float32)
+  weights = {"alpha_kl": jnp.float32(1.0), "lambda_ts": jnp.float32(0.0),
+             "lambda_bal": jnp.float32(0.0)}
+  total, terms = obj.loss(params, {"x": x, "t": t}, jax.random.PRNGKey(3), weights)
+
+  own = {k: np.asarray(v, np.float64) for k, v in params["objective"].items()}
+  mu, logvar = (np.asarray(a, np.float64) for a in
+                model.apply({"params": params}, x, method=TeacherGuidedVAE.encode))
+  logits = mu @ own["q_kernel"] + own["q_bias"]
+  q = np.exp(logits - logits.max(1, keepdims=True))
+  q /= q.sum(1, keepdims=True)
+  eps = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (7, 3)), np.float64)
+  rec, kl_z = np.zeros(7), np.zeros(7)
+  for y in range(4):
+    m = mu + own["offset"][y]
+    z = m + np.exp(0.5 * logvar) * eps
+    out = np.asarray(model.apply({"params": params}, z.astype(np.float32), t,
+                                 method=TeacherGuidedVAE.decode), np.float64)
+    nll = np.sum(np.logaddexp(0, out) - x * out, axis=1)  # Bernoulli logits
+    kl = 0.5 * np.sum(own["prior_logvar"][y] - logvar + (np.exp(logvar) + (m - own["prior_mu"][y])
+                                                          ** 2) / np.exp(own["prior_logvar"][y])
+                      - 1, axis=1)
+    rec += q[:, y] * nll
+    kl_z += q[:, y] * kl
+  kl_y = np.sum(q * np.log(q * 4), axis=1)
+  assert float(terms["rec"]) == pytest.approx(rec.mean(), rel=1e-4)
+  assert float(terms["kl_categorical"]) == pytest.approx(kl_y.mean(), rel=1e-4, abs=1e-6)
+  assert float(terms["kl"]) == pytest.approx((kl_z + kl_y).mean(), rel=1e-4)
+  assert float(total) == pytest.approx(rec.mean() + (kl_z + kl_y).mean(), rel=1e-4)
+
+
+def test_gmvae_runs_and_reports_its_categorical_kl(tmp_path):
+  s = train.train(tiny_config(), "gmvae", str(tmp_path))
+  assert s["mode"] == "gmvae" and s["test"]["kl_categorical"] >= 0
+  assert s["collapse"] in ("none", "witness", "code")

@@ -96,12 +96,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Paper 1's baselines (table 3): raw head with balance, no alignment; only the KL differs.
   c.baselines = ml_collections.ConfigDict()
-  c.baselines.methods = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits")  # --baselines
+  c.baselines.methods = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits", "vq_vae",
+                         "gmvae")     # what --baselines runs
   c.baselines.beta = 0.5            # --mode=beta_vae's KL weight
   c.baselines.betas = (0.5, 4.0)    # the beta-VAE weights --baselines runs (below and above 1)
   c.baselines.anneal_start = 0.0    # kl_anneal: alpha_KL at step 0, rising linearly to 1 ...
   c.baselines.anneal_steps = 0      # ... over this many steps (0: half of train.steps)
   c.baselines.free_bits = 0.25      # free_bits: lambda, nats per latent dimension
+  c.baselines.vq_codes = 0          # vq_vae: number of codes (0: the teacher's K)
+  c.baselines.vq_commitment = 0.25  # vq_vae: the commitment weight beta
+  c.baselines.gmvae_components = 0  # gmvae: mixture components (0: the teacher's K)
 
   c.log = ml_collections.ConfigDict()
   c.log.tensorboard = False         # also write TensorBoard event files (pip install -e ".[tensorboard]")

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from certvae_jax import modes, protocol
+from certvae_jax import phase_loop, protocol
 from certvae_jax import train as train_lib
 
 BASELINE_KEYS = ("teacher_mi", "alignment", "tau", "psnr", "active_units", "kl",
@@ -50,7 +50,7 @@ def run_baselines(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
         runners[key] = train_lib.Runner(run_cfg, os.path.join(root, f"seed{seed}"),
                                         overwrite=overwrite)
       runner = runners[key]
-      name = modes.phase_name(mode, "live", modes.get(mode).tag(runner.config))
+      name = phase_loop.phase_name(runner.config, mode, "live")
       reused = runner.dir.read_summary(name) is not None
       summary = runner.run_mode(mode, "live")
       for split in ("train", "test"):

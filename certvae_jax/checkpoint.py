@@ -45,17 +45,31 @@ def state_digest(state: Any) -> str:
   return h.hexdigest()
 
 
+class _PinnedSteps(ocp.checkpoint_managers.PreservationPolicy):
+  """Keeps the steps in a set that may change between saves (see :meth:`Checkpointer.pin`)."""
+
+  def __init__(self, steps: set[int]):
+    self.steps = steps
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    return [info.step in self.steps for info in checkpoints]
+
+
 class Checkpointer:
   """A thin wrapper over ``orbax.checkpoint.CheckpointManager`` for one phase.
 
   Args:
     directory: where the steps live.
     keep: the latest steps kept (at least 2, so a damaged latest step has a fallback).
+      Steps passed to :meth:`pin` are kept as well.
   """
 
   def __init__(self, directory: str, keep: int = 2):
     self.directory = os.path.abspath(directory)
-    policy = ocp.checkpoint_managers.LatestN(n=max(2, keep))
+    self._pinned: set[int] = set()
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+        [ocp.checkpoint_managers.LatestN(n=max(2, keep)), _PinnedSteps(self._pinned)])
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
@@ -67,6 +81,28 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     self._manager.wait_until_finished()
     return sorted(self._manager.all_steps())
+
+  def pin(self, step: int | None) -> None:
+    """Keeps ``step`` from now on, past the latest-N retention; ``None`` unpins all.
+
+    A training guard pins the last checkpoint it certified, so that it can roll back to
+    it however many steps were saved since. Only the one pinned step is kept.
+    """
+    self._pinned.clear()
+    if step is not None:
+      self._pinned.add(int(step))
+
+  def discard_after(self, step: int) -> list[int]:
+    """Deletes every saved step after ``step`` (a branch a rollback abandons); returns them.
+
+    Those checkpoints hold a trajectory the run no longer follows: a resume must never
+    pick one up.
+    """
+    self._manager.wait_until_finished()
+    gone = [s for s in self._manager.all_steps() if s > step]
+    for s in gone:
+      self._manager.delete(s)
+    return sorted(gone)
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Saves (with the state's digest in ``meta``); the write finishes in the background.

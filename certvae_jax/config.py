@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from certvae_jax import configs
+from certvae_jax import configs, guard
 from certvae_jax.modes import BASELINES
 from certvae_jax.teacher import COVARIANCE_TYPES, pca_dims
 from certvae_jax.validation import (boolean, choices_tuple, finite, is_int, is_number,
@@ -104,3 +104,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for section, fields in SECTIONS.items():
     for field, check in fields.items():
       check(f"config.{section}.{field}", config[section][field])
+  guard.check_settings(config.guard)

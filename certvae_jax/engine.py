@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from certvae_jax import data as data_lib, distributed, objectives, recon_check
+from certvae_jax import data as data_lib, distributed, guard_objective, objectives, recon_check
 from certvae_jax import step as step_lib
 from certvae_jax import teacher as teacher_lib
 from certvae_jax.checkpoint import Checkpointer
@@ -56,15 +56,25 @@ class Engine:
   def optimizer(self) -> optax.GradientTransformation:
     return self._cached(("tx",), lambda: optax.adam(self.config.train.learning_rate))
 
-  def objective(self, name: str, k: int) -> objectives.Objective:
-    return self._cached(("objective", name, k),
-                        lambda: objectives.build(name, self.model(k), self.config))
+  def objective(self, name: str, k: int, guarded: bool = False) -> objectives.Objective:
+    """The registered objective ``name``; ``guarded``: with the training guard's changes
+    (:func:`certvae_jax.guard_objective.guarded`: student-first, and the barrier when
+    ``guard.policy='barrier'``)."""
+    if not guarded:
+      return self._cached(("objective", name, k),
+                          lambda: objectives.build(name, self.model(k), self.config))
+    g = self.config.guard
+    kappa = float(g.kappa) if g.policy == "barrier" else 0.0
+    return self._cached(("guarded", name, k), lambda: guard_objective.guarded(
+        self.objective(name, k), tau=float(self.config.eval.tau), kappa=kappa,
+        floor=float(g.barrier_floor)))
 
-  def train_step(self, name: str, k: int, schedule: step_lib.WeightSchedule | None = None):
+  def train_step(self, name: str, k: int, schedule: step_lib.WeightSchedule | None = None,
+                 guarded: bool = False):
     """The objective's jitted step (state donated)."""
-    return self._cached(("step", name, k, schedule), lambda: step_lib.make_train_step(
-        self.objective(name, k), self.optimizer(), bool(self.config.train.skip_nonfinite),
-        schedule))
+    return self._cached(("step", name, k, schedule, guarded), lambda: step_lib.make_train_step(
+        self.objective(name, k, guarded), self.optimizer(),
+        bool(self.config.train.skip_nonfinite), schedule))
 
   def eval_step(self, name: str, k: int):
     return self._cached(("eval", name, k), lambda: step_lib.make_eval_step(
@@ -167,7 +177,8 @@ class Engine:
     return self._cached(("fused", step_fn, teacher_fn, n, unroll and n > 1), make)
 
   def stepper(self, name: str, step_fn, data_seed: int, teacher: Any | None,
-              t_train: np.ndarray | None, k: int) -> Callable[[Any, int, int], Any]:
+              t_train: np.ndarray | None, k: int, rows: np.ndarray | None = None
+              ) -> Callable[[Any, int, int], Any]:
     """``advance(state, step, n) -> (state, metrics)``: training steps ``step .. step+n-1``.
 
     With ``teacher`` the targets are the live teacher's ``T(x)``; otherwise the rows of
@@ -176,9 +187,13 @@ class Engine:
     gather, the live teacher and ``n`` steps run as one compiled call (``metrics``
     stacked along a leading axis of length ``n`` when ``n > 1``). Otherwise the host
     gathers and scales each batch, one call per step (``metrics``: a list of ``n``
-    when ``n > 1``). Every path feeds the same values, step for step.
+    when ``n > 1``). Every path feeds the same values, step for step. ``rows``: train
+    on these rows of the training split only (a guard set is held out).
     """
     x_train, cfg = self.data.x_train, self.config
+    if rows is not None:
+      x_train = x_train[rows]
+      t_train = None if t_train is None else t_train[rows]
     live = teacher is not None
     teacher_fn = self.teacher_probs(k) if live else None
     if live:

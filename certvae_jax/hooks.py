@@ -82,16 +82,18 @@ class PeriodicCheckpoint(Periodic):
 
 
 class Progress(Hook):
-  """A terminal progress bar (step, loss, live margin); silent when disabled or not a TTY."""
+  """A terminal progress bar (step, loss, live margin, event rows such as a guard's
+  interventions); silent when disabled or not a TTY."""
 
   def __init__(self, name: str, start: int, total: int, enabled: bool):
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
     self._bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, leave=False,
                      disable=None if enabled else True)
-    self._loss, self._margin = float("nan"), float("nan")
+    self._loss, self._margin, self._events = float("nan"), float("nan"), 0
 
   def on_sync(self, loop: Loop, step: int, rows: Rows) -> None:
     self._loss = rows[-1][1]["loss"]
+    self._events = loop.events_written
     self._bar.update(step - self._bar.n)
     self._postfix()
 
@@ -100,7 +102,10 @@ class Progress(Hook):
     self._postfix()
 
   def _postfix(self) -> None:
-    self._bar.set_postfix(loss=f"{self._loss:.2f}", G_tau=f"{self._margin:+.3f}")
+    shown = {"loss": f"{self._loss:.2f}", "G_tau": f"{self._margin:+.3f}"}
+    if self._events:  # a training guard's interventions (certvae_jax.guard)
+      shown["events"] = str(self._events)
+    self._bar.set_postfix(**shown)
 
   def on_end(self, loop: Loop) -> None:
     self._bar.close()

@@ -4,6 +4,8 @@ The loop only advances the state. Everything else a run does while training is a
 hook (:mod:`certvae_jax.hooks`): the non-finite check, the progress bar, timing,
 writing step metrics, periodic evaluation and checkpoints. A hook is called
 
+* ``on_start(loop)`` before the first step (``loop.resumed_meta`` holds the metadata
+  of the checkpoint the state was restored from, ``None`` for a fresh state);
 * ``on_sync(loop, step, rows)`` at each host sync: after the step where any hook's
   ``wants_sync(step, last)`` is true, with the fetched metrics of every step since the
   previous sync (``rows``: ``[(step, {name: float})]``, step counted after it ran);
@@ -12,11 +14,17 @@ writing step metrics, periodic evaluation and checkpoints. A hook is called
 * ``on_checkpoint(loop, step)`` after a checkpoint is saved;
 * ``on_end(loop)`` when the loop returns.
 
+``checkpoint_meta(loop, step)`` returns JSON a hook wants saved with a checkpoint (under
+its own key); it comes back in ``loop.resumed_meta`` on resume, so a hook with state of
+its own (a training guard) continues exactly. A hook may write an event row
+(:meth:`Loop.write_event`) and reach the phase's checkpoints (``loop.checkpointer``).
+
 Between syncs the host only dispatches steps: nothing waits on the device. A hook may
-read ``loop.state`` and return an action: :class:`SetWeights` (the new weights go
-into the state, so they are checkpointed and a restart keeps them), :class:`Stop`
-(after this sync; the run saves and summarises the state it reached) or
-:class:`Restore` (a saved step; training continues from it, with its weights).
+read ``loop.state`` and return an action, or a list of them run in order:
+:class:`SetWeights` (the new weights go into the state, so they are checkpointed and a
+restart keeps them), :class:`Stop` (after this sync; the run saves and summarises the
+state it reached), :class:`Restore` (a saved step; training continues from it, with
+its weights) or :class:`Event` (an event row).
 Hooks run in list order; the run puts checkpointing last, so a checkpoint holds every
 change made at its step.
 """
@@ -53,12 +61,25 @@ class Restore(NamedTuple):
   step: int
 
 
+class Event(NamedTuple):
+  """Write ``fields`` as an event row (:meth:`Loop.write_event`) at ``step`` (default: the
+  step the loop is at when it reaches this action, e.g. after a :class:`Restore`)."""
+  fields: Mapping[str, Any]
+  step: int | None = None
+
+
 class Hook:
   """A no-op hook; subclasses override what they need. Methods may return an action."""
 
   def wants_sync(self, step: int, last: bool) -> bool:
     del step, last
     return False
+
+  def on_start(self, loop: "Loop") -> Any:
+    del loop
+
+  def checkpoint_meta(self, loop: "Loop", step: int) -> Mapping[str, Any] | None:
+    del loop, step
 
   def on_sync(self, loop: "Loop", step: int, rows: Rows) -> Any:
     del loop, step, rows
@@ -84,13 +105,17 @@ class Loop:
     total_steps: where to stop.
     hooks: called in order at each point (see the module docstring).
     evaluate: ``(state, step) -> (results, arrays)``: the evaluation of :meth:`evaluate`.
-    save: ``(step, state) -> None``: writes a checkpoint.
+    save: ``(step, state, extra_meta) -> None``: writes a checkpoint, with the hooks'
+      :meth:`Hook.checkpoint_meta` merged into its metadata.
     restore: ``(step) -> state``: reads one back (for :class:`Restore`).
     put_weights: ``(weights) -> weights`` placed like the state (for :class:`SetWeights`).
     writers: metric writers; :meth:`write` rows are sent to them once per step.
     name: the phase's name (``warmup``, ``full``, ``noalign_fixed``, ...), for hooks.
     steps_per_call: the most steps one call of ``advance`` may take. A call never crosses
       a step where a hook wants a sync, so hooks see the same steps whatever it is.
+    resumed_meta: the metadata of the checkpoint ``state`` was restored from, or None.
+    checkpointer: the phase's :class:`~certvae_jax.checkpoint.Checkpointer`, for hooks
+      that pin or discard steps.
   """
 
   def __init__(self, state: Any, advance: Callable[[Any, int], tuple[Any, Any]],
@@ -100,7 +125,8 @@ class Loop:
                restore: Callable[[int], Any] | None = None,
                put_weights: Callable[[dict], dict] | None = None,
                writers: Iterable[MetricWriter] = (), name: str = "",
-               steps_per_call: int = 1):
+               steps_per_call: int = 1, resumed_meta: Mapping[str, Any] | None = None,
+               checkpointer: Any = None):
     self.name = name
     self.steps_per_call = max(1, int(steps_per_call))
     self.state = state
@@ -113,6 +139,9 @@ class Loop:
     self.last_eval: tuple[int, dict, dict] | None = None
     self.last_saved: int | None = None
     self.stop_reason: str | None = None
+    self.resumed_meta = None if resumed_meta is None else dict(resumed_meta)
+    self.checkpointer = checkpointer
+    self.events_written = 0
     self._advance, self._evaluate, self._save = advance, evaluate, save
     self._restore, self._put_weights = restore, put_weights
     self._pending: list[tuple[int, int, Any]] = []  # (first step run, steps, metrics)
@@ -120,6 +149,8 @@ class Loop:
 
   def run(self) -> Any:
     """Steps until ``total_steps`` or a :class:`Stop`; returns the final state."""
+    for hook in self.hooks:
+      self._act(hook.on_start(self))
     while self.step < self.total_steps and self.stop_reason is None:
       n, sync = self._next_call()
       self.state, metrics = self._advance(self.state, self.step, n)
@@ -180,8 +211,11 @@ class Loop:
   def save(self) -> None:
     """Writes the buffered scalars, then a checkpoint of the current state."""
     self.write_row()
+    extra: dict[str, Any] = {}
+    for hook in self.hooks:
+      extra.update(hook.checkpoint_meta(self, self.step) or {})
     tick = time.perf_counter()
-    self._save(self.step, self.state)
+    self._save(self.step, self.state, extra)
     self.side_seconds["checkpoint"] += time.perf_counter() - tick
     self.last_saved = self.step
     for hook in self.hooks:
@@ -190,6 +224,22 @@ class Loop:
   def write(self, tree: Mapping[str, Any], prefix: str = "") -> None:
     """Buffers scalars for this step's row (see :func:`certvae_jax.writers.flatten`)."""
     self._row.update(flatten(tree, prefix))
+
+  def write_event(self, event: Mapping[str, Any], step: int | None = None) -> None:
+    """Writes one event (``{"event": kind, ...}``) as a row of its own, at ``step`` (default:
+    the current step).
+
+    Writers with a ``write_event(step, event)`` method (``metrics.jsonl``) get it whole;
+    the others get its numbers as scalars under ``<kind>/``.
+    """
+    at = self.step if step is None else int(step)
+    for writer in self.writers:
+      if hasattr(writer, "write_event"):
+        writer.write_event(at, event)
+      else:
+        writer.write_scalars(at, flatten(event, str(event["event"])))
+      writer.flush()
+    self.events_written += 1
 
   def write_row(self) -> None:
     """Sends the buffered scalars to the writers as one row of the current step."""
@@ -205,20 +255,23 @@ class Loop:
     if action is None:
       return
     if isinstance(action, (list, tuple)) and not isinstance(action, (SetWeights, Stop,
-                                                                      Restore)):
+                                                                      Restore, Event)):
       for a in action:
         self._act(a)
     elif isinstance(action, SetWeights):
       self._set_weights(action.weights)
     elif isinstance(action, Stop):
       self.stop_reason = action.reason or "stopped by a hook"
+    elif isinstance(action, Event):
+      self.write_event(action.fields, action.step)
     elif isinstance(action, Restore):
       self._row = {}
       self._pending.clear()
       self.state = self._restore(int(action.step))
       self.step = int(self.state.step)
     else:
-      raise TypeError(f"hook action: expected SetWeights, Stop or Restore, got {action!r}")
+      raise TypeError(f"hook action: expected SetWeights, Stop, Restore or Event, got "
+                      f"{action!r}")
 
   def _set_weights(self, new: Mapping[str, float]) -> None:
     unknown = sorted(set(new) - set(self.state.weights))

@@ -66,12 +66,16 @@ class Objective(NamedTuple):
       VQ codebook), kept in ``params['objective']``; ``None`` for none.
     summarize: ``arrays -> {name: float}``, extra split metrics from the per-example
       evaluation outputs (e.g. codebook usage); ``None`` for none.
+    gate_updates: ``(updates, weights) -> updates``, applied to the optimizer's updates
+      before they reach the parameters (e.g. a weight that freezes the decoder);
+      ``None`` for none.
   """
   loss: LossFn
   weight_names: tuple[str, ...]
   evaluate: EvalFn
   init_params: Callable[[jax.Array], Any] | None = None
   summarize: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
+  gate_updates: Callable[[Any, Weights], Any] | None = None
 
 
 Builder = Callable[[TeacherGuidedVAE, ml_collections.ConfigDict], Objective]

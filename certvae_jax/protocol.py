@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from certvae_jax import modes, simplex
+from certvae_jax import modes, phase_loop, simplex
 from certvae_jax import train as train_lib
 
 ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
@@ -114,7 +114,7 @@ def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.Co
 
 
 def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str, Any]]:
-  phase = modes.phase_name(variant, target, modes.get(variant).tag(runner.config))
+  phase = phase_loop.phase_name(runner.config, variant, target)
   reused = runner.dir.read_summary(phase) is not None
   summary = runner.run_mode(variant, target)
   qc = runner.teacher_info["selected_scores"]

@@ -83,6 +83,8 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
     (loss, terms), grads = jax.value_and_grad(objective.loss, has_aux=True)(
         state.params, batch, rng, weights)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if objective.gate_updates is not None:
+      updates = objective.gate_updates(updates, weights)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
     skipped = state.skipped

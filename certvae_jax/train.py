@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from certvae_jax import certificate, distributed, hooks as hooks_lib, modes
-from certvae_jax import writers as writers_lib
+from certvae_jax import certificate, data as data_lib, distributed, guard as guard_lib, modes
+from certvae_jax import phase_loop
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.context import make_context
 from certvae_jax.engine import Engine, transfer_params
-from certvae_jax.evaluate import evaluate_splits, final_analyses
-from certvae_jax.loop import Hook, Loop, TrainingDiverged
+from certvae_jax.guard_objective import STUDENT_FIRST
+from certvae_jax.loop import Hook, TrainingDiverged
+from certvae_jax.phase_loop import Phase
+from certvae_jax.rescue_diagnostics import rescue_diagnostics
 from certvae_jax.rundir import RunDir, fingerprint, write_json
 from certvae_jax.teacher_stage import TeacherStage
 from certvae_jax.writers import MetricWriter, truncate_jsonl
@@ -40,17 +42,6 @@ from certvae_jax.writers import MetricWriter, truncate_jsonl
 __all__ = ["Runner", "TrainingDiverged", "train", "summary_line", "make_context"]
 
 _log = logging.getLogger(__name__)
-
-
-class Phase(NamedTuple):
-  """What one run of the loop needs."""
-  name: str                     # directory name: warmup, full, noalign_fixed, ...
-  mode: modes.Mode
-  target: str                   # 'live', 'fixed', or 'none' (warm-up)
-  total_steps: int
-  weights: dict[str, float]     # the mode's base weights
-  data_seed: int
-  meta: dict[str, Any]          # must match on restore
 
 
 def data_seed(seed: int, code: int) -> int:
@@ -137,8 +128,9 @@ class Runner:
     """Runs (or finds) the warm-up; its final encoder parameters, for the teacher."""
     self.run_warmup()
     with self.dir.checkpoints("warmup") as ckpt:
-      state = self._restore_checked(ckpt, self._warmup_fingerprint(), "the warm-up checkpoint",
-                                    "warmup", self.config.warmup.steps)
+      state, _ = self._restore_checked(ckpt, self._warmup_fingerprint(),
+                                       "the warm-up checkpoint", "warmup",
+                                       self.config.warmup.steps)
     return state.params["encoder"]
 
   def _run_mode(self, name: str, target: str) -> dict[str, Any]:
@@ -165,10 +157,15 @@ class Runner:
   def _run(self, mode: modes.Mode, target: str, k: int, info: dict[str, Any]):
     base_meta = self._variant_meta(info)
     weights = mode.weights(self.config)
-    total = mode.steps(self.config)
+    guard = phase_loop.guard_plan(self.config, mode)
+    if guard is not None:
+      weights[STUDENT_FIRST] = 1.0 if guard.student_first_steps else 0.0
+    total, extra = mode.steps(self.config), {}
     if mode.init == "continue":
       state, start = self._final_state(mode.source, target, k, base_meta)
       total += start
+      if weights.get("lambda_ts", 0.0) > 0:
+        extra["rescue_diagnostics"] = self._rescue_diagnostics(mode, state, target, k)
       init_fn = lambda: state.replace(weights=self.engine.put_weights(weights))  # noqa: E731
     elif mode.init == "params":
       if mode.run_source:
@@ -179,10 +176,24 @@ class Runner:
           k, mode.data_code, weights, mode.objective)
     else:
       init_fn = lambda: self._variant_init(k, mode, weights)  # noqa: E731
-    phase = Phase(modes.phase_name(mode.name, target, mode.tag(self.config)), mode, target,
+    phase = Phase(phase_loop.phase_name(self.config, mode.name, target), mode, target,
                   total, weights, data_seed(self.config.seed, mode.data_code),
-                  dict(base_meta, **weights, **mode.meta(self.config)))
+                  dict(base_meta, **weights, **mode.meta(self.config),
+                       **(guard_lib.meta(self.config, guard) if guard else {})), guard, extra)
     return self._run_phase(phase, k, init_fn)
+
+  def _rescue_diagnostics(self, mode: modes.Mode, state, target: str, k: int):
+    """Appendix H's diagnostics at the state a rescue starts from, on the first
+    ``eval.batch_size`` training rows (see :mod:`certvae_jax.rescue_diagnostics`)."""
+    rows = min(len(self.ctx.data.x_train), int(self.config.eval.batch_size))
+    x = data_lib.to_unit(self.ctx.data.x_train[:rows])
+    t = self.teachers.split_targets(target, k)[0][:rows]
+    evaluate = self.engine.objective(mode.objective, k).evaluate
+    logits = lambda p, xb: evaluate(p, xb, t, jax.random.PRNGKey(0))["witness_logits"]  # noqa: E731
+    found = rescue_diagnostics(logits, jax.device_get(state.params), x, t)
+    _log.info("%s: rescue diagnostics at step %d: %s", mode.name, int(state.step),
+              ", ".join(f"{key}={value:.4g}" for key, value in found.items()))
+    return found
 
   def _source_phase(self, source: str, target: str) -> str:
     return modes.phase_name(source, target, modes.get(source).tag(self.config))
@@ -208,22 +219,24 @@ class Runner:
       if final_step not in ckpt.all_steps():
         raise ValueError(f"mode: the {source} checkpoint at its final step {final_step} is "
                          f"missing from {self.dir.phase(name)!r}")
-      state = self._restore_checked(ckpt, meta, f"the {source} checkpoint in "
-                                    f"{self.dir.phase(name)!r}", source, final_step, k)
+      state, _ = self._restore_checked(ckpt, meta, f"the {source} checkpoint in "
+                                       f"{self.dir.phase(name)!r}", source, final_step, k)
     return state, final_step
 
   def _restore_checked(self, ckpt, expected: dict[str, Any], where: str, mode: str,
-                       step: int | None = None, k: int | None = None):
-    """A state of ``mode`` from ``ckpt``, after its metadata is checked against ``expected``
-    (so that a checkpoint of another config is refused, never mistaken for a damaged one)."""
+                       step: int | None = None, k: int | None = None,
+                       weight_names: Sequence[str] | None = None):
+    """``(state, meta)`` of ``mode`` from ``ckpt``, after its metadata is checked against
+    ``expected`` (so that a checkpoint of another config is refused, never mistaken for a
+    damaged one). ``weight_names``: the state's weights, when not the mode's alone."""
     saved = ckpt.read_meta(step)
     if saved is not None:
       check_compatible(saved, expected, where)
     state, saved = self.engine.restore(ckpt, self.ctx.num_classes if k is None else k,
-                                       self._weight_names(mode), step,
+                                       tuple(weight_names or self._weight_names(mode)), step,
                                        modes.get(mode).objective)
     check_compatible(saved, expected, where)
-    return state
+    return state, saved
 
   def _weight_names(self, mode_name: str) -> tuple[str, ...]:
     mode = modes.get(mode_name)
@@ -256,10 +269,12 @@ class Runner:
     metrics_path = self.dir.metrics_path(phase.name)
     meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
     distributed.barrier(f"{phase.name}-start")  # all see the same files below
+    resumed = None
     with self.dir.checkpoints(phase.name) as ckpt:
       if ckpt.latest_step() is not None:
-        state = self._restore_checked(ckpt, {key: meta[key] for key in phase.meta},
-                                      f"{pdir!r}", phase.mode.name, k=k)
+        state, resumed = self._restore_checked(ckpt, {key: meta[key] for key in phase.meta},
+                                               f"{pdir!r}", phase.mode.name, k=k,
+                                               weight_names=tuple(phase.weights))
         step = int(state.step)
         if step > phase.total_steps:
           raise ValueError(f"{phase.name}: the checkpoint is at step {step}, beyond the "
@@ -275,7 +290,8 @@ class Runner:
         state = init_fn()
         if main and os.path.exists(metrics_path):
           os.remove(metrics_path)
-      loop, timing = self._loop(phase, k, state, ckpt, meta)
+      built = phase_loop.build(self, phase, k, state, ckpt, meta, resumed)
+      loop = built.loop
       try:
         state = loop.run()
         if loop.last_eval is None or loop.last_eval[0] != int(state.step):
@@ -284,84 +300,12 @@ class Runner:
       finally:
         for writer in loop.writers:
           writer.close()
-    summary = self._summary(phase, state, loop)
-    summary["timing"] = timing.result(loop, self.config.train.batch_size, self.ctx.mesh)
+    summary = phase_loop.summary(self, phase, state, built)
+    summary["timing"] = built.timing.result(loop, self.config.train.batch_size, self.ctx.mesh)
     if main:
       write_json(self.dir.summary_path(phase.name), summary)
     distributed.barrier(f"{phase.name}-done")
     return summary
-
-  def _loop(self, phase: Phase, k: int, state, ckpt, meta) -> tuple[Loop, hooks_lib.Timing]:
-    """The loop of one phase, with the run's hooks and writers, and its timing hook."""
-    cfg, engine = self.config, self.engine
-    t_train, t_test = self.teachers.split_targets(phase.target, k)
-    if phase.mode.name == "prefit" and (t_train <= 0).any():
-      raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
-                       "code takes log T); use a smoothed teacher")
-    live = phase.target == "live" and self.teachers.teacher is not None
-    step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg))
-    advance = engine.stepper(phase.name, step_fn, phase.data_seed,
-                             self.teachers.teacher if live else None, t_train, k)
-    eval_step = engine.eval_step(phase.mode.objective, k)
-    summarize = engine.objective(phase.mode.objective, k).summarize
-    d = self.ctx.data
-    splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
-    labels = {"train": d.y_train, "test": d.y_test}
-    # T(x_hat) needs a teacher that is a function of any input: not a label-smoothed one.
-    # An objective with parameters of its own (a VQ codebook) decodes its own code, not
-    # dec(mu), which the check assumes.
-    own_latent = engine.objective(phase.mode.objective, k).init_params is not None
-    probes = ([engine.reconstruction_check(k, self.teachers.teacher)]
-              if cfg.eval.reconstruction_check and self.teachers.teacher is not None
-              and not own_latent else [])
-
-    def evaluate(st, step):
-      del step
-      final = loop.finishing
-      return evaluate_splits(eval_step, st.params, splits, cfg.eval, engine.batch_sharding,
-                             labels if final else None, probes, summarize)
-
-    def restore(step):
-      restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective)
-      if self.dir.main:
-        truncate_jsonl(self.dir.metrics_path(phase.name), step)
-      return restored
-
-    main = self.dir.main
-    timing = hooks_lib.Timing()
-    hooks = [hooks_lib.FiniteCheck(phase.name), timing,
-             hooks_lib.Progress(phase.name, int(state.step), phase.total_steps,
-                                cfg.train.progress and main),
-             hooks_lib.StepMetrics(cfg.train.log_every),
-             *hooks_lib.create(cfg.train.hooks, cfg), *self.extra_hooks,
-             hooks_lib.PeriodicEvaluation(cfg.eval.every),
-             hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every)]
-    writer_names = writers_lib.run_writer_names(cfg)
-    writers = ([*writers_lib.create(writer_names, self.dir.phase(phase.name)),
-                *self.extra_writers] if main else [])
-    loop = Loop(jax.device_put(state, engine.replicated), advance, phase.total_steps, hooks,
-                evaluate=evaluate, save=lambda step, st: ckpt.save(step, st, meta),
-                restore=restore, put_weights=engine.put_weights, writers=writers,
-                name=phase.name, steps_per_call=cfg.train.steps_per_call)
-    return loop, timing
-
-  def _summary(self, phase: Phase, state, loop: Loop) -> dict[str, Any]:
-    _, splits, arrays = loop.last_eval
-    if self.dir.main:
-      np.savez(os.path.join(self.dir.phase(phase.name), "predictions.npz"),
-               **{f"{s}_{key}": arrays[s][key] for s in arrays
-                  for key in ("teacher", "witness", "mu")})
-    info = self.teacher_info or {}
-    collapse = final_analyses(splits, arrays, self.config.eval, phase.mode.needs_teacher)
-    return {"mode": phase.mode.name, "target": phase.target, "step": int(state.step),
-            "seed": int(self.config.seed), "dataset": self.ctx.data.name,
-            "stress_case": bool(info.get("stress_case", False)),
-            "teacher_id": info.get("teacher_id"),
-            # The shortest decimals that are these float32 values: 0.1, not 0.10000000149.
-            "weights": {k: float(str(np.float32(v)))
-                        for k, v in jax.device_get(state.weights).items()},
-            "skipped_batches": int(state.skipped), "collapse": collapse,
-            "train": splits["train"], "test": splits["test"]}
 
 
 def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: str = "live",

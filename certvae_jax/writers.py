@@ -77,6 +77,10 @@ class JsonLinesWriter:
     with open(self.path, "a") as fh:
       fh.write(json.dumps({"step": int(step), **scalars}) + "\n")
 
+  def write_event(self, step: int, event: Mapping[str, Any]) -> None:
+    """One event row, ``{"step": s, "event": kind, ...}`` (strings kept)."""
+    self.write_scalars(step, event)
+
   def flush(self) -> None:
     """Rows are written when given; nothing is held back."""
 
@@ -92,12 +96,24 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in fh if line.strip()]
 
 
-def truncate_jsonl(path: str, last_step: int) -> None:
-  """Keeps the rows up to ``last_step`` (left by a run that died after writing them)."""
+def truncate_jsonl(path: str, last_step: int, resuming: bool = True) -> None:
+  """Keeps the rows up to ``last_step`` (left by a run that died after writing them).
+
+  A rollback's event row sits at the step it rolled back to (``rollback_to``). The
+  checkpoint of that step was saved before the rollback, so a run resuming from it
+  replays the rollback and writes the row again: ``resuming`` drops such rows at
+  ``last_step``. A rollback inside the run (``resuming=False``) keeps them.
+  """
   if not os.path.exists(path):
     return
+
+  def keep(row: dict[str, Any]) -> bool:
+    if resuming and "rollback_to" in row and row["step"] == last_step:
+      return False
+    return row["step"] <= last_step
+
   with open(path) as fh:
-    rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= last_step]
+    rows = [line for line in fh if line.strip() and keep(json.loads(line))]
   with open(path + ".tmp", "w") as fh:
     fh.writelines(rows)
   os.replace(path + ".tmp", path)

@@ -41,7 +41,7 @@ def main() -> int:
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
   summary = train.train(config, f.mode, workdir, target=target, overwrite=f.overwrite)
   if train.distributed.is_main():
-    phase = modes.phase_name(f.mode, target, modes.get(f.mode).tag(config))
+    phase = train.phase_loop.phase_name(config, f.mode, target)
     print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "
           f"{summary['seed']}, {summary['dataset']}; summary: "
           f"{os.path.join(workdir, phase, 'summary.json')}")

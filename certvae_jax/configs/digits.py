@@ -107,6 +107,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.baselines.vq_commitment = 0.25  # vq_vae: the commitment weight beta
   c.baselines.gmvae_components = 0  # gmvae: mixture components (0: the teacher's K)
 
+  # Guarded training (paper 1, appendices G and H); 'off' leaves every run as it was.
+  c.guard = ml_collections.ConfigDict()
+  c.guard.policy = "off"            # 'raise', 'rollback' or 'barrier' guard full/rescue runs
+  c.guard.every = 50                # guard-set margin every this many steps (and at checkpoints)
+  c.guard.fraction = 0.1            # of the training split held out as the guard set
+  c.guard.gamma = 0.1               # raise lambda_TS when the guard margin falls below this ...
+  c.guard.gamma_release = 0.3       # ... and decay it back once the margin is above this
+  c.guard.factor = 2.0              # raise: multiply (decay: divide) lambda_TS by this
+  c.guard.max_lambda = 80.0         # cap of the raised lambda_TS
+  c.guard.student_first = False     # raise: while raised, train the encoder and head on alignment only
+  c.guard.max_rollbacks = 3         # rollback: at most this many per phase
+  c.guard.kappa = 0.1               # barrier: weight of -kappa log G_batch
+  c.guard.barrier_floor = 0.05      # barrier: below this margin, its tangent line (finite)
+  c.guard.student_first_steps = 0   # rescue: student-first steps before the full objective
+
   c.log = ml_collections.ConfigDict()
   c.log.tensorboard = False         # also write TensorBoard event files (pip install -e ".[tensorboard]")
 

@@ -1,0 +1,172 @@
+"""Guarded training on digits: find where plain ``full`` loses the certificate, then guard it.
+
+Paper 1, appendices G and H. Two stages, both on the default digits config:
+
+1. ``--stage=sweep``: plain ``full`` runs (no guard) under settings that should make the
+   witness easier to abandon: a larger ``alpha_KL``, a smaller ``lambda_TS``, and the
+   decoder reading the teacher (the bypass route). Each run is evaluated every
+   ``--eval_every`` steps; a run *loses* the certificate when a train-split evaluation
+   after its first certified one has ``G_tau <= 0``, or when it ends uncertified.
+2. ``--stage=guard --setting=NAME``: that setting on ``--seeds`` seeds, plain and with
+   each guard policy, reporting the final test margin, the lowest guard-set margin after
+   the first certified guard evaluation, PSNR and reconstruction nats, wall time and the
+   number of interventions.
+
+Every run of one seed shares its warm-up and teacher (copied from a seed directory), so
+settings differ only in what is swept. Results go to ``--out`` as JSON and Markdown.
+
+    python benchmarks/guard_demo.py --stage=sweep --seeds=1
+    python benchmarks/guard_demo.py --stage=guard --setting=alpha_kl=16 --seeds=3
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from certvae_jax import phase_loop, train, writers  # noqa: E402
+from configs import digits  # noqa: E402
+
+SWEEP = {
+    "default": {},
+    "alpha_kl=8": {"train.alpha_kl": 8.0},
+    "alpha_kl=16": {"train.alpha_kl": 16.0},
+    "alpha_kl=32": {"train.alpha_kl": 32.0},
+    "lambda_ts=1": {"train.lambda_ts": 1.0},
+    "lambda_ts=0.2": {"train.lambda_ts": 0.2},
+    "alpha_kl=16,lambda_ts=1": {"train.alpha_kl": 16.0, "train.lambda_ts": 1.0},
+    "bypass": {"model.decoder_reads_teacher": True},
+    "bypass,alpha_kl=16": {"model.decoder_reads_teacher": True, "train.alpha_kl": 16.0},
+}
+POLICIES = {
+    "plain": {},
+    "raise": {"guard.policy": "raise"},
+    "raise+student_first": {"guard.policy": "raise", "guard.student_first": True},
+    "rollback": {"guard.policy": "rollback"},
+    "barrier": {"guard.policy": "barrier"},
+}
+
+
+def config_for(seed: int, overrides: dict, eval_every: int):
+  cfg = digits.get_config()
+  cfg.seed = seed
+  cfg.train.progress = False
+  cfg.eval.every = eval_every
+  for dotted, value in overrides.items():
+    section, field = dotted.split(".")
+    cfg[section][field] = value
+  return cfg
+
+
+def seed_dir(root: str, seed: int, overrides: dict, eval_every: int) -> str:
+  """A workdir with the seed's warm-up and teacher (made once per model config: a
+  decoder that reads the teacher is another model, with its own warm-up)."""
+  model = {k: v for k, v in overrides.items() if k.startswith("model.")}
+  path = os.path.join(root, f"base_seed{seed}" + "".join(f"_{k}{v}" for k, v in model.items()))
+  train.Runner(config_for(seed, model, eval_every), path).ensure_teacher()
+  return path
+
+
+def run_one(root: str, seed: int, name: str, overrides: dict, eval_every: int) -> dict:
+  """``full`` under ``overrides`` in a copy of the seed directory; its trajectory."""
+  wd = os.path.join(root, name.replace(",", "+").replace("=", "") + f"_seed{seed}")
+  if not os.path.exists(wd):
+    shutil.copytree(seed_dir(root, seed, overrides, eval_every), wd,
+                    ignore=shutil.ignore_patterns(".lock"))
+  cfg = config_for(seed, overrides, eval_every)
+  tick = time.perf_counter()
+  summary = train.train(cfg, "full", wd)
+  wall = time.perf_counter() - tick
+  phase = phase_loop.phase_name(cfg, "full")
+  rows = writers.read_jsonl(os.path.join(wd, phase, "metrics.jsonl"))
+  evals = [(r["step"], r["train/margin"]) for r in rows if "train/margin" in r]
+  guard_rows = [(r["step"], r["guard/margin"]) for r in rows if "guard/margin" in r]
+  first = next((s for s, m in evals if m > 0), None)
+  after = [m for s, m in evals if first is not None and s >= first]
+  lost = first is None or min(after) <= 0 or evals[-1][1] <= 0
+  t = summary["test"]
+  out = {"seed": seed, "setting": name, "wall_s": wall,
+         "first_certified_eval": first, "min_train_margin_after_certified":
+         min(after) if after else None, "final_train_margin": evals[-1][1],
+         "final_test_margin": t["margin"], "test_psnr": t["psnr"], "test_rec": t["rec"],
+         "test_student_mi": t["student_mi"], "active_units": t["active_units"],
+         "lost": bool(lost), "trajectory": evals}
+  if "guard" in summary:
+    g = summary["guard"]
+    out.update(interventions=g["interventions"], raises=g["raises"], decays=g["decays"],
+               rollbacks=g["rollbacks"],
+               min_guard_margin_after_certified=g["min_margin_after_certified"],
+               guard_evaluations_below_zero_after_certified=sum(
+                   1 for s, m in guard_rows
+                   if g["first_certified_step"] is not None and s >= g["first_certified_step"]
+                   and m <= 0),
+               final_lambda_ts=summary["weights"]["lambda_ts"])
+  return out
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--stage", choices=("sweep", "guard"), required=True)
+  p.add_argument("--setting", default="alpha_kl=16", help="a sweep setting, for --stage=guard")
+  p.add_argument("--settings", default=";".join(SWEEP), help="sweep settings, ';'-separated")
+  p.add_argument("--policies", default=";".join(POLICIES))
+  p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--eval_every", type=int, default=100)
+  p.add_argument("--root", default="/tmp/guard_demo")
+  p.add_argument("--out", default=os.path.join(ROOT, "docs", "results"))
+  a = p.parse_args()
+  results = []
+  if a.stage == "sweep":
+    names = [n for n in SWEEP if n in a.settings.split(";")]
+    for seed in range(a.seeds):
+      for name in names:
+        results.append(run_one(a.root, seed, name, SWEEP[name], a.eval_every))
+        r = results[-1]
+        print(f"{name:26s} seed {seed}: first certified {r['first_certified_eval']}, min after "
+              f"{_f(r['min_train_margin_after_certified'])}, final train "
+              f"{r['final_train_margin']:+.3f} test {r['final_test_margin']:+.3f}, "
+              f"lost={r['lost']} ({r['wall_s']:.0f} s)", flush=True)
+  else:
+    for seed in range(a.seeds):
+      for policy in a.policies.split(";"):
+        overrides = dict(SWEEP[a.setting], **POLICIES[policy])
+        results.append(dict(run_one(a.root, seed, f"{a.setting},{policy}", overrides,
+                                    a.eval_every), policy=policy))
+        r = results[-1]
+        print(f"{policy:20s} seed {seed}: test {r['final_test_margin']:+.3f}, min train after "
+              f"{_f(r['min_train_margin_after_certified'])}, min guard after "
+              f"{_f(r.get('min_guard_margin_after_certified'))}, psnr {r['test_psnr']:.2f}, "
+              f"interventions {r.get('interventions', 0)} ({r['wall_s']:.0f} s)", flush=True)
+  meta = {"stage": a.stage, "setting": a.setting, "seeds": a.seeds, "eval_every": a.eval_every,
+          "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
+  os.makedirs(a.out, exist_ok=True)
+  stem = "guard_sweep" if a.stage == "sweep" else "guard_demo"
+  with open(os.path.join(a.out, stem + ".json"), "w") as fh:
+    json.dump({"meta": meta, "runs": results}, fh, indent=1)
+  print(json.dumps(_table(results, a.stage), indent=1))
+
+
+def _f(v) -> str:
+  return "-" if v is None else f"{v:+.3f}"
+
+
+def _table(results: list[dict], stage: str) -> dict:
+  key = "setting" if stage == "sweep" else "policy"
+  out = {}
+  for r in results:
+    out.setdefault(r[key], []).append(r)
+  return {k: {"lost": sum(r["lost"] for r in rs), "runs": len(rs),
+              "final_test_margin": float(np.mean([r["final_test_margin"] for r in rs]))}
+          for k, rs in out.items()}
+
+
+if __name__ == "__main__":
+  main()

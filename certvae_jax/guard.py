@@ -1,0 +1,295 @@
+"""Guarded training: keep the certificate while training (paper 1, appendices G and H).
+
+Appendix H shows that, under gradient flow, a large enough alignment weight
+``lambda_TS`` near the boundary ``G_tau = 0`` makes the certified region forward
+invariant, and that re-enabling alignment can rescue a collapsed run while the encoder
+and head still respond to the teacher. A guard turns this into a training procedure:
+
+* **Guard set**: a fixed slice of the training split (``guard.fraction``), held out of
+  the training batches, on which the raw witness's margin ``G_tau`` is computed from the
+  mergeable certificate sums every ``guard.every`` steps and at every checkpoint (a
+  forward pass of the encoder and head: XLA drops the decoder, whose outputs are unused).
+* **Policy** (``guard.policy``):
+
+  - ``raise``: when ``G_tau < gamma``, ``lambda_TS`` is multiplied by ``factor`` (capped
+    at ``max_lambda``); when ``G_tau > gamma_release`` it decays back towards its base
+    value by the same factor. With ``guard.student_first``, the steps taken while the
+    weight is raised are student-first steps (:mod:`certvae_jax.guard_objective`).
+  - ``rollback``: as ``raise``, and when ``G_tau < 0`` the run restores the last
+    checkpoint at which the guard margin was positive (kept past checkpoint retention),
+    discards the checkpoints after it, and continues from it with the raised weight; at
+    most ``max_rollbacks`` times.
+  - ``barrier``: appendix G's ``-kappa log G_batch`` in the loss
+    (:func:`certvae_jax.guard_objective.barrier`); the guard set is still measured.
+  - ``off``: no guard; runs and numbers are those of an unguarded run.
+
+Every intervention is an event row of ``metrics.jsonl`` (``"event": "guard"``), and the
+guard's counters and last certified checkpoint are saved with each checkpoint, so a
+guarded run killed and resumed continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+from certvae_jax import certificate, data as data_lib, distributed
+from certvae_jax.evaluate import pad_rows
+from certvae_jax.guard_objective import STUDENT_FIRST
+from certvae_jax.loop import Event, Hook, Loop, Restore, Rows, SetWeights
+from certvae_jax.validation import (boolean, non_negative, non_negative_int, one_of,
+                                    positive, positive_int)
+
+POLICIES = ("off", "raise", "rollback", "barrier")
+# The guard set's permutation: its own stream, apart from every phase's data stream.
+GUARD_STREAM = 7919
+
+FIELDS = {
+    "policy": one_of(*POLICIES), "every": positive_int, "gamma": non_negative,
+    "gamma_release": non_negative, "factor": positive, "max_lambda": positive,
+    "student_first": boolean, "kappa": non_negative, "barrier_floor": positive,
+    "max_rollbacks": non_negative_int, "student_first_steps": non_negative_int,
+}
+
+
+def check_settings(guard: ml_collections.ConfigDict) -> None:
+  """Checks ``config.guard`` field by field, then the fields against each other.
+
+  Raises:
+    ValueError: naming the field and the problem.
+  """
+  for name, check in FIELDS.items():
+    check(f"config.guard.{name}", guard[name])
+  if not (isinstance(guard.fraction, (int, float)) and 0 < guard.fraction < 1):
+    raise ValueError(f"config.guard.fraction: expected a fraction in (0, 1), got "
+                     f"{guard.fraction!r}")
+  if guard.gamma_release < guard.gamma:
+    raise ValueError(f"config.guard.gamma_release: must be >= guard.gamma ({guard.gamma}), "
+                     f"got {guard.gamma_release}")
+  if guard.factor <= 1:
+    raise ValueError(f"config.guard.factor: the weight is multiplied by it; expected > 1, "
+                     f"got {guard.factor}")
+  if guard.policy == "barrier" and guard.kappa <= 0:
+    raise ValueError("config.guard.kappa: the barrier policy needs kappa > 0")
+
+
+class Plan(NamedTuple):
+  """How one phase is guarded (see :func:`plan`)."""
+  policy: str                # one of POLICIES
+  student_first_steps: int   # rescue only: student-first steps at the start
+  tag: str                   # added to the phase directory's name
+
+  @property
+  def measures(self) -> bool:
+    """Whether a guard set is held out and measured."""
+    return self.policy != "off"
+
+
+def plan(config: ml_collections.ConfigDict, mode_name: str, weights: dict[str, float],
+         continues: bool) -> Plan | None:
+  """The guard of a phase, or None for an unguarded one.
+
+  Only phases that align the raw head (``lambda_TS > 0``) are guarded: warm-up,
+  ``noalign`` and the baselines run unguarded under any guard config, so that a
+  protocol run guards ``full`` and ``rescue`` and keeps its controls.
+  ``guard.student_first_steps`` applies to modes that continue another run (``rescue``).
+  """
+  g = config.guard
+  if mode_name in ("warmup", "prefit") or weights.get("lambda_ts", 0.0) <= 0:
+    return None
+  first = int(g.student_first_steps) if continues else 0
+  if g.policy == "off" and first == 0:
+    return None
+  parts = ([f"guard_{g.policy}"] if g.policy != "off" else []) + (
+      [f"sf{first}"] if first else [])
+  return Plan(str(g.policy), first, "_".join(parts))
+
+
+def meta(config: ml_collections.ConfigDict, guard_plan: Plan) -> dict[str, Any]:
+  """The guard settings a checkpoint of a guarded phase must match."""
+  g = config.guard
+  return {"guard": {**{k: g[k] for k in (*FIELDS, "fraction")},
+                    "student_first_steps": guard_plan.student_first_steps}}
+
+
+def split_rows(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """``(training rows, guard rows)``: a fixed random ``fraction`` of the split held out.
+
+  Deterministic in ``seed``; both sorted; at least one row each.
+  """
+  if num_examples < 2:
+    raise ValueError(f"guard: the training split has {num_examples} rows; a guard set needs "
+                     "at least 2")
+  held = min(max(1, int(round(fraction * num_examples))), num_examples - 1)
+  perm = np.random.default_rng([int(seed), GUARD_STREAM]).permutation(num_examples)
+  return np.sort(perm[held:]), np.sort(perm[:held])
+
+
+def margin_fn(evaluate: Callable[..., dict], x: np.ndarray, t: np.ndarray, tau: float,
+              batch_size: int, sharding: jax.sharding.Sharding | None = None
+              ) -> Callable[[Any], float]:
+  """``params -> G_tau`` of the raw witness on ``(x, t)``, exact for those rows.
+
+  ``evaluate`` is an objective's evaluation; only its ``witness_logits`` (at ``mu``) are
+  read, so the compiled function runs the encoder and the head. The rows are padded
+  (masked) and placed on the devices once.
+  """
+
+  def stats(params, xb, tb, mask):
+    logits = evaluate(params, data_lib.to_unit(xb), tb, jax.random.PRNGKey(0))["witness_logits"]
+    return certificate.batch_stats(tb, logits, from_logits=True, mask=mask)
+
+  step = jax.jit(stats)
+  batches = []
+  for start in range(0, len(x), batch_size):
+    n = len(x[start:start + batch_size])
+    batch = (pad_rows(x[start:start + batch_size], batch_size),
+             pad_rows(t[start:start + batch_size], batch_size), np.arange(batch_size) < n)
+    batches.append(tuple(distributed.global_batch(b, sharding) if sharding is not None
+                         else jax.device_put(b) for b in batch))
+
+  def margin(params) -> float:
+    total = certificate.CertificateStats.zeros(t.shape[1])
+    for part in jax.device_get([step(params, *b) for b in batches]):
+      total = total.merge(part)
+    return float(total.finalize(tau).margin)
+
+  return margin
+
+
+def raise_step(margin: float, weight: float, base: float, g: ml_collections.ConfigDict
+               ) -> tuple[str | None, float]:
+  """The ``raise`` rule: ``(action or None, new lambda_TS)``.
+
+  ``margin < gamma``: multiply by ``factor``, capped at ``max_lambda`` (no action once at
+  the cap). ``margin > gamma_release`` with the weight above ``base``: divide by
+  ``factor``, not below ``base``. Otherwise hold.
+  """
+  if margin < g.gamma:
+    new = max(weight, min(weight * g.factor, g.max_lambda))
+    return ("raise", new) if new != weight else (None, weight)
+  if margin > g.gamma_release and weight > base:
+    return "decay", max(base, weight / g.factor)
+  return None, weight
+
+
+class GuardHook(Hook):
+  """Measures the guard set and applies the policy (see the module docstring).
+
+  Args:
+    settings: ``config.guard``.
+    margin: ``params -> G_tau`` on the guard set (:func:`margin_fn`).
+    base_weights: the phase's base loss weights.
+    checkpoint_every: the run's checkpoint interval (the guard also measures there, so
+      that every checkpoint is known to be certified or not).
+  """
+
+  def __init__(self, settings: ml_collections.ConfigDict, margin: Callable[[Any], float],
+               base_weights: dict[str, float], checkpoint_every: int):
+    self.g, self.margin = settings, margin
+    self.base = float(base_weights["lambda_ts"])
+    self.checkpoint_every = int(checkpoint_every)
+    self.last: tuple[int, float] | None = None
+    self.last_good: int | None = None
+    self.counts = {"raise": 0, "decay": 0, "rollback": 0}
+    self.min_margin_after_certified: float | None = None
+    self.certified_at: int | None = None
+
+  def wants_sync(self, step: int, last: bool) -> bool:
+    return step % self.g.every == 0 or step % self.checkpoint_every == 0 or last
+
+  def on_start(self, loop: Loop) -> None:
+    saved = (loop.resumed_meta or {}).get("guard_state")
+    if saved:
+      self.last_good, self.counts = saved["last_good"], dict(saved["counts"])
+      self.certified_at = saved["certified_at"]
+      self.min_margin_after_certified = saved["min_margin_after_certified"]
+    if loop.checkpointer is not None:
+      loop.checkpointer.pin(self.last_good)
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> Any:
+    if not self.wants_sync(step, loop.finishing):
+      return None
+    margin = self.margin(loop.state.params)
+    self.last = (step, margin)
+    weight = float(np.asarray(loop.state.weights["lambda_ts"]))
+    loop.write({"guard": {"margin": margin, "lambda_ts": weight}})
+    self._track(step, margin)
+    if (self.g.policy == "rollback" and margin < 0 and self.last_good is not None
+        and self.last_good < step and self.counts["rollback"] < self.g.max_rollbacks):
+      return self._rollback(loop, step, margin, weight)
+    if self.g.policy not in ("raise", "rollback"):
+      return None
+    action, new = raise_step(margin, weight, self.base, self.g)
+    if action is None:
+      return None
+    self.counts[action] += 1
+    loop.write_event({"event": "guard", "action": action, "guard_margin": margin,
+                      "old_lambda_ts": weight, "new_lambda_ts": new})
+    return SetWeights(self._weights(new))
+
+  def _track(self, step: int, margin: float) -> None:
+    if self.certified_at is None and margin > 0:
+      self.certified_at = step
+    if self.certified_at is not None:
+      low = self.min_margin_after_certified
+      self.min_margin_after_certified = margin if low is None else min(low, margin)
+
+  def _weights(self, lambda_ts: float) -> dict[str, float]:
+    """The new weights; ``student_first`` only under ``guard.student_first`` (otherwise a
+    rescue's scheduled student-first steps keep it)."""
+    if not self.g.student_first:
+      return {"lambda_ts": lambda_ts}
+    return {"lambda_ts": lambda_ts, STUDENT_FIRST: float(lambda_ts > self.base)}
+
+  def _rollback(self, loop: Loop, step: int, margin: float, weight: float) -> list[Any]:
+    """Back to the last certified checkpoint, with the weight raised (capped)."""
+    target = self.last_good
+    new = max(weight, min(weight * self.g.factor, self.g.max_lambda))
+    self.counts["rollback"] += 1
+    loop.checkpointer.discard_after(target)
+    event = {"event": "guard", "action": "rollback", "guard_margin": margin,
+             "old_lambda_ts": weight, "new_lambda_ts": new, "fired_at": step,
+             "rollback_to": target}
+    # The row goes at the step training resumes from, after the restore truncates the
+    # rows of the abandoned steps (see certvae_jax.writers.truncate_jsonl).
+    return [Restore(target), SetWeights(self._weights(new)), Event(event, target)]
+
+  def checkpoint_meta(self, loop: Loop, step: int) -> dict[str, Any]:
+    if self.last is not None and self.last[0] == step and self.last[1] > 0:
+      self.last_good = step
+      if loop.checkpointer is not None:
+        loop.checkpointer.pin(step)
+    return {"guard_state": {"last_good": self.last_good, "counts": dict(self.counts),
+                            "certified_at": self.certified_at,
+                            "min_margin_after_certified": self.min_margin_after_certified}}
+
+  def summary(self) -> dict[str, Any]:
+    """The summary's ``guard`` section."""
+    return {"policy": str(self.g.policy), "interventions": sum(self.counts.values()),
+            **{f"{k}s": v for k, v in self.counts.items()},
+            "first_certified_step": self.certified_at,
+            "min_margin_after_certified": self.min_margin_after_certified,
+            "last_certified_checkpoint": self.last_good,
+            "last_margin": None if self.last is None else self.last[1]}
+
+
+class StudentFirstEnd(Hook):
+  """Ends the student-first steps of a rescue at ``end_step`` (paper 1, appendix H)."""
+
+  def __init__(self, end_step: int):
+    self.end_step = int(end_step)
+
+  def wants_sync(self, step: int, last: bool) -> bool:
+    return step == self.end_step
+
+  def on_sync(self, loop: Loop, step: int, rows: Rows) -> Any:
+    if step != self.end_step or not math.isclose(
+        float(np.asarray(loop.state.weights[STUDENT_FIRST])), 1.0):
+      return None
+    loop.write_event({"event": "guard", "action": "student_first_end"})
+    return SetWeights({STUDENT_FIRST: 0.0})

@@ -1,0 +1,159 @@
+"""One phase of a run: its loop (hooks, writers, guard) and its summary.
+
+:class:`certvae_jax.train.Runner` decides *which* phase runs from which state; this
+module builds the :class:`~certvae_jax.loop.Loop` that trains it and the summary
+written when it ends. A guarded phase (:mod:`certvae_jax.guard`) trains on the
+training split minus its guard set, with the guard's hooks before the evaluation and
+the checkpoint of each step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from certvae_jax import guard as guard_lib, hooks as hooks_lib, modes
+from certvae_jax import writers as writers_lib
+from certvae_jax.evaluate import evaluate_splits, final_analyses
+from certvae_jax.loop import Loop
+from certvae_jax.writers import truncate_jsonl
+
+
+class Phase(NamedTuple):
+  """What one run of the loop needs."""
+  name: str                     # directory name: warmup, full, noalign_fixed, ...
+  mode: modes.Mode
+  target: str                   # 'live', 'fixed', or 'none' (warm-up)
+  total_steps: int
+  weights: dict[str, float]     # the mode's base weights (and the guard's)
+  data_seed: int
+  meta: dict[str, Any]          # must match on restore
+  guard: guard_lib.Plan | None = None
+  extra: dict[str, Any] | None = None  # added to the summary (rescue diagnostics)
+
+
+def guard_plan(config, mode: modes.Mode) -> guard_lib.Plan | None:
+  """How ``config.guard`` guards ``mode`` (None: unguarded)."""
+  return guard_lib.plan(config, mode.name, mode.weights(config), mode.init == "continue")
+
+
+def phase_name(config, mode_name: str, target: str = "live") -> str:
+  """The directory of ``mode_name``'s phase under ``config``: the mode's tag and the
+  guard's (``full_guard_raise``, ``rescue_sf200``) keep each setting apart."""
+  mode = modes.get(mode_name)
+  guard = guard_plan(config, mode)
+  tag = "_".join(t for t in (mode.tag(config), guard and guard.tag) if t)
+  return modes.phase_name(mode_name, target, tag)
+
+
+class PhaseLoop(NamedTuple):
+  """A built loop and the hooks the summary reads."""
+  loop: Loop
+  timing: hooks_lib.Timing
+  guard: guard_lib.GuardHook | None
+
+
+def guard_hooks(runner, phase: Phase, k: int, t_train: np.ndarray):
+  """``(training rows or None, hooks, the guard hook or None)`` of a phase."""
+  plan, cfg = phase.guard, runner.config
+  if plan is None:
+    return None, [], None
+  hooks: list[Any] = []
+  if plan.student_first_steps:
+    start = phase.total_steps - phase.mode.steps(cfg)
+    hooks.append(guard_lib.StudentFirstEnd(start + plan.student_first_steps))
+  if not plan.measures:
+    return None, hooks, None
+  x_train = runner.ctx.data.x_train
+  rows, held = guard_lib.split_rows(len(x_train), float(cfg.guard.fraction), int(cfg.seed))
+  evaluate = runner.engine.objective(phase.mode.objective, k).evaluate
+  margin = guard_lib.margin_fn(evaluate, x_train[held], t_train[held], float(cfg.eval.tau),
+                               int(cfg.eval.batch_size), runner.engine.batch_sharding)
+  hook = guard_lib.GuardHook(cfg.guard, margin, phase.weights, int(cfg.train.checkpoint_every))
+  return rows, hooks + [hook], hook
+
+
+def build(runner, phase: Phase, k: int, state, ckpt, meta: dict[str, Any],
+          resumed_meta: dict[str, Any] | None) -> PhaseLoop:
+  """The loop of one phase, with the run's hooks and writers."""
+  cfg, engine = runner.config, runner.engine
+  t_train, t_test = runner.teachers.split_targets(phase.target, k)
+  if phase.mode.name == "prefit" and (t_train <= 0).any():
+    raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
+                     "code takes log T); use a smoothed teacher")
+  live = phase.target == "live" and runner.teachers.teacher is not None
+  rows, guarding, guard_hook = guard_hooks(runner, phase, k, t_train)
+  step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg),
+                              guarded=phase.guard is not None)
+  advance = engine.stepper(phase.name, step_fn, phase.data_seed,
+                           runner.teachers.teacher if live else None, t_train, k, rows)
+  eval_step = engine.eval_step(phase.mode.objective, k)
+  objective = engine.objective(phase.mode.objective, k)
+  d = runner.ctx.data
+  splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
+  labels = {"train": d.y_train, "test": d.y_test}
+  # T(x_hat) needs a teacher that is a function of any input: not a label-smoothed one.
+  # An objective with parameters of its own (a VQ codebook) decodes its own code, not
+  # dec(mu), which the check assumes.
+  probes = ([engine.reconstruction_check(k, runner.teachers.teacher)]
+            if cfg.eval.reconstruction_check and runner.teachers.teacher is not None
+            and objective.init_params is None else [])
+
+  def evaluate(st, step):
+    del step
+    return evaluate_splits(eval_step, st.params, splits, cfg.eval, engine.batch_sharding,
+                           labels if loop.finishing else None, probes, objective.summarize)
+
+  def restore(step):
+    restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective)
+    if runner.dir.main:
+      truncate_jsonl(runner.dir.metrics_path(phase.name), step, resuming=False)
+    return restored
+
+  main = runner.dir.main
+  timing = hooks_lib.Timing()
+  hooks = [hooks_lib.FiniteCheck(phase.name), timing,
+           hooks_lib.Progress(phase.name, int(state.step), phase.total_steps,
+                              cfg.train.progress and main),
+           hooks_lib.StepMetrics(cfg.train.log_every), *guarding,
+           *hooks_lib.create(cfg.train.hooks, cfg), *runner.extra_hooks,
+           hooks_lib.PeriodicEvaluation(cfg.eval.every),
+           hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every)]
+  writers = ([*writers_lib.create(writers_lib.run_writer_names(cfg),
+                                  runner.dir.phase(phase.name)), *runner.extra_writers]
+             if main else [])
+  loop = Loop(jax.device_put(state, engine.replicated), advance, phase.total_steps, hooks,
+              evaluate=evaluate, save=lambda step, st, extra: ckpt.save(step, st,
+                                                                        dict(meta, **extra)),
+              restore=restore, put_weights=engine.put_weights, writers=writers,
+              name=phase.name, steps_per_call=cfg.train.steps_per_call,
+              resumed_meta=resumed_meta, checkpointer=ckpt)
+  return PhaseLoop(loop, timing, guard_hook)
+
+
+def summary(runner, phase: Phase, state, built: PhaseLoop) -> dict[str, Any]:
+  """The phase's summary: its last evaluation, the final analyses, the guard's counts."""
+  _, splits, arrays = built.loop.last_eval
+  if runner.dir.main:
+    np.savez(os.path.join(runner.dir.phase(phase.name), "predictions.npz"),
+             **{f"{s}_{key}": arrays[s][key] for s in arrays
+                for key in ("teacher", "witness", "mu")})
+  info = runner.teacher_info or {}
+  collapse = final_analyses(splits, arrays, runner.config.eval, phase.mode.needs_teacher)
+  out = {"mode": phase.mode.name, "target": phase.target, "step": int(state.step),
+         "seed": int(runner.config.seed), "dataset": runner.ctx.data.name,
+         "stress_case": bool(info.get("stress_case", False)),
+         "teacher_id": info.get("teacher_id"),
+         # The shortest decimals that are these float32 values: 0.1, not 0.10000000149.
+         "weights": {k: float(str(np.float32(v)))
+                     for k, v in jax.device_get(state.weights).items()},
+         "skipped_batches": int(state.skipped), "collapse": collapse,
+         "train": splits["train"], "test": splits["test"]}
+  if built.guard is not None:
+    out["guard"] = built.guard.summary()
+    out["guard_interventions"] = out["guard"]["interventions"]
+  out.update(phase.extra or {})
+  return out

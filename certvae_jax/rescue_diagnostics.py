@@ -1,0 +1,84 @@
+"""Can re-enabling alignment move the witness? Paper 1, appendix H's rescue conditions.
+
+At a collapsed checkpoint the KL-alignment gradient with respect to the witness's
+logits is ``s(z) - T(x)``; at a constant student ``s = c`` its descent direction
+``T(x) - c`` varies with the input whenever the teacher does. Appendix H's sufficient
+local-response condition: some small parameter perturbation changes the logits by a
+``delta_l(x)`` positively correlated with the centred teacher variation
+``T(x) - Tbar``. Two numbers tell a user, before a rescue runs, whether it can work:
+
+* ``align_grad_norm``: the norm of ``grad L_align`` with respect to the parameters a
+  student-first step trains (encoder and head). Zero means alignment cannot move them.
+* ``response_correlation``: for the perturbation alignment itself proposes,
+  ``delta_theta = -grad L_align``, the cosine between the induced logit change
+  ``delta_l = J delta_theta`` (a Jacobian-vector product; centred per row, since a
+  softmax ignores a shift of all logits) and ``T(x) - Tbar``, over all rows and classes.
+  Positive: the first alignment step moves the witness towards the teacher's variation.
+
+``L_align`` here is read at ``z = mu(x)``, the certificate's witness, so the numbers
+are deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from certvae_jax import certificate
+
+LogitsFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
+
+
+def _split(params: dict, groups: Sequence[str]) -> tuple[dict, dict]:
+  trained = {k: v for k, v in params.items() if k in groups}
+  if not trained:
+    raise ValueError(f"rescue diagnostics: none of the parameter groups {tuple(groups)} is in "
+                     f"the parameters (groups: {sorted(params)})")
+  return trained, {k: v for k, v in params.items() if k not in groups}
+
+
+def rescue_diagnostics(logits_fn: LogitsFn, params: dict, x: jnp.ndarray, teacher: jnp.ndarray,
+                       groups: Sequence[str] = ("encoder", "head")) -> dict[str, float]:
+  """Appendix H's rescue diagnostics at ``params`` on the rows ``(x, teacher)``.
+
+  Args:
+    logits_fn: ``(params, x) -> witness logits (N, K)``: the raw witness at ``mu(x)``.
+    params: the model's parameter tree (top-level groups).
+    x: inputs, ``(N, ...)``.
+    teacher: the teacher's rows ``T(x)``, ``(N, K)``.
+    groups: the parameter groups alignment may move.
+
+  Returns:
+    ``align_grad_norm``, ``response_correlation`` (0 when either side is zero),
+    ``logit_response_norm`` (RMS of the centred ``delta_l`` per row),
+    ``teacher_variation`` (RMS of ``T(x) - Tbar`` per row), ``alignment`` and
+    ``teacher_mi`` on these rows, and ``rows``.
+  """
+  trained, rest = _split(params, groups)
+  teacher = jnp.asarray(teacher)
+
+  def alignment(p):
+    return certificate.alignment_loss_from_logits(teacher, logits_fn({**rest, **p}, x),
+                                                  validate=False)
+
+  loss, grad = jax.value_and_grad(alignment)(trained)
+  direction = jax.tree.map(jnp.negative, grad)
+  _, delta = jax.jvp(lambda p: logits_fn({**rest, **p}, x), (trained,), (direction,))
+  delta = np.asarray(delta, np.float64)
+  delta = delta - delta.mean(axis=1, keepdims=True)
+  t = np.asarray(teacher, np.float64)
+  centred = t - t.mean(axis=0, keepdims=True)
+  norms = np.linalg.norm(delta), np.linalg.norm(centred)
+  corr = float(np.sum(delta * centred) / (norms[0] * norms[1])) if min(norms) > 0 else 0.0
+  rows = len(t)
+  return {"align_grad_norm": float(np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
+                                                for g in jax.tree.leaves(grad)))),
+          "response_correlation": corr,
+          "logit_response_norm": float(norms[0] / np.sqrt(rows)),
+          "teacher_variation": float(norms[1] / np.sqrt(rows)),
+          "alignment": float(loss),
+          "teacher_mi": float(certificate.teacher_mi(t, validate=False)),
+          "rows": rows}

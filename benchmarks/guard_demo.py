@@ -1,6 +1,6 @@
 """Guarded training on digits: find where plain ``full`` loses the certificate, then guard it.
 
-Paper 1, appendices G and H. Two stages, both on the default digits config:
+Paper 1, appendices G and H. Three stages, all on the default digits config:
 
 1. ``--stage=sweep``: plain ``full`` runs (no guard) under settings that should make the
    witness easier to abandon: a larger ``alpha_KL``, a smaller ``lambda_TS``, and the
@@ -11,12 +11,16 @@ Paper 1, appendices G and H. Two stages, both on the default digits config:
    each guard policy, reporting the final test margin, the lowest guard-set margin after
    the first certified guard evaluation, PSNR and reconstruction nats, wall time and the
    number of interventions.
+3. ``--stage=rescue``: ``noalign`` then ``rescue`` with ``guard.student_first_steps`` in
+   ``--student_first_steps``, with appendix H's rescue diagnostics at the rescue's start.
 
 Every run of one seed shares its warm-up and teacher (copied from a seed directory), so
-settings differ only in what is swept. Results go to ``--out`` as JSON and Markdown.
+settings differ only in what is swept. Results go to ``--out`` as JSON (``guard_sweep.json``, ``guard_demo.json``,
+``guard_rescue.json``).
 
     python benchmarks/guard_demo.py --stage=sweep --seeds=1
     python benchmarks/guard_demo.py --stage=guard --setting=alpha_kl=16 --seeds=3
+    python benchmarks/guard_demo.py --stage=rescue --seeds=3   # student-first rescue
 """
 
 import argparse
@@ -51,7 +55,9 @@ POLICIES = {
     "raise": {"guard.policy": "raise"},
     "raise+student_first": {"guard.policy": "raise", "guard.student_first": True},
     "rollback": {"guard.policy": "rollback"},
-    "barrier": {"guard.policy": "barrier"},
+    "barrier": {"guard.policy": "barrier"},  # the default kappa = 1
+    "barrier,kappa=0.1": {"guard.policy": "barrier", "guard.kappa": 0.1},
+    "barrier,kappa=5": {"guard.policy": "barrier", "guard.kappa": 5.0},
 }
 
 
@@ -75,17 +81,20 @@ def seed_dir(root: str, seed: int, overrides: dict, eval_every: int) -> str:
   return path
 
 
-def run_one(root: str, seed: int, name: str, overrides: dict, eval_every: int) -> dict:
-  """``full`` under ``overrides`` in a copy of the seed directory; its trajectory."""
-  wd = os.path.join(root, name.replace(",", "+").replace("=", "") + f"_seed{seed}")
+def run_one(root: str, seed: int, name: str, overrides: dict, eval_every: int,
+            mode: str = "full", workdir: str | None = None) -> dict:
+  """``mode`` under ``overrides`` in a copy of the seed directory; its trajectory."""
+  wd = os.path.join(root, (workdir or name).replace(",", "+").replace("=", "") + f"_seed{seed}")
   if not os.path.exists(wd):
     shutil.copytree(seed_dir(root, seed, overrides, eval_every), wd,
                     ignore=shutil.ignore_patterns(".lock"))
   cfg = config_for(seed, overrides, eval_every)
+  if mode == "rescue":
+    train.train(config_for(seed, {}, eval_every), "noalign", wd)
   tick = time.perf_counter()
-  summary = train.train(cfg, "full", wd)
+  summary = train.train(cfg, mode, wd)
   wall = time.perf_counter() - tick
-  phase = phase_loop.phase_name(cfg, "full")
+  phase = phase_loop.phase_name(cfg, mode)
   rows = writers.read_jsonl(os.path.join(wd, phase, "metrics.jsonl"))
   evals = [(r["step"], r["train/margin"]) for r in rows if "train/margin" in r]
   guard_rows = [(r["step"], r["guard/margin"]) for r in rows if "guard/margin" in r]
@@ -93,12 +102,16 @@ def run_one(root: str, seed: int, name: str, overrides: dict, eval_every: int) -
   after = [m for s, m in evals if first is not None and s >= first]
   lost = first is None or min(after) <= 0 or evals[-1][1] <= 0
   t = summary["test"]
-  out = {"seed": seed, "setting": name, "wall_s": wall,
+  timing = summary["timing"]
+  out = {"seed": seed, "setting": name, "wall_s": wall, "phase_seconds": timing["seconds"],
+         "steps_per_s": timing["steps_per_s"],
          "first_certified_eval": first, "min_train_margin_after_certified":
          min(after) if after else None, "final_train_margin": evals[-1][1],
          "final_test_margin": t["margin"], "test_psnr": t["psnr"], "test_rec": t["rec"],
          "test_student_mi": t["student_mi"], "active_units": t["active_units"],
          "lost": bool(lost), "trajectory": evals}
+  if "rescue_diagnostics" in summary:
+    out["rescue_diagnostics"] = summary["rescue_diagnostics"]
   if "guard" in summary:
     g = summary["guard"]
     out.update(interventions=g["interventions"], raises=g["raises"], decays=g["decays"],
@@ -114,7 +127,9 @@ def run_one(root: str, seed: int, name: str, overrides: dict, eval_every: int) -
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--stage", choices=("sweep", "guard"), required=True)
+  p.add_argument("--stage", choices=("sweep", "guard", "rescue"), required=True)
+  p.add_argument("--student_first_steps", default="0,200,500",
+                 help="--stage=rescue: rescue with these student-first steps")
   p.add_argument("--setting", default="alpha_kl=16", help="a sweep setting, for --stage=guard")
   p.add_argument("--settings", default=";".join(SWEEP), help="sweep settings, ';'-separated")
   p.add_argument("--policies", default=";".join(POLICIES))
@@ -134,6 +149,17 @@ def main() -> None:
               f"{_f(r['min_train_margin_after_certified'])}, final train "
               f"{r['final_train_margin']:+.3f} test {r['final_test_margin']:+.3f}, "
               f"lost={r['lost']} ({r['wall_s']:.0f} s)", flush=True)
+  elif a.stage == "rescue":
+    for seed in range(a.seeds):
+      for n in map(int, a.student_first_steps.split(",")):
+        results.append(dict(run_one(a.root, seed, f"sf={n}", {"guard.student_first_steps": n},
+                                    a.eval_every, "rescue", "rescue"), policy=f"sf={n}"))
+        r = results[-1]
+        d = r["rescue_diagnostics"]
+        print(f"student-first {n:4d} seed {seed}: first certified {r['first_certified_eval']}, "
+              f"test {r['final_test_margin']:+.3f}, psnr {r['test_psnr']:.2f}; diagnostics: "
+              f"grad {d['align_grad_norm']:.3g}, corr {d['response_correlation']:+.3f}",
+              flush=True)
   else:
     for seed in range(a.seeds):
       for policy in a.policies.split(";"):
@@ -148,24 +174,76 @@ def main() -> None:
   meta = {"stage": a.stage, "setting": a.setting, "seeds": a.seeds, "eval_every": a.eval_every,
           "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
   os.makedirs(a.out, exist_ok=True)
-  stem = "guard_sweep" if a.stage == "sweep" else "guard_demo"
+  stem = {"sweep": "guard_sweep", "guard": "guard_demo", "rescue": "guard_rescue"}[a.stage]
   with open(os.path.join(a.out, stem + ".json"), "w") as fh:
     json.dump({"meta": meta, "runs": results}, fh, indent=1)
-  print(json.dumps(_table(results, a.stage), indent=1))
+  table = markdown(results, a.stage)
+  with open(os.path.join(a.out, stem + ".md"), "w") as fh:
+    fh.write(f"<!-- python benchmarks/guard_demo.py --stage={a.stage} --seeds={a.seeds}"
+             + (f" --setting={a.setting}" if a.stage == "guard" else "") + " -->\n" + table)
+  print(table)
 
 
 def _f(v) -> str:
   return "-" if v is None else f"{v:+.3f}"
 
 
-def _table(results: list[dict], stage: str) -> dict:
+def _mean_sd(values) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return "-"
+  return f"{np.mean(values):+.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:+.3f}"
+
+
+def markdown(results: list[dict], stage: str) -> str:
+  """One row per setting (sweep) or policy (guard, rescue): means ± SD over seeds."""
   key = "setting" if stage == "sweep" else "policy"
-  out = {}
+  groups: dict[str, list[dict]] = {}
   for r in results:
-    out.setdefault(r[key], []).append(r)
-  return {k: {"lost": sum(r["lost"] for r in rs), "runs": len(rs),
-              "final_test_margin": float(np.mean([r["final_test_margin"] for r in rs]))}
-          for k, rs in out.items()}
+    groups.setdefault(r[key], []).append(r)
+  if stage == "sweep":
+    lines = ["| setting | runs that lost it | first certified eval | lowest train G_tau after "
+             "| final train G_tau | final test G_tau | test PSNR |", "|---|---|---|---|---|---|---|"]
+    for name, rs in groups.items():
+      firsts = [r["first_certified_eval"] for r in rs]
+      lines.append(
+          f"| {name} | {sum(r['lost'] for r in rs)}/{len(rs)} | "
+          f"{', '.join('never' if f is None else str(f) for f in firsts)} | "
+          f"{_mean_sd([r['min_train_margin_after_certified'] for r in rs])} | "
+          f"{_mean_sd([r['final_train_margin'] for r in rs])} | "
+          f"{_mean_sd([r['final_test_margin'] for r in rs])} | "
+          f"{np.mean([r['test_psnr'] for r in rs]):.2f} |")
+  elif stage == "guard":
+    lines = ["| policy | final test G_tau | certified at the end | lowest guard G_tau after first "
+             "certified | guard evals <= 0 after | interventions per run (raise/decay/rollback, all seeds) | final "
+             "lambda_TS | test PSNR | test rec (nats) | phase wall s | steps/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, rs in groups.items():
+      counts = "/".join(str(int(np.sum([r.get(k, 0) for r in rs]))) for k in
+                        ("raises", "decays", "rollbacks"))
+      lines.append(
+          f"| {name} | {_mean_sd([r['final_test_margin'] for r in rs])} | "
+          f"{sum(r['final_test_margin'] > 0 for r in rs)}/{len(rs)} | "
+          f"{_mean_sd([r.get('min_guard_margin_after_certified') for r in rs])} | "
+          f"{sum(r.get('guard_evaluations_below_zero_after_certified', 0) for r in rs)} | "
+          f"{np.mean([r.get('interventions', 0) for r in rs]):.1f} ({counts}) | "
+          f"{_mean_sd([r.get('final_lambda_ts') for r in rs]) if 'final_lambda_ts' in rs[0] else '-'} | "
+          f"{np.mean([r['test_psnr'] for r in rs]):.2f} | {np.mean([r['test_rec'] for r in rs]):.1f} | "
+          f"{np.mean([r['phase_seconds'] for r in rs]):.1f} | "
+          f"{np.mean([r['steps_per_s'] for r in rs]):.0f} |")
+  else:
+    lines = ["| rescue | first certified eval | final test G_tau | test PSNR | align grad norm "
+             "| response correlation | input-dependent fraction |", "|---|---|---|---|---|---|---|"]
+    for name, rs in groups.items():
+      d = [r["rescue_diagnostics"] for r in rs]
+      lines.append(
+          f"| {name} | {', '.join(str(r['first_certified_eval']) for r in rs)} | "
+          f"{_mean_sd([r['final_test_margin'] for r in rs])} | "
+          f"{np.mean([r['test_psnr'] for r in rs]):.2f} | "
+          f"{_mean_sd([x['align_grad_norm'] for x in d])} | "
+          f"{_mean_sd([x['response_correlation'] for x in d])} | "
+          f"{np.mean([x['input_dependent_fraction'] for x in d]):.3f} |")
+  return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

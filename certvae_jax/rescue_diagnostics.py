@@ -10,10 +10,14 @@ local-response condition: some small parameter perturbation changes the logits b
 * ``align_grad_norm``: the norm of ``grad L_align`` with respect to the parameters a
   student-first step trains (encoder and head). Zero means alignment cannot move them.
 * ``response_correlation``: for the perturbation alignment itself proposes,
-  ``delta_theta = -grad L_align``, the cosine between the induced logit change
-  ``delta_l = J delta_theta`` (a Jacobian-vector product; centred per row, since a
-  softmax ignores a shift of all logits) and ``T(x) - Tbar``, over all rows and classes.
-  Positive: the first alignment step moves the witness towards the teacher's variation.
+  ``delta_theta = -grad L_align``, the correlation between the induced logit change
+  ``delta_l = J delta_theta`` (a Jacobian-vector product) and ``T(x) - Tbar``, over all
+  rows and classes. ``delta_l`` is centred over classes (a softmax ignores a shift of all
+  logits) and over rows (a change shared by every input, such as a bias step, moves the
+  witness towards a better constant, not away from the constant basin), as the teacher
+  side is. Positive: the first alignment step moves the witness along the teacher's
+  variation. ``input_dependent_fraction`` says how much of the response varies with the
+  input at all.
 
 ``L_align`` here is read at ``z = mu(x)``, the certificate's witness, so the numbers
 are deterministic.
@@ -53,7 +57,8 @@ def rescue_diagnostics(logits_fn: LogitsFn, params: dict, x: jnp.ndarray, teache
 
   Returns:
     ``align_grad_norm``, ``response_correlation`` (0 when either side is zero),
-    ``logit_response_norm`` (RMS of the centred ``delta_l`` per row),
+    ``logit_response_norm`` (RMS per row of ``delta_l`` centred over classes),
+    ``input_dependent_fraction`` (the norm of its input-dependent part over its norm),
     ``teacher_variation`` (RMS of ``T(x) - Tbar`` per row), ``alignment`` and
     ``teacher_mi`` on these rows, and ``rows``.
   """
@@ -69,15 +74,18 @@ def rescue_diagnostics(logits_fn: LogitsFn, params: dict, x: jnp.ndarray, teache
   _, delta = jax.jvp(lambda p: logits_fn({**rest, **p}, x), (trained,), (direction,))
   delta = np.asarray(delta, np.float64)
   delta = delta - delta.mean(axis=1, keepdims=True)
+  varying = delta - delta.mean(axis=0, keepdims=True)
   t = np.asarray(teacher, np.float64)
   centred = t - t.mean(axis=0, keepdims=True)
-  norms = np.linalg.norm(delta), np.linalg.norm(centred)
-  corr = float(np.sum(delta * centred) / (norms[0] * norms[1])) if min(norms) > 0 else 0.0
+  norms = np.linalg.norm(varying), np.linalg.norm(centred)
+  corr = float(np.sum(varying * centred) / (norms[0] * norms[1])) if min(norms) > 0 else 0.0
+  total = np.linalg.norm(delta)
   rows = len(t)
   return {"align_grad_norm": float(np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
                                                 for g in jax.tree.leaves(grad)))),
           "response_correlation": corr,
-          "logit_response_norm": float(norms[0] / np.sqrt(rows)),
+          "logit_response_norm": float(total / np.sqrt(rows)),
+          "input_dependent_fraction": float(norms[0] / total) if total > 0 else 0.0,
           "teacher_variation": float(norms[1] / np.sqrt(rows)),
           "alignment": float(loss),
           "teacher_mi": float(certificate.teacher_mi(t, validate=False)),

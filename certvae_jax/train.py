@@ -93,9 +93,12 @@ class Runner:
     return self.teachers.split_targets(target, self.num_classes)
 
   def restore(self, ckpt, k: int, step: int | None = None, mode: str = "full"):
-    """``(state, meta)`` from a checkpoint of ``mode`` (its objective's weights), replicated."""
-    return self.engine.restore(ckpt, k, self._weight_names(mode), step,
-                               modes.get(mode).objective)
+    """``(state, meta)`` from a checkpoint of ``mode`` (its objective's weights, and the
+    guard's when a guarded phase saved it), replicated."""
+    names = self._weight_names(mode)
+    if "guard" in (ckpt.read_meta(step) or {}):
+      names += (STUDENT_FIRST,)
+    return self.engine.restore(ckpt, k, names, step, modes.get(mode).objective)
 
   def fresh_state(self, k: int, data_code: int, mode: str = "warmup"):
     """A new state of ``mode`` with parameters from ``config.seed`` (see :class:`Engine`)."""

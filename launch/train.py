@@ -52,6 +52,17 @@ def main() -> int:
       print(f"collapse: {summary['collapse']} (a post-hoc linear head on the frozen code: test "
             f"G_tau={t['posthoc_margin']:+.2f}, {'' if t['posthoc_certified'] else 'not '}"
             "certified)")
+    if "guard" in summary:
+      g = summary["guard"]
+      low = g["min_margin_after_certified"]
+      print(f"guard ({g['policy']}): {g['interventions']} interventions ({g['raises']} raise, "
+            f"{g['decays']} decay, {g['rollbacks']} rollback); lowest guard-set G_tau after it "
+            f"first certified: {'-' if low is None else f'{low:+.3f}'}")
+    if "rescue_diagnostics" in summary:
+      d = summary["rescue_diagnostics"]
+      print(f"rescue diagnostics at the start: alignment gradient norm "
+            f"{d['align_grad_norm']:.3g}, logit response vs T(x) - Tbar correlation "
+            f"{d['response_correlation']:+.3f}")
     if summary.get("stress_case"):
       print("note: teacher stress case (no candidate passed the QC thresholds); report apart")
   return 0

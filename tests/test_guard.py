@@ -337,13 +337,10 @@ def test_a_killed_guarded_run_resumes_bit_for_bit(seed_dir, tmp_path, monkeypatc
   assert len(events) == s["guard_interventions"]
   for e in events:
     assert {"step", "action", "guard_margin", "old_lambda_ts", "new_lambda_ts"} <= set(e)
-  runner = train.Runner(cfg, straight)
   states = []
   for wd in (straight, killed):
     with Checkpointer(os.path.join(wd, phase, "checkpoints")) as ckpt:
-      states.append(train.Runner(cfg, wd)._restore_checked(  # pylint: disable=protected-access
-          ckpt, {}, wd, "full", s["step"], weight_names=tuple(s["weights"]))[0])
-  del runner
+      states.append(train.Runner(cfg, wd).restore(ckpt, 10, s["step"])[0])
   for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -402,11 +399,14 @@ def test_rescue_diagnostics_match_numpy_on_a_linear_witness():
   dw, db = x.T @ g, g.sum(0)
   delta = x @ -dw - db
   delta -= delta.mean(1, keepdims=True)
+  varying = delta - delta.mean(0)
   centred = t - t.mean(0)
-  corr = np.sum(delta * centred) / (np.linalg.norm(delta) * np.linalg.norm(centred))
+  corr = np.sum(varying * centred) / (np.linalg.norm(varying) * np.linalg.norm(centred))
   assert got["align_grad_norm"] == pytest.approx(np.sqrt(np.sum(dw**2) + np.sum(db**2)),
                                                  rel=1e-4)
   assert got["response_correlation"] == pytest.approx(corr, abs=1e-4)
+  assert got["input_dependent_fraction"] == pytest.approx(
+      np.linalg.norm(varying) / np.linalg.norm(delta), rel=1e-4)
   assert got["alignment"] == pytest.approx(np.mean(np.sum(t * np.log(t / s), 1)), rel=1e-4)
   assert got["rows"] == n
 
@@ -420,3 +420,5 @@ def test_rescue_diagnostics_are_zero_for_an_input_independent_witness():
   # The logits ignore x entirely: only the bias can move, the same for every row.
   got = rescue_diagnostics(lambda p, xb: 0 * xb[:, :3] + p["head"]["b"], params, x, t)
   assert got["response_correlation"] == pytest.approx(0.0, abs=1e-6)
+  assert got["input_dependent_fraction"] == pytest.approx(0.0, abs=1e-6)
+  assert got["align_grad_norm"] > 0  # the bias still moves, towards a better constant

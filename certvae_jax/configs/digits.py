@@ -118,7 +118,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.guard.max_lambda = 80.0         # cap of the raised lambda_TS
   c.guard.student_first = False     # raise: while raised, train the encoder and head on alignment only
   c.guard.max_rollbacks = 3         # rollback: at most this many per phase
-  c.guard.kappa = 0.1               # barrier: weight of -kappa log G_batch
+  c.guard.kappa = 1.0               # barrier: weight of -kappa log G_batch
   c.guard.barrier_floor = 0.05      # barrier: below this margin, its tangent line (finite)
   c.guard.student_first_steps = 0   # rescue: student-first steps before the full objective
 

@@ -195,54 +195,70 @@ def _mean_sd(values) -> str:
   return f"{np.mean(values):+.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:+.3f}"
 
 
+def _mean(key: str, fmt: str = ".2f"):
+  return lambda name, rs: format(float(np.mean([r[key] for r in rs])), fmt)
+
+
+def _spread(get):
+  return lambda name, rs: _mean_sd([get(r) for r in rs])
+
+
+COLUMNS = {
+    "sweep": [
+        ("setting", lambda name, rs: name),
+        ("runs that lost it", lambda name, rs: f"{sum(r['lost'] for r in rs)}/{len(rs)}"),
+        ("first certified eval", lambda name, rs: ", ".join(
+            "never" if r["first_certified_eval"] is None else str(r["first_certified_eval"])
+            for r in rs)),
+        ("lowest train G_tau after", _spread(lambda r: r["min_train_margin_after_certified"])),
+        ("final train G_tau", _spread(lambda r: r["final_train_margin"])),
+        ("final test G_tau", _spread(lambda r: r["final_test_margin"])),
+        ("test PSNR", _mean("test_psnr")),
+    ],
+    "guard": [
+        ("policy", lambda name, rs: name),
+        ("final test G_tau", _spread(lambda r: r["final_test_margin"])),
+        ("certified at the end", lambda name, rs:
+         f"{sum(r['final_test_margin'] > 0 for r in rs)}/{len(rs)}"),
+        ("lowest guard G_tau after first certified",
+         _spread(lambda r: r.get("min_guard_margin_after_certified"))),
+        ("guard evals <= 0 after", lambda name, rs: str(sum(
+            r.get("guard_evaluations_below_zero_after_certified", 0) for r in rs))),
+        ("interventions per run (raise/decay/rollback, all seeds)", lambda name, rs:
+         f"{np.mean([r.get('interventions', 0) for r in rs]):.1f} (" + "/".join(
+             str(sum(r.get(k, 0) for r in rs)) for k in ("raises", "decays", "rollbacks")) + ")"),
+        ("final lambda_TS", _spread(lambda r: r.get("final_lambda_ts"))),
+        ("test PSNR", _mean("test_psnr")),
+        ("test rec (nats)", _mean("test_rec", ".1f")),
+        ("phase wall s", _mean("phase_seconds", ".1f")),
+        ("steps/s", _mean("steps_per_s", ".0f")),
+    ],
+    "rescue": [
+        ("rescue", lambda name, rs: name),
+        ("first certified eval", lambda name, rs: ", ".join(
+            str(r["first_certified_eval"]) for r in rs)),
+        ("final test G_tau", _spread(lambda r: r["final_test_margin"])),
+        ("test PSNR", _mean("test_psnr")),
+        ("align grad norm", _spread(lambda r: r["rescue_diagnostics"]["align_grad_norm"])),
+        ("response correlation",
+         _spread(lambda r: r["rescue_diagnostics"]["response_correlation"])),
+        ("input-dependent fraction", lambda name, rs: format(float(np.mean(
+            [r["rescue_diagnostics"]["input_dependent_fraction"] for r in rs])), ".3f")),
+    ],
+}
+
+
 def markdown(results: list[dict], stage: str) -> str:
   """One row per setting (sweep) or policy (guard, rescue): means ± SD over seeds."""
   key = "setting" if stage == "sweep" else "policy"
   groups: dict[str, list[dict]] = {}
   for r in results:
     groups.setdefault(r[key], []).append(r)
-  if stage == "sweep":
-    lines = ["| setting | runs that lost it | first certified eval | lowest train G_tau after "
-             "| final train G_tau | final test G_tau | test PSNR |", "|---|---|---|---|---|---|---|"]
-    for name, rs in groups.items():
-      firsts = [r["first_certified_eval"] for r in rs]
-      lines.append(
-          f"| {name} | {sum(r['lost'] for r in rs)}/{len(rs)} | "
-          f"{', '.join('never' if f is None else str(f) for f in firsts)} | "
-          f"{_mean_sd([r['min_train_margin_after_certified'] for r in rs])} | "
-          f"{_mean_sd([r['final_train_margin'] for r in rs])} | "
-          f"{_mean_sd([r['final_test_margin'] for r in rs])} | "
-          f"{np.mean([r['test_psnr'] for r in rs]):.2f} |")
-  elif stage == "guard":
-    lines = ["| policy | final test G_tau | certified at the end | lowest guard G_tau after first "
-             "certified | guard evals <= 0 after | interventions per run (raise/decay/rollback, all seeds) | final "
-             "lambda_TS | test PSNR | test rec (nats) | phase wall s | steps/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, rs in groups.items():
-      counts = "/".join(str(int(np.sum([r.get(k, 0) for r in rs]))) for k in
-                        ("raises", "decays", "rollbacks"))
-      lines.append(
-          f"| {name} | {_mean_sd([r['final_test_margin'] for r in rs])} | "
-          f"{sum(r['final_test_margin'] > 0 for r in rs)}/{len(rs)} | "
-          f"{_mean_sd([r.get('min_guard_margin_after_certified') for r in rs])} | "
-          f"{sum(r.get('guard_evaluations_below_zero_after_certified', 0) for r in rs)} | "
-          f"{np.mean([r.get('interventions', 0) for r in rs]):.1f} ({counts}) | "
-          f"{_mean_sd([r.get('final_lambda_ts') for r in rs]) if 'final_lambda_ts' in rs[0] else '-'} | "
-          f"{np.mean([r['test_psnr'] for r in rs]):.2f} | {np.mean([r['test_rec'] for r in rs]):.1f} | "
-          f"{np.mean([r['phase_seconds'] for r in rs]):.1f} | "
-          f"{np.mean([r['steps_per_s'] for r in rs]):.0f} |")
-  else:
-    lines = ["| rescue | first certified eval | final test G_tau | test PSNR | align grad norm "
-             "| response correlation | input-dependent fraction |", "|---|---|---|---|---|---|---|"]
-    for name, rs in groups.items():
-      d = [r["rescue_diagnostics"] for r in rs]
-      lines.append(
-          f"| {name} | {', '.join(str(r['first_certified_eval']) for r in rs)} | "
-          f"{_mean_sd([r['final_test_margin'] for r in rs])} | "
-          f"{np.mean([r['test_psnr'] for r in rs]):.2f} | "
-          f"{_mean_sd([x['align_grad_norm'] for x in d])} | "
-          f"{_mean_sd([x['response_correlation'] for x in d])} | "
-          f"{np.mean([x['input_dependent_fraction'] for x in d]):.3f} |")
+  columns = COLUMNS[stage]
+  lines = ["| " + " | ".join(title for title, _ in columns) + " |",
+           "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(cell(name, rs) for _, cell in columns) + " |"
+            for name, rs in groups.items()]
   return "\n".join(lines) + "\n"
 
 

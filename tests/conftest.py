@@ -6,6 +6,7 @@ by the tests inherit it through ``CERTVAE_JAX_COMPILATION_CACHE``.
 """
 
 import os
+import shutil
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -17,7 +18,7 @@ import jax  # noqa: E402  (after the environment above)
 jax.config.update("jax_compilation_cache_dir", os.environ["CERTVAE_JAX_COMPILATION_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
-import pytest  # noqa: E402,F401
+import pytest  # noqa: E402
 
 from configs import digits  # noqa: E402
 
@@ -34,6 +35,21 @@ def tiny_config(**train_overrides):
   for key, value in train_overrides.items():
     c.train[key] = value
   return c
+
+
+@pytest.fixture(scope="module")
+def seed_dir(tmp_path_factory):
+  """A workdir whose warm-up and teacher are done (copy it into each test's workdir)."""
+  from certvae_jax import train  # pylint: disable=import-outside-toplevel
+  wd = str(tmp_path_factory.mktemp("seed"))
+  train.Runner(tiny_config(), wd).ensure_teacher()
+  return wd
+
+
+def copy_seed(seed_dir, dest):
+  """A copy of ``seed_dir`` (without its lock) at ``dest``; returns ``dest``."""
+  shutil.copytree(seed_dir, dest, ignore=shutil.ignore_patterns(".lock"))
+  return dest
 
 
 @pytest.fixture

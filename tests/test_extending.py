@@ -5,7 +5,6 @@ Nothing here edits the step, the loop or the run: each toy is registered or pass
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -18,20 +17,7 @@ import pytest
 from certvae_jax import hooks, loop, modes, objectives, train, writers
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.models.vae import TeacherGuidedVAE
-from tests.conftest import tiny_config
-
-
-@pytest.fixture(scope="module")
-def seed_dir(tmp_path_factory):
-  """A workdir whose warm-up and teacher are done (copied into each test's workdir)."""
-  wd = str(tmp_path_factory.mktemp("seed"))
-  train.Runner(tiny_config(), wd).ensure_teacher()
-  return wd
-
-
-def _copy_seed(seed_dir, dest):
-  shutil.copytree(seed_dir, dest, ignore=shutil.ignore_patterns(".lock"))
-  return dest
+from tests.conftest import copy_seed, tiny_config
 
 
 @pytest.fixture
@@ -65,7 +51,7 @@ def test_a_toy_objective_and_mode_train_through_the_registries(seed_dir, tmp_pat
       "l2", "elbo_plus_code_l2",
       lambda c: {"alpha_kl": 1.0, "lambda_ts": 5.0, "lambda_bal": 1.0, "gamma": 0.5},
       tag=lambda c: "g0.5"))
-  wd = _copy_seed(seed_dir, str(tmp_path / "w"))
+  wd = copy_seed(seed_dir, str(tmp_path / "w"))
   s = train.train(tiny_config(), "l2", wd)
   assert s["mode"] == "l2" and s["step"] == 40 and s["weights"]["gamma"] == 0.5
   rows = writers.read_jsonl(os.path.join(wd, "l2_g0.5", "metrics.jsonl"))
@@ -102,7 +88,7 @@ def test_a_hook_changes_a_weight_mid_run_and_a_killed_run_resumes_exactly(
     seed_dir, tmp_path):
   cfg = tiny_config()
   cfg.train.checkpoint_every = 10
-  straight = _copy_seed(seed_dir, str(tmp_path / "a"))
+  straight = copy_seed(seed_dir, str(tmp_path / "a"))
   s = train.train(cfg, "full", straight, hooks=[_SetLambdaAt(20, 0.5)])
   assert s["weights"]["lambda_ts"] == 0.5
   state, meta = _final_state(straight)
@@ -112,7 +98,7 @@ def test_a_hook_changes_a_weight_mid_run_and_a_killed_run_resumes_exactly(
   assert rows[20]["train_step/weight/lambda_ts"] == 5.0  # step 20 ran before the change
   assert rows[30]["train_step/weight/lambda_ts"] == 0.5
 
-  killed = _copy_seed(seed_dir, str(tmp_path / "b"))
+  killed = copy_seed(seed_dir, str(tmp_path / "b"))
   with pytest.raises(KeyboardInterrupt):
     train.train(cfg, "full", killed, hooks=[_SetLambdaAt(20, 0.5), _Crash()])
   # Resumed from step 20 without the hook: the new weight comes from the checkpoint.
@@ -128,7 +114,7 @@ def test_a_hook_can_stop_and_restore(seed_dir, tmp_path):
     def on_sync(self, lp, step, rows):
       return loop.Stop("enough") if lp.name == "full" and step == 30 else None
 
-  wd = _copy_seed(seed_dir, str(tmp_path / "s"))
+  wd = copy_seed(seed_dir, str(tmp_path / "s"))
   s = train.train(tiny_config(), "full", wd, hooks=[StopAt30()])
   assert s["step"] == 30 and "probe_accuracy" in s["test"]
 
@@ -142,9 +128,9 @@ def test_a_hook_can_stop_and_restore(seed_dir, tmp_path):
         return loop.Restore(20)
       return None
 
-  wd2 = _copy_seed(seed_dir, str(tmp_path / "r"))
+  wd2 = copy_seed(seed_dir, str(tmp_path / "r"))
   again = train.train(tiny_config(), "full", wd2, hooks=[RestoreOnce()])
-  plain = train.train(tiny_config(), "full", _copy_seed(seed_dir, str(tmp_path / "p")))
+  plain = train.train(tiny_config(), "full", copy_seed(seed_dir, str(tmp_path / "p")))
   assert again["train"] == plain["train"]  # steps 21-40 redone identically
   steps = [r["step"] for r in writers.read_jsonl(os.path.join(wd2, "full", "metrics.jsonl"))]
   assert steps == sorted(set(steps))
@@ -173,7 +159,7 @@ def test_a_registered_writer_receives_the_same_scalars_as_metrics_jsonl(
       received.setdefault(os.path.basename(phase_dir), [])))
   cfg = tiny_config()
   cfg.train.writers = "jsonl,collect"
-  wd = _copy_seed(seed_dir, str(tmp_path / "w"))
+  wd = copy_seed(seed_dir, str(tmp_path / "w"))
   train.train(cfg, "full", wd)
   on_disk = writers.read_jsonl(os.path.join(wd, "full", "metrics.jsonl"))
   assert received["full"] == on_disk and len(on_disk) == 4
@@ -226,19 +212,19 @@ def _readme_extending_blocks():
 def test_readme_extending_blocks_run(seed_dir, tmp_path, registries, capsys):
   objective, hook, writer = _readme_extending_blocks()
 
-  ns = {"config": tiny_config(), "workdir": _copy_seed(seed_dir, str(tmp_path / "o"))}
+  ns = {"config": tiny_config(), "workdir": copy_seed(seed_dir, str(tmp_path / "o"))}
   exec(objective, ns)  # pylint: disable=exec-used
   assert ns["summary"]["mode"] == "full_l2" and ns["summary"]["weights"]["gamma"] == 0.1
   rows = writers.read_jsonl(os.path.join(ns["workdir"], "full_l2", "metrics.jsonl"))
   assert "train_step/l2" in rows[0]
 
-  ns = {"config": tiny_config(), "workdir": _copy_seed(seed_dir, str(tmp_path / "h"))}
+  ns = {"config": tiny_config(), "workdir": copy_seed(seed_dir, str(tmp_path / "h"))}
   exec(hook, ns)  # pylint: disable=exec-used
   rows = writers.read_jsonl(os.path.join(ns["workdir"], "full", "metrics.jsonl"))
   low = sum(1 for r in rows if "train/margin" in r and r["train/margin"] < 0.5)
   assert ns["summary"]["weights"]["lambda_ts"] == 5.0 * 2**low
 
-  ns = {"config": tiny_config(), "workdir": _copy_seed(seed_dir, str(tmp_path / "w"))}
+  ns = {"config": tiny_config(), "workdir": copy_seed(seed_dir, str(tmp_path / "w"))}
   exec(writer, ns)  # pylint: disable=exec-used
   printed = [l for l in capsys.readouterr().out.splitlines() if "G_tau(test)" in l]
   assert printed[-1] == f"step 40: G_tau(test) = {ns['summary']['test']['margin']:+.3f}"

@@ -1,7 +1,6 @@
 """Guarded training (paper 1, appendices G and H): policies, barrier, student-first, resume."""
 
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +11,7 @@ from certvae_jax import certificate, guard, guard_objective, loop, objectives, p
 from certvae_jax import step as step_lib, train, writers
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.models.vae import build_model, init_params
-from certvae_jax.rescue_diagnostics import rescue_diagnostics
-from tests.conftest import tiny_config
+from tests.conftest import copy_seed, tiny_config
 
 
 def _settings(**overrides):
@@ -269,18 +267,6 @@ def test_rollback_keeps_the_certified_checkpoint_past_retention(tmp_path):
 # -- whole runs -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def seed_dir(tmp_path_factory):
-  wd = str(tmp_path_factory.mktemp("seed"))
-  train.Runner(tiny_config(), wd).ensure_teacher()
-  return wd
-
-
-def _copy(seed_dir, dest):
-  shutil.copytree(seed_dir, dest, ignore=shutil.ignore_patterns(".lock"))
-  return dest
-
-
 def _pseudo_margin(evaluate, x, t, tau, batch_size, sharding=None):
   """A guard margin that is a fixed pseudo-random function of the parameters: it crosses
   zero often, so a short run exercises raises, decays and rollbacks deterministically."""
@@ -318,11 +304,11 @@ def test_a_killed_guarded_run_resumes_bit_for_bit(seed_dir, tmp_path, monkeypatc
   replays them from checkpoint 5); at 25: after a raise, before its checkpoint."""
   monkeypatch.setattr(guard, "margin_fn", _pseudo_margin)
   cfg = _guarded_config()
-  straight = _copy(seed_dir, str(tmp_path / "a"))
+  straight = copy_seed(seed_dir, str(tmp_path / "a"))
   s = train.train(cfg, "full", straight)
   assert s["guard"]["rollbacks"] >= 1 and s["guard"]["raises"] >= 1  # the harness works
   assert s["guard_interventions"] == s["guard"]["interventions"]
-  killed = _copy(seed_dir, str(tmp_path / "b"))
+  killed = copy_seed(seed_dir, str(tmp_path / "b"))
   with pytest.raises(KeyboardInterrupt):
     train.train(cfg, "full", killed, hooks=[_CrashOnce(kill_at)])
   s2 = train.train(cfg, "full", killed)
@@ -347,7 +333,7 @@ def test_a_killed_guarded_run_resumes_bit_for_bit(seed_dir, tmp_path, monkeypatc
 
 def test_student_first_rescue_freezes_the_decoder_then_trains_everything(seed_dir, tmp_path):
   cfg = tiny_config()
-  wd = _copy(seed_dir, str(tmp_path / "r"))
+  wd = copy_seed(seed_dir, str(tmp_path / "r"))
   train.train(cfg, "noalign", wd)
   cfg.guard.student_first_steps = 20
 
@@ -376,49 +362,3 @@ def test_student_first_rescue_freezes_the_decoder_then_trains_everything(seed_di
   assert by_step[70]["train_step/weight/student_first"] == 0.0
   diag = s["rescue_diagnostics"]
   assert diag["align_grad_norm"] > 0 and -1 <= diag["response_correlation"] <= 1
-
-
-# -- appendix H's rescue diagnostics ----------------------------------------------------
-
-
-def test_rescue_diagnostics_match_numpy_on_a_linear_witness():
-  rng = np.random.default_rng(0)
-  n, d, k = 40, 5, 4
-  x = rng.normal(size=(n, d))
-  t = rng.dirichlet(np.ones(k), size=n)
-  params = {"encoder": {"w": rng.normal(size=(d, k)) * 0.3}, "head": {"b": rng.normal(size=k)},
-            "decoder": {"v": np.ones(3)}}
-  jparams = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-  logits_fn = lambda p, xb: xb @ p["encoder"]["w"] + p["head"]["b"]  # noqa: E731
-  got = rescue_diagnostics(logits_fn, jparams, jnp.asarray(x, jnp.float32),
-                           jnp.asarray(t, jnp.float32))
-  logits = x @ params["encoder"]["w"] + params["head"]["b"]
-  s = np.exp(logits - logits.max(1, keepdims=True))
-  s /= s.sum(1, keepdims=True)
-  g = (s - t) / n                      # d mean KL(t || softmax) / d logits
-  dw, db = x.T @ g, g.sum(0)
-  delta = x @ -dw - db
-  delta -= delta.mean(1, keepdims=True)
-  varying = delta - delta.mean(0)
-  centred = t - t.mean(0)
-  corr = np.sum(varying * centred) / (np.linalg.norm(varying) * np.linalg.norm(centred))
-  assert got["align_grad_norm"] == pytest.approx(np.sqrt(np.sum(dw**2) + np.sum(db**2)),
-                                                 rel=1e-4)
-  assert got["response_correlation"] == pytest.approx(corr, abs=1e-4)
-  assert got["input_dependent_fraction"] == pytest.approx(
-      np.linalg.norm(varying) / np.linalg.norm(delta), rel=1e-4)
-  assert got["alignment"] == pytest.approx(np.mean(np.sum(t * np.log(t / s), 1)), rel=1e-4)
-  assert got["rows"] == n
-
-
-def test_rescue_diagnostics_are_zero_for_an_input_independent_witness():
-  """A fully collapsed encoder (zero weights) gives no input-dependent logit response."""
-  rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=(30, 5)), jnp.float32)
-  t = jnp.asarray(rng.dirichlet(np.ones(3), size=30), jnp.float32)
-  params = {"encoder": {"w": jnp.zeros((5, 3))}, "head": {"b": jnp.zeros(3)}}
-  # The logits ignore x entirely: only the bias can move, the same for every row.
-  got = rescue_diagnostics(lambda p, xb: 0 * xb[:, :3] + p["head"]["b"], params, x, t)
-  assert got["response_correlation"] == pytest.approx(0.0, abs=1e-6)
-  assert got["input_dependent_fraction"] == pytest.approx(0.0, abs=1e-6)
-  assert got["align_grad_norm"] > 0  # the bias still moves, towards a better constant

@@ -82,7 +82,9 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
                               overwrite=overwrite)
     for variant in variants:
       rows.extend(_rows(runner, variant, target))
-  suffix = "" if target == "live" else "_fixed"
+  # A guarded protocol's tables sit beside the unguarded ones, never over them.
+  guard = "" if config.guard.policy == "off" else f"_guard_{config.guard.policy}"
+  suffix = guard + ("" if target == "live" else "_fixed")
   paper2 = config.model.head == "simplex"
   write_tables(root, f"protocol{suffix}", rows,
                 paper2_table(rows) if paper2 else markdown_table(rows, variants))
@@ -121,7 +123,8 @@ def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str,
   geometry = teacher_geometry(runner)
   rows = []
   for split in ("train", "test"):
-    row = {"seed": int(runner.config.seed), "variant": variant, "split": split,
+    row = {"seed": int(runner.config.seed), "variant": variant, "phase": phase,
+           "split": split, "guard_interventions": summary.get("guard_interventions"),
            "target": target, "step": summary["step"], "stress_case": summary["stress_case"],
            "teacher_id": summary["teacher_id"], "teacher_qc": qc,
            "collapse": summary.get("collapse"),

@@ -8,7 +8,8 @@
     python launch/protocol.py --config=configs/digits_simplex.py --kl_stress=1,2,4,8
 
 Writes WORKDIR/protocol.json and WORKDIR/protocol.md (protocol_fixed.* for fixed
-targets); each seed's runs live in WORKDIR/seed<s>/ and are resumed if present.
+targets, protocol_guard_<policy>.* with --config.guard.policy); each seed's runs live in
+WORKDIR/seed<s>/ and are resumed if present.
 """
 
 import os

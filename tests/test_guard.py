@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from certvae_jax import certificate, guard, guard_objective, loop, objectives, phase_loop
+from certvae_jax import protocol
 from certvae_jax import step as step_lib, train, writers
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.models.vae import build_model, init_params
@@ -329,6 +330,20 @@ def test_a_killed_guarded_run_resumes_bit_for_bit(seed_dir, tmp_path, monkeypatc
       states.append(train.Runner(cfg, wd).restore(ckpt, 10, s["step"])[0])
   for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_guarded_protocol_writes_its_own_tables_and_keeps_the_control_unguarded(
+    seed_dir, tmp_path):
+  cfg = tiny_config()
+  cfg.protocol.variants = ("full", "noalign")
+  cfg.guard.policy = "raise"
+  root = tmp_path / "p"
+  copy_seed(seed_dir, str(root / "seed0"))
+  rows = protocol.run_protocol(cfg, str(root), [0])
+  assert sorted({(r["variant"], r["phase"]) for r in rows}) == [
+      ("full", "full_guard_raise"), ("noalign", "noalign")]
+  assert all((r["guard_interventions"] is None) == (r["variant"] == "noalign") for r in rows)
+  assert (root / "protocol_guard_raise.json").exists() and not (root / "protocol.json").exists()
 
 
 def test_student_first_rescue_freezes_the_decoder_then_trains_everything(seed_dir, tmp_path):

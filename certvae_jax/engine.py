@@ -146,6 +146,23 @@ class Engine:
 
   # -- feeding batches -----------------------------------------------------------------
 
+  @staticmethod
+  def _chunk(body, n: int, unroll: bool):
+    """``(state, consts, xs) -> (state, metrics)``: ``body(state, consts, x)`` over the
+    leading axis (length ``n``) of every leaf of ``xs``, as a ``lax.scan`` or unrolled;
+    each step's metrics stacked."""
+
+    def chunk(state, consts, xs):
+      step = lambda st, x: body(st, consts, x)  # noqa: E731
+      if not unroll:
+        return jax.lax.scan(step, state, xs)
+      per_step = []
+      for i in range(n):
+        state, metrics = step(state, jax.tree.map(lambda a, i=i: a[i], xs))
+        per_step.append(metrics)
+      return state, jax.tree.map(lambda *m: jnp.stack(m), *per_step)
+    return chunk
+
   def fused_step(self, step_fn, teacher_fn, n: int = 1, unroll: bool = False):
     """``step_fn`` on rows gathered from device-resident data, in one jit (state donated).
 
@@ -162,19 +179,29 @@ class Engine:
         t = teacher_fn(teacher, x) if teacher_fn is not None else rows(t_src[idx])
         return step_fn(state, {"x": x, "t": t})
 
-      def chunk(state, x_src, t_src, teacher, idx_stack):
-        body = lambda st, idx: one(st, x_src, t_src, teacher, idx)  # noqa: E731
-        if not unroll:
-          return jax.lax.scan(body, state, idx_stack)
-        per_step = []
-        for i in range(n):
-          state, metrics = body(state, idx_stack[i])
-          per_step.append(metrics)
-        return state, jax.tree.map(lambda *m: jnp.stack(m), *per_step)
-
-      return jax.jit(one if n == 1 else chunk, donate_argnums=0)
+      if n == 1:
+        return jax.jit(one, donate_argnums=0)
+      chunk = self._chunk(lambda st, consts, idx: one(st, *consts, idx), n, unroll)
+      return jax.jit(lambda state, x_src, t_src, teacher, idx_stack: chunk(
+          state, (x_src, t_src, teacher), idx_stack), donate_argnums=0)
 
     return self._cached(("fused", step_fn, teacher_fn, n, unroll and n > 1), make)
+
+  def stacked_step(self, step_fn, teacher_fn, n: int, unroll: bool = False):
+    """``n`` steps in one jit on a ``(n, B, ...)`` stack of host batches (state donated):
+    the host-batch path's chunk, the targets given or from the live teacher."""
+
+    def make():
+      rows = functools.partial(jax.lax.with_sharding_constraint, shardings=self.batch_sharding)
+
+      def one(state, teacher, xt):
+        x, t = rows(xt[0]), xt[1]
+        t = teacher_fn(teacher, x) if teacher_fn is not None else rows(t)
+        return step_fn(state, {"x": x, "t": t})
+
+      return jax.jit(self._chunk(one, n, unroll), donate_argnums=0)
+
+    return self._cached(("stacked", step_fn, teacher_fn, n, unroll), make)
 
   def stepper(self, name: str, step_fn, data_seed: int, teacher: Any | None,
               t_train: np.ndarray | None, k: int, rows: np.ndarray | None = None
@@ -186,8 +213,9 @@ class Engine:
     copied to every device once; each call sends only its steps' indices, and the
     gather, the live teacher and ``n`` steps run as one compiled call (``metrics``
     stacked along a leading axis of length ``n`` when ``n > 1``). Otherwise the host
-    gathers and scales each batch, one call per step (``metrics``: a list of ``n``
-    when ``n > 1``). Every path feeds the same values, step for step. ``rows``: train
+    gathers and scales the ``n`` batches of a call, sends them as one ``(n, B, ...)``
+    stack, and the ``n`` steps run as one compiled call as well. Every path feeds the
+    same values, step for step. ``rows``: train
     on these rows of the training split only (a guard set is held out).
     """
     x_train, cfg = self.data.x_train, self.config
@@ -202,6 +230,7 @@ class Engine:
     def indices(step: int) -> np.ndarray:
       return data_lib.batch_indices(data_seed, step, len(x_train), cfg.train.batch_size)
 
+    stack_sharding = NamedSharding(self.mesh, P(None, "data"))  # (n, B, ...) over the batch
     resident = x_train.nbytes + (0 if live else t_train.nbytes)
     on_device = cfg.data.on_device and distributed.fits_on_devices(resident,
                                                                    jax.local_devices())
@@ -211,7 +240,6 @@ class Engine:
     if on_device:
       x_src = jax.device_put(x_train, self.replicated)
       t_src = None if live else jax.device_put(t_train, self.replicated)
-      stack_sharding = NamedSharding(self.mesh, P(None, "data"))
       unroll = bool(cfg.train.unroll_steps)
 
       def advance_on_device(state, step, n=1):
@@ -225,21 +253,18 @@ class Engine:
         return fused(state, x_src, t_src, teacher, idx)
       return advance_on_device
 
-    def one_from_host(state, step):
-      idx = indices(step)
-      x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self.batch_sharding)
-      t = (teacher_fn(teacher, x) if live
-           else distributed.global_batch(t_train[idx], self.batch_sharding))
-      return step_fn(state, {"x": x, "t": t})
-
     def advance_from_host(state, step, n=1):
       if n == 1:
-        return one_from_host(state, step)
-      per_step = []
-      for s in range(step, step + n):
-        state, metrics = one_from_host(state, s)
-        per_step.append(metrics)
-      return state, per_step
+        idx = indices(step)
+        x = distributed.global_batch(data_lib.to_unit(x_train[idx]), self.batch_sharding)
+        t = (teacher_fn(teacher, x) if live
+             else distributed.global_batch(t_train[idx], self.batch_sharding))
+        return step_fn(state, {"x": x, "t": t})
+      idx = np.stack([indices(s) for s in range(step, step + n)])
+      x = distributed.global_stack(data_lib.to_unit(x_train[idx]), stack_sharding)
+      t = None if live else distributed.global_stack(t_train[idx], stack_sharding)
+      chunk = self.stacked_step(step_fn, teacher_fn, n, bool(cfg.train.unroll_steps))
+      return chunk(state, teacher, (x, t))
     return advance_from_host
 
 

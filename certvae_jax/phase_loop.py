@@ -69,6 +69,10 @@ def guard_hooks(runner, phase: Phase, k: int, t_train: np.ndarray):
     return None, hooks, None
   x_train = runner.ctx.data.x_train
   rows, held = guard_lib.split_rows(len(x_train), float(cfg.guard.fraction), int(cfg.seed))
+  if len(rows) < cfg.train.batch_size:
+    raise ValueError(f"config.guard.fraction: holding out {len(held)} of {len(x_train)} "
+                     f"training rows as the guard set leaves {len(rows)}, fewer than "
+                     f"train.batch_size ({cfg.train.batch_size})")
   evaluate = runner.engine.objective(phase.mode.objective, k).evaluate
   margin = guard_lib.margin_fn(evaluate, x_train[held], t_train[held], float(cfg.eval.tau),
                                int(cfg.eval.batch_size), runner.engine.batch_sharding)

@@ -153,6 +153,13 @@ def test_bad_guard_settings_are_value_errors(field, value, match):
     train.make_context(cfg)
 
 
+def test_a_guard_set_that_leaves_too_few_training_rows_is_a_value_error(seed_dir, tmp_path):
+  cfg = tiny_config(batch_size=1400)  # digits' training split has 1,438 rows
+  cfg.guard.policy = "raise"
+  with pytest.raises(ValueError, match="config.guard.fraction: holding out 144 of 1438"):
+    train.train(cfg, "full", copy_seed(seed_dir, str(tmp_path / "w")))
+
+
 def test_guard_off_leaves_runs_unguarded_and_controls_are_never_guarded():
   cfg = tiny_config()
   assert phase_loop.phase_name(cfg, "full") == "full"

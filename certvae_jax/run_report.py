@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certvae_jax import baselines as baselines_lib, figures, protocol
+from certvae_jax import baselines as baselines_lib, figures, modes, protocol
 from certvae_jax.writers import read_jsonl
 
 ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit")
@@ -43,11 +43,16 @@ def seed_dirs(root: str) -> list[tuple[int, str]]:
 
 
 def _phases(workdir: str, target: str) -> dict[str, dict[str, Any]]:
-  """``{variant: summary}`` of the finished phases of ``target``, in :data:`ORDER`."""
+  """``{variant: summary}`` of the finished phases of ``target``, in :data:`ORDER`.
+
+  Only each mode's own directory counts: a guarded run of the same mode
+  (``full_guard_raise``, ``rescue_sf200``) sits beside it and is not this report's.
+  """
   out = {}
   for name in sorted(os.listdir(workdir)):
     s = _read(os.path.join(workdir, name, "summary.json"))
-    if s and s.get("mode") in ORDER and s.get("target") == target:
+    if (s and s.get("mode") in ORDER and s.get("target") == target
+        and name == modes.phase_name(s["mode"], target)):
       out[s["mode"]] = dict(s, phase=name)
   return {v: out[v] for v in ORDER if v in out}
 

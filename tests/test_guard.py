@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from certvae_jax import certificate, guard, guard_objective, loop, objectives, phase_loop
-from certvae_jax import protocol
+from certvae_jax import protocol, run_report
 from certvae_jax import step as step_lib, train, writers
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.models.vae import build_model, init_params
@@ -351,6 +351,11 @@ def test_a_guarded_protocol_writes_its_own_tables_and_keeps_the_control_unguarde
       ("full", "full_guard_raise"), ("noalign", "noalign")]
   assert all((r["guard_interventions"] is None) == (r["variant"] == "noalign") for r in rows)
   assert (root / "protocol_guard_raise.json").exists() and not (root / "protocol.json").exists()
+  # The report reads each mode's own directory: the guarded full run is not its "full".
+  cfg.guard.policy = "off"
+  train.train(cfg, "full", str(root / "seed0"))
+  phases = run_report.collect(str(root))["seeds"][0]["summaries"]
+  assert {v: s["phase"] for v, s in phases.items()} == {"full": "full", "noalign": "noalign"}
 
 
 def test_student_first_rescue_freezes_the_decoder_then_trains_everything(seed_dir, tmp_path):

@@ -81,10 +81,10 @@ def test_guarded_loss_adds_the_barrier_and_its_gradient_is_kappa_over_margin(tin
     barrier = -kappa * (np.log(floor) + (margin - floor) / floor)
   assert float(gtotal) == pytest.approx(float(total) + barrier, rel=1e-5)
   # d(barrier)/d(params) = -kappa / G * d(G)/d(params) = kappa / G * d(align)/d(params).
-  g_wrapped = jax.grad(lambda p: wrapped.loss(p, batch, rng, dict(w, student_first=0.0))[0])(
-      params)
-  g_base = jax.grad(lambda p: base.loss(p, batch, rng, w)[0])(params)
-  g_align = jax.grad(lambda p: base.loss(p, batch, rng, w)[1]["align"])(params)
+  g_wrapped = jax.jit(jax.grad(
+      lambda p: wrapped.loss(p, batch, rng, dict(w, student_first=0.0))[0]))(params)
+  g_base = jax.jit(jax.grad(lambda p: base.loss(p, batch, rng, w)[0]))(params)
+  g_align = jax.jit(jax.grad(lambda p: base.loss(p, batch, rng, w)[1]["align"]))(params)
   slope = kappa / max(margin, floor)
   for a, b, c in zip(jax.tree.leaves(g_wrapped), jax.tree.leaves(g_base),
                      jax.tree.leaves(g_align)):

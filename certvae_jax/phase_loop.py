@@ -10,7 +10,7 @@ the checkpoint of each step.
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -32,7 +32,9 @@ class Phase(NamedTuple):
   data_seed: int
   meta: dict[str, Any]          # must match on restore
   guard: guard_lib.Plan | None = None
-  extra: dict[str, Any] | None = None  # added to the summary (rescue diagnostics)
+  # () -> entries added to the summary, called once the phase is known to run
+  # (a rescue's diagnostics at its starting state).
+  extra: Callable[[], dict[str, Any]] | None = None
 
 
 def guard_plan(config, mode: modes.Mode) -> guard_lib.Plan | None:
@@ -159,5 +161,4 @@ def summary(runner, phase: Phase, state, built: PhaseLoop) -> dict[str, Any]:
   if built.guard is not None:
     out["guard"] = built.guard.summary()
     out["guard_interventions"] = out["guard"]["interventions"]
-  out.update(phase.extra or {})
   return out

@@ -163,12 +163,14 @@ class Runner:
     guard = phase_loop.guard_plan(self.config, mode)
     if guard is not None:
       weights[STUDENT_FIRST] = 1.0 if guard.student_first_steps else 0.0
-    total, extra = mode.steps(self.config), {}
+    total, extra = mode.steps(self.config), None
     if mode.init == "continue":
       state, start = self._final_state(mode.source, target, k, base_meta)
       total += start
       if weights.get("lambda_ts", 0.0) > 0:
-        extra["rescue_diagnostics"] = self._rescue_diagnostics(mode, state, target, k)
+        # Computed only if the phase runs (a finished rescue returns its summary as saved).
+        extra = lambda: {"rescue_diagnostics": self._rescue_diagnostics(  # noqa: E731
+            mode, state, target, k)}
       init_fn = lambda: state.replace(weights=self.engine.put_weights(weights))  # noqa: E731
     elif mode.init == "params":
       if mode.run_source:
@@ -293,6 +295,7 @@ class Runner:
         state = init_fn()
         if main and os.path.exists(metrics_path):
           os.remove(metrics_path)
+      extra = phase.extra() if phase.extra is not None else {}
       built = phase_loop.build(self, phase, k, state, ckpt, meta, resumed)
       loop = built.loop
       try:
@@ -303,7 +306,7 @@ class Runner:
       finally:
         for writer in loop.writers:
           writer.close()
-    summary = phase_loop.summary(self, phase, state, built)
+    summary = dict(phase_loop.summary(self, phase, state, built), **extra)
     summary["timing"] = built.timing.result(loop, self.config.train.batch_size, self.ctx.mesh)
     if main:
       write_json(self.dir.summary_path(phase.name), summary)

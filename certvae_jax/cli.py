@@ -16,7 +16,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from certvae_jax import configs
+from certvae_jax import configs, host_memory
 from certvae_jax.config import resolve_config_path
 
 # Inside the package, so that an installed certvae_jax runs from any directory.
@@ -165,10 +165,14 @@ def _first_line(e: BaseException) -> str:
 
 
 def setup(argv: list[str], doc: str = "") -> tuple[flags.FlagValues, str]:
-  """A launch script's prologue: flags and config (``doc`` is the ``--help`` text), the
-  distributed runtime (before any device is touched), the compilation cache; returns the
-  flags and the target."""
+  """A launch script's prologue: flags and config (``doc`` is the ``--help`` text), the host
+  allocator setting (:mod:`certvae_jax.host_memory`), the distributed runtime (before any
+  device is touched), the compilation cache; returns the flags and the target."""
   f = parse(argv, doc)
+  try:  # before any JAX thread allocates (each keeps its first malloc arena)
+    host_memory.retain_from_env()
+  except ValueError as e:
+    fail(str(e))
   maybe_initialize_distributed(f)
   setup_logging()
   enable_compilation_cache()

@@ -2,13 +2,16 @@
 
     python benchmarks/conv_layers.py
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/conv_layers.py
+    CERTVAE_JAX_RETAIN_HOST_MEMORY=1 python benchmarks/conv_layers.py
 
 Times the forward and backward pass (gradients with respect to input and kernel) of each
 4x4 stride-2 convolution and transposed convolution of the cifar100 architecture at batch
 128: this library's fast form (``fast=True``, matrix products), XLA's own convolution
 (``fast=False``) and, when installed, PyTorch's ``Conv2d`` / ``ConvTranspose2d`` on the
 CPU. Median of 3 windows of 10 calls after compilation. Use it to choose
-``model.fast_conv`` on a new backend.
+``model.fast_conv`` on a new backend. A layer alone can cost more than inside the train
+step: each call maps its temporary buffers afresh (see ``certvae_jax.host_memory``; the
+third command above reuses them), and the step fuses some rearrangements with neighbours.
 """
 
 import importlib.util
@@ -59,9 +62,12 @@ def torch_ms(kind, h, cin, cout):
 
 
 def main() -> None:
+  from certvae_jax import host_memory  # pylint: disable=import-outside-toplevel
+  host_memory.retain_from_env()  # before JAX starts its threads
   from certvae_jax.models import conv  # pylint: disable=import-outside-toplevel
   have_torch = importlib.util.find_spec("torch") is not None
-  print(f"batch {BATCH}, forward + backward, ms; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  print(f"batch {BATCH}, forward + backward, ms; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+        f"{host_memory.ENV}={os.environ.get(host_memory.ENV, '0')}")
   print("| layer | fast (matrix products) | plain XLA conv | PyTorch |\n|---|---|---|---|")
   totals = [0.0, 0.0, 0.0]
   for kind, layer, shapes in (("down", conv.downsample, DOWN), ("up", conv.upsample, UP)):

@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                    # both models, 1 CPU device, PyTorch
     python benchmarks/throughput.py --models=mlp --devices=1,2,4 --no-torch
     python benchmarks/throughput.py --ynn_off          # also JAX with YNNPACK fusion off
+    python benchmarks/throughput.py --retain_host_memory  # also with freed memory retained
 
 Models: the digits MLP VAE (64-256-256, d = 16, K = 10, Bernoulli) and the 32x32x3 conv VAE
 (32-64-128-256 stride 2, latent 64, K = 100, Gaussian). Each step does everything a training
@@ -14,22 +15,31 @@ one step per compiled call, and ``train.steps_per_call`` steps per call (the mod
 default: 10 for the MLP, 5 for the conv VAE) as a ``lax.scan`` and unrolled, state donated.
 PyTorch (optional: ``pip install torch``; never needed by the tests) runs eager, and with
 ``torch.compile`` (default mode) on the loss after three warm-up steps, on the CPU with
-denormals flushed, the fair setting. The last lines print each JAX row's speed relative to
-PyTorch eager and to ``torch.compile``.
+denormals flushed, the fair setting. ``--retain_host_memory`` adds JAX rows with
+``CERTVAE_JAX_RETAIN_HOST_MEMORY=1`` (see ``certvae_jax.host_memory``).
+
+Every row runs ``--repeats`` times (default 3), round-robin over the rows, so that a slow
+spell of a shared machine falls on every row alike. The table gives each row's median step
+(and the range), and each JAX row's speed relative to PyTorch eager and to ``torch.compile``
+as the median over rounds of the ratio within a round.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from certvae_jax import host_memory  # noqa: E402  # pylint: disable=wrong-import-position
 
 MODELS = {  # name -> (input shape, K, latent, batch)
     "mlp": ((64,), 10, 16, 128),
@@ -191,27 +201,73 @@ def torch_run(model_name: str, batch: int, device: str = "cpu", compiled: bool =
 
 
 YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+RETAIN = "retain"  # CERTVAE_JAX_RETAIN_HOST_MEMORY=1 (certvae_jax.host_memory)
 
 
-def jax_rows(name: str, a: argparse.Namespace) -> list[tuple[str, dict]]:
+def jax_runners(name: str, a: argparse.Namespace) -> list[tuple[str, Callable[[], dict]]]:
   """One subprocess per JAX variant: devices x (1 per call, n per call scan / unrolled)."""
   variants = [(n, per_call, unroll, "")
               for n in (int(d) for d in a.devices.split(","))
               for per_call, unroll in ((1, False), (a.per_call, False), (a.per_call, True))]
   if a.ynn_off:
     variants += [(1, 1, False, YNN_OFF), (1, a.per_call, False, YNN_OFF)]
-  rows = []
-  for n, per_call, unroll, flag in variants:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n} {flag}")
+  if a.retain_host_memory:
+    variants += [(1, 1, False, RETAIN), (1, a.per_call, False, RETAIN)]
+
+  def run(n, per_call, unroll, flag):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n} "
+               f"{flag if flag == YNN_OFF else ''}")
+    env[host_memory.ENV] = "1" if flag == RETAIN else "0"
     out = subprocess.run([sys.executable, __file__, f"--worker={name}", f"--batch={a.batch}",
                           f"--per_call={per_call}"] + (["--unroll"] if unroll else []),
                          env=env, capture_output=True, text=True, check=True)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    how = ("1 step per call" if r["per_call"] == 1 else
-           f"{r['per_call']} per call, {'unrolled' if unroll else 'scan'}")
-    label = f"JAX, {r['devices']} {r['platform'].upper()} device(s), {how}"
-    rows.append((label + (", YNNPACK fusion off" if flag else ""), r))
-  return rows
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+  runners = []
+  for n, per_call, unroll, flag in variants:
+    how = ("1 step per call" if per_call == 1 else
+           f"{per_call or 'default'} per call, {'unrolled' if unroll else 'scan'}")
+    label = f"JAX, {n} device(s), {how}" + {YNN_OFF: ", YNNPACK fusion off",
+                                            RETAIN: ", freed memory retained", "": ""}[flag]
+    runners.append((label, lambda v=(n, per_call, unroll, flag): run(*v)))
+  return runners
+
+
+def torch_runners(name: str, a: argparse.Namespace) -> list[tuple[str, Callable[[], dict]]]:
+  if a.no_torch or importlib.util.find_spec("torch") is None:
+    if not a.no_torch:
+      print("(PyTorch not installed: pip install torch, to compare)")
+    return []
+  runners = [(f"PyTorch eager ({a.torch_device})",
+              lambda: torch_run(name, a.batch, a.torch_device))]
+  if not a.no_torch_compile:
+    runners.append((f"PyTorch torch.compile ({a.torch_device})",
+                    lambda: torch_run(name, a.batch, a.torch_device, compiled=True)))
+  return runners
+
+
+def measure(runners: list[tuple[str, Callable[[], dict]]],
+            repeats: int) -> dict[str, list[dict]]:
+  """Runs every variant ``repeats`` times, round-robin, so that a slow spell of a shared
+  machine hits each round's variants alike."""
+  runs = {label: [] for label, _ in runners}
+  for _ in range(repeats):
+    for label, fn in runners:
+      runs[label].append(fn())
+  return runs
+
+
+def paired_ratio(base: list[dict] | None, runs: list[dict]) -> str:
+  """Median over rounds of the base's step time over this row's, in the same round."""
+  if not base:
+    return "-"
+  return f"{statistics.median(b['step_s'] / r['step_s'] for b, r in zip(base, runs)):.2f}x"
+
+
+def default_per_call(model_name: str) -> int:
+  from configs import cifar100, digits  # pylint: disable=import-outside-toplevel
+  config = digits.get_config() if model_name == "mlp" else cifar100.get_config()
+  return int(config.train.steps_per_call)
 
 
 def main() -> None:
@@ -224,41 +280,42 @@ def main() -> None:
   p.add_argument("--unroll", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--ynn_off", action="store_true",
                  help="also time JAX with XLA's YNNPACK fusion off")
+  p.add_argument("--retain_host_memory", action="store_true",
+                 help="also time JAX with CERTVAE_JAX_RETAIN_HOST_MEMORY=1")
+  p.add_argument("--repeats", type=int, default=3,
+                 help="runs of every row, interleaved; each row reports its median run")
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--no-torch-compile", action="store_true")
   p.add_argument("--torch_device", default="cpu", help="cpu, or cuda on a GPU machine")
   p.add_argument("--worker", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.worker:
+    host_memory.retain_from_env()  # before JAX starts its threads
     print(json.dumps(jax_worker(a.worker, a.batch, a.per_call, a.unroll)))
     return
   table = []
   for name in a.models.split(","):
-    rows = jax_rows(name, a)
-    if not a.no_torch:
-      try:
-        rows.append((f"PyTorch eager ({a.torch_device})",
-                     torch_run(name, a.batch, a.torch_device)))
-        if not a.no_torch_compile:
-          rows.append((f"PyTorch torch.compile ({a.torch_device})",
-                       torch_run(name, a.batch, a.torch_device, compiled=True)))
-      except ImportError:
-        print("(PyTorch not installed: pip install torch, to compare)")
-    table.append((name, rows))
-  print(f"machine: {os.cpu_count()} cores; batch {a.batch}; median of 5 timed windows of about "
-        "20 steps")
-  print("| model | framework | compile (s) | step (ms) | images/s | vs eager | vs compile |")
+    a.per_call = a.per_call or default_per_call(name)
+    table.append((name, measure(jax_runners(name, a) + torch_runners(name, a), a.repeats)))
+    a.per_call = p.get_default("per_call")
+  print(f"machine: {os.cpu_count()} cores; batch {a.batch}; each row: {a.repeats} runs, "
+        "interleaved, each the median of 5 timed windows of about 20 steps")
+  print("| model | framework | compile (s) | step (ms): median (min-max) | images/s | vs eager "
+        "| vs compile |")
   print("|---|---|---|---|---|---|---|")
-  for name, rows in table:
-    ref = dict(rows)
-    eager = ref.get(f"PyTorch eager ({a.torch_device})")
-    compiled = ref.get(f"PyTorch torch.compile ({a.torch_device})")
-    for label, r in rows:
-      ratio = lambda base, r=r: f"{base['step_s'] / r['step_s']:.2f}x" if base else "-"  # noqa: E731
-      compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
-      print(f"| {name} | {label} | {compile_s} | {r['step_s'] * 1e3:.2f} | "
-            f"{r['images_s']:.0f} | {ratio(eager)} | {ratio(compiled)} |")
-  print("(vs eager / vs compile: that PyTorch step's time over this row's; above 1 is faster)")
+  for name, runs in table:
+    eager = runs.get(f"PyTorch eager ({a.torch_device})")
+    compiled = runs.get(f"PyTorch torch.compile ({a.torch_device})")
+    for label, rs in runs.items():
+      steps = sorted(r["step_s"] * 1e3 for r in rs)
+      median = statistics.median(steps)
+      compile_s = (f"{statistics.median(r['compile_s'] for r in rs):.1f}"
+                   if "compile_s" in rs[0] else "-")
+      print(f"| {name} | {label} | {compile_s} | {median:.2f} ({steps[0]:.2f}-{steps[-1]:.2f}) | "
+            f"{a.batch / median * 1e3:.0f} | {paired_ratio(eager, rs)} | "
+            f"{paired_ratio(compiled, rs)} |")
+  print("(vs eager / vs compile: that PyTorch step's time over this row's in the same round, "
+        "median over rounds; above 1 is faster)")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,8 @@ def _as_unit_float(name: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"{name}: expected shape (N, ...) with at least 2 dimensions, got {x.shape}")
   if x.shape[0] < 2:
     raise ValueError(f"{name}: needs at least 2 examples, got {x.shape[0]}")
+  if x[0].size == 0:
+    raise ValueError(f"{name}: examples have no features, got shape {x.shape}")
   if x.dtype == np.uint8:
     return x.reshape(len(x), -1)  # kept as uint8; to_unit scales each batch
   if not np.issubdtype(x.dtype, np.floating):

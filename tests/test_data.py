@@ -42,6 +42,8 @@ ZEROS = np.zeros((10, 3), np.float32)
     ({"x": ZEROS, "y": np.zeros(10, np.float32)}, "y: expected integer"),
     ({"y": np.zeros(10, np.int64)}, "missing array 'x'"),
     ({"x": ZEROS, "x_test": np.zeros((4, 5), np.float32)}, "x_test: example size"),
+    ({"x": np.zeros((2, 0), np.uint8)}, "x: examples have no features"),  # found by test_fuzz
+    ({"x": np.zeros((10, 3, 0), np.float32)}, "x: examples have no features"),
 ])
 def test_npz_bad_arrays_raise_clear_errors(tmp_path, arrays, match):
   p = tmp_path / "bad.npz"

@@ -204,15 +204,17 @@ YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
 RETAIN = "retain"  # CERTVAE_JAX_RETAIN_HOST_MEMORY=1 (certvae_jax.host_memory)
 
 
-def jax_runners(name: str, a: argparse.Namespace) -> list[tuple[str, Callable[[], dict]]]:
-  """One subprocess per JAX variant: devices x (1 per call, n per call scan / unrolled)."""
+def jax_runners(name: str, a: argparse.Namespace,
+                chunk: int) -> list[tuple[str, Callable[[], dict]]]:
+  """One subprocess per JAX variant: devices x (1 per call, ``chunk`` per call scan /
+  unrolled)."""
   variants = [(n, per_call, unroll, "")
               for n in (int(d) for d in a.devices.split(","))
-              for per_call, unroll in ((1, False), (a.per_call, False), (a.per_call, True))]
+              for per_call, unroll in ((1, False), (chunk, False), (chunk, True))]
   if a.ynn_off:
-    variants += [(1, 1, False, YNN_OFF), (1, a.per_call, False, YNN_OFF)]
+    variants += [(1, 1, False, YNN_OFF), (1, chunk, False, YNN_OFF)]
   if a.retain_host_memory:
-    variants += [(1, 1, False, RETAIN), (1, a.per_call, False, RETAIN)]
+    variants += [(1, 1, False, RETAIN), (1, chunk, False, RETAIN)]
 
   def run(n, per_call, unroll, flag):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n} "
@@ -295,9 +297,9 @@ def main() -> None:
     return
   table = []
   for name in a.models.split(","):
-    a.per_call = a.per_call or default_per_call(name)
-    table.append((name, measure(jax_runners(name, a) + torch_runners(name, a), a.repeats)))
-    a.per_call = p.get_default("per_call")
+    per_call = a.per_call or default_per_call(name)
+    table.append((name, measure(jax_runners(name, a, per_call) + torch_runners(name, a),
+                                a.repeats)))
   print(f"machine: {os.cpu_count()} cores; batch {a.batch}; each row: {a.repeats} runs, "
         "interleaved, each the median of 5 timed windows of about 20 steps")
   print("| model | framework | compile (s) | step (ms): median (min-max) | images/s | vs eager "

@@ -116,8 +116,12 @@ def vq_vae(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Object
     return {"codebook_perplexity": float(np.exp(-np.sum(p * np.log(p)))),
             "codes_used": int((counts > 0).sum())}
 
+  def witness(params, x):
+    v, _, z_q, _, _, _ = forward(params, x)
+    return model.apply(v, z_q, method=TeacherGuidedVAE.witness_logits)
+
   return Objective(loss=loss, weight_names=("lambda_ts", "lambda_bal"), evaluate=evaluate,
-                   init_params=init_params, summarize=summarize)
+                   init_params=init_params, summarize=summarize, witness=witness)
 
 
 def gmvae_kl(q_logits: jnp.ndarray, mu: jnp.ndarray, logvar: jnp.ndarray,
@@ -168,10 +172,16 @@ def gmvae(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objecti
             "offset": jnp.zeros((k, latent)), "prior_mu": jax.random.normal(k2, (k, latent)),
             "prior_logvar": jnp.zeros((k, latent))}
 
+  def posterior(params, x):
+    """``q(y|x)``'s logits, the encoder's Gaussian and the posterior mean of ``z``."""
+    own = params["objective"]
+    mu, logvar = model.apply({"params": params}, x, method=TeacherGuidedVAE.encode)
+    q_logits = mu @ own["q_kernel"] + own["q_bias"]
+    return q_logits, mu, logvar, mu + jax.nn.softmax(q_logits, axis=-1) @ own["offset"]
+
   def terms(params, x, t, eps):
     v, own = {"params": params}, params["objective"]
-    mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
-    q_logits = mu @ own["q_kernel"] + own["q_bias"]
+    q_logits, mu, logvar, code = posterior(params, x)
     kl_z, kl_y = gmvae_kl(q_logits, mu, logvar, own["offset"], own["prior_mu"],
                           own["prior_logvar"])
     q = jax.nn.softmax(q_logits, axis=-1)
@@ -181,7 +191,6 @@ def gmvae(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objecti
     t_rep = jnp.repeat(t, k, axis=0)
     out = model.apply(v, z.reshape(b * k, -1), t_rep, method=TeacherGuidedVAE.decode)
     rec = jnp.sum(q * nll(out, jnp.repeat(x, k, axis=0)).reshape(b, k), axis=-1)
-    code = mu + q @ own["offset"]
     return v, mu, logvar, code, rec, kl_z, kl_y
 
   def loss(params, batch, rng, weights):
@@ -208,5 +217,10 @@ def gmvae(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objecti
   def summarize(arrays):
     return {"kl_categorical": float(np.mean(arrays["kl_y"], dtype=np.float64))}
 
+  def witness(params, x):
+    code = posterior(params, x)[3]
+    return model.apply({"params": params}, code, method=TeacherGuidedVAE.witness_logits)
+
   return Objective(loss=loss, weight_names=("alpha_kl", "lambda_ts", "lambda_bal"),
-                   evaluate=evaluate, init_params=init_params, summarize=summarize)
+                   evaluate=evaluate, init_params=init_params, summarize=summarize,
+                   witness=witness)

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from typing import Callable
 
 import ml_collections
@@ -227,12 +228,17 @@ def data_name(source: str) -> str:
 
 
 def run_guarded(fn: Callable[[], int | None]) -> None:
-  """Runs ``fn``; ValueError -> exit 2, a diverged run -> exit 1, one line each."""
-  from certvae_jax.loop import TrainingDiverged  # pylint: disable=import-outside-toplevel
+  """Runs ``fn``; ValueError -> exit 2, a diverged run -> exit 1, one line each; a bug
+  inside a phase -> its traceback, then one line saying where the run was left, exit 1."""
+  # pylint: disable-next=import-outside-toplevel
+  from certvae_jax.loop import PhaseFailed, TrainingDiverged
   try:
     code = fn()
   except ValueError as e:
     fail(_first_line(e))
   except TrainingDiverged as e:
+    fail(str(e), code=1)
+  except PhaseFailed as e:
+    traceback.print_exception(e.__cause__ or e)  # a bug report: keep it whole
     fail(str(e), code=1)
   sys.exit(code or 0)

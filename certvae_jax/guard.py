@@ -129,18 +129,18 @@ def split_rows(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarra
   return np.sort(perm[held:]), np.sort(perm[:held])
 
 
-def margin_fn(evaluate: Callable[..., dict], x: np.ndarray, t: np.ndarray, tau: float,
-              batch_size: int, sharding: jax.sharding.Sharding | None = None
+def margin_fn(witness_logits: Callable[..., jax.Array], x: np.ndarray, t: np.ndarray,
+              tau: float, batch_size: int, sharding: jax.sharding.Sharding | None = None
               ) -> Callable[[Any], float]:
   """``params -> G_tau`` of the raw witness on ``(x, t)``, exact for those rows.
 
-  ``evaluate`` is an objective's evaluation; only its ``witness_logits`` (at ``mu``) are
-  read, so the compiled function runs the encoder and the head. The rows are padded
-  (masked) and placed on the devices once.
+  ``witness_logits`` is an objective's ``(params, x, t) -> logits``
+  (:meth:`certvae_jax.objectives.Objective.witness_logits`): the encoder and the head.
+  The rows are padded (masked) and placed on the devices once.
   """
 
   def stats(params, xb, tb, mask):
-    logits = evaluate(params, data_lib.to_unit(xb), tb, jax.random.PRNGKey(0))["witness_logits"]
+    logits = witness_logits(params, data_lib.to_unit(xb), tb)
     return certificate.batch_stats(tb, logits, from_logits=True, mask=mask)
 
   step = jax.jit(stats)

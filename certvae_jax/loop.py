@@ -46,6 +46,14 @@ class TrainingDiverged(RuntimeError):
   """A non-finite loss; the last good checkpoint is kept."""
 
 
+class PhaseFailed(RuntimeError):
+  """An unexpected error inside a phase (a bug; its exception is the ``__cause__``).
+
+  The message names the phase, the step it was at and the last good checkpoint that a
+  rerun resumes from; nothing on disk is changed by the failure.
+  """
+
+
 class SetWeights(NamedTuple):
   """Replace some loss weights (by name) from the next step on."""
   weights: Mapping[str, float]

@@ -44,6 +44,7 @@ Weights = Mapping[str, jnp.ndarray]
 LossFn = Callable[[Any, Mapping[str, jnp.ndarray], jax.Array, Weights],
                   tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
 EvalFn = Callable[[Any, jnp.ndarray, jnp.ndarray, jax.Array], dict[str, jnp.ndarray]]
+WitnessFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
 
 
 class Objective(NamedTuple):
@@ -69,6 +70,10 @@ class Objective(NamedTuple):
     gate_updates: ``(updates, weights) -> updates``, applied to the optimizer's updates
       before they reach the parameters (e.g. a weight that freezes the decoder);
       ``None`` for none.
+    witness: ``(params, x) -> witness logits``: the raw witness at the code the
+      certificate reads, computed without the decoder (``evaluate``'s
+      ``witness_logits``, alone). The guard margin and the rescue diagnostics (a
+      forward-mode derivative) use it; ``None``: they fall back to ``evaluate``.
   """
   loss: LossFn
   weight_names: tuple[str, ...]
@@ -76,6 +81,14 @@ class Objective(NamedTuple):
   init_params: Callable[[jax.Array], Any] | None = None
   summarize: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
   gate_updates: Callable[[Any, Weights], Any] | None = None
+  witness: WitnessFn | None = None
+
+  def witness_logits(self, params: Any, x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
+    """The raw witness's logits at the certificate's code: ``witness`` when given, else
+    the whole ``evaluate`` (which also decodes; ``t`` feeds a decoder that reads it)."""
+    if self.witness is not None:
+      return self.witness(params, x)
+    return self.evaluate(params, x, t, jax.random.PRNGKey(0))["witness_logits"]
 
 
 Builder = Callable[[TeacherGuidedVAE, ml_collections.ConfigDict], Objective]
@@ -108,6 +121,17 @@ def build(name: str, model: TeacherGuidedVAE, config: ml_collections.ConfigDict)
 def reconstruction_nll(config: ml_collections.ConfigDict):
   """The per-example ``-log p(x|z)`` of ``config.model`` (Bernoulli or Gaussian)."""
   return losses.reconstruction_nll(config.model.likelihood, float(config.model.gaussian_scale))
+
+
+def vae_witness(model: TeacherGuidedVAE) -> WitnessFn:
+  """``s(mu(x))``: the encoder mean and the head, nothing else (paper 1, section 2.3)."""
+
+  def witness(params, x):
+    v = {"params": params}
+    mu, _ = model.apply(v, x, method=TeacherGuidedVAE.encode)
+    return model.apply(v, mu, method=TeacherGuidedVAE.witness_logits)
+
+  return witness
 
 
 def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
@@ -154,7 +178,7 @@ def guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
     return total, terms
 
   return Objective(loss=loss, weight_names=("alpha_kl", "lambda_ts", "lambda_bal"),
-                   evaluate=vae_evaluation(model, nll))
+                   evaluate=vae_evaluation(model, nll), witness=vae_witness(model))
 
 
 @register("teacher_guided")
@@ -189,7 +213,8 @@ def code_regression(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) 
     return mse, {"code_mse": mse}
 
   return Objective(loss=loss, weight_names=(),
-                   evaluate=vae_evaluation(model, reconstruction_nll(config)))
+                   evaluate=vae_evaluation(model, reconstruction_nll(config)),
+                   witness=vae_witness(model))
 
 
 # The baselines' objectives live in a module of their own and register on import.

@@ -75,8 +75,8 @@ def guard_hooks(runner, phase: Phase, k: int, t_train: np.ndarray):
     raise ValueError(f"config.guard.fraction: holding out {len(held)} of {len(x_train)} "
                      f"training rows as the guard set leaves {len(rows)}, fewer than "
                      f"train.batch_size ({cfg.train.batch_size})")
-  evaluate = runner.engine.objective(phase.mode.objective, k).evaluate
-  margin = guard_lib.margin_fn(evaluate, x_train[held], t_train[held], float(cfg.eval.tau),
+  witness = runner.engine.objective(phase.mode.objective, k).witness_logits
+  margin = guard_lib.margin_fn(witness, x_train[held], t_train[held], float(cfg.eval.tau),
                                int(cfg.eval.batch_size), runner.engine.batch_sharding)
   hook = guard_lib.GuardHook(cfg.guard, margin, phase.weights, int(cfg.train.checkpoint_every))
   return rows, hooks + [hook], hook

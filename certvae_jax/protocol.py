@@ -82,13 +82,19 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
                               overwrite=overwrite)
     for variant in variants:
       rows.extend(_rows(runner, variant, target))
-  # A guarded protocol's tables sit beside the unguarded ones, never over them.
-  guard = "" if config.guard.policy == "off" else f"_guard_{config.guard.policy}"
-  suffix = guard + ("" if target == "live" else "_fixed")
   paper2 = config.model.head == "simplex"
-  write_tables(root, f"protocol{suffix}", rows,
-                paper2_table(rows) if paper2 else markdown_table(rows, variants))
+  write_tables(root, table_stem(config, target), rows,
+               paper2_table(rows) if paper2 else markdown_table(rows, variants))
   return rows
+
+
+def table_stem(config: ml_collections.ConfigDict, target: str = "live") -> str:
+  """The protocol tables' file stem in the root: ``protocol[_guard_<policy>][_fixed]``.
+
+  A guarded protocol's tables sit beside the unguarded ones, never over them.
+  """
+  guard = "" if config.guard.policy == "off" else f"_guard_{config.guard.policy}"
+  return "protocol" + guard + ("" if target == "live" else "_fixed")
 
 
 def refuse_existing(workdirs: Sequence[str]) -> None:

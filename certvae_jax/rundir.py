@@ -164,6 +164,13 @@ class RunDir:
     ckdir = os.path.join(self.phase(name), "checkpoints")
     return os.path.isdir(ckdir) and bool(os.listdir(ckdir))
 
+  def latest_checkpoint_step(self, name: str) -> int | None:
+    """The step of phase ``name``'s latest checkpoint, ``None`` when it has none."""
+    if not self.has_checkpoints(name):
+      return None
+    with self.checkpoints(name) as ckpt:
+      return ckpt.latest_step()
+
   def read_summary(self, name: str) -> dict[str, Any] | None:
     return read_json(self.summary_path(name))
 

@@ -32,14 +32,14 @@ from certvae_jax.checkpoint import check_compatible
 from certvae_jax.context import make_context
 from certvae_jax.engine import Engine, transfer_params
 from certvae_jax.guard_objective import STUDENT_FIRST
-from certvae_jax.loop import Hook, TrainingDiverged
+from certvae_jax.loop import Hook, PhaseFailed, TrainingDiverged
 from certvae_jax.phase_loop import Phase
 from certvae_jax.rescue_diagnostics import rescue_diagnostics
 from certvae_jax.rundir import RunDir, fingerprint, write_json
 from certvae_jax.teacher_stage import TeacherStage
 from certvae_jax.writers import MetricWriter, truncate_jsonl
 
-__all__ = ["Runner", "TrainingDiverged", "train", "summary_line", "make_context"]
+__all__ = ["Runner", "PhaseFailed", "TrainingDiverged", "train", "summary_line", "make_context"]
 
 _log = logging.getLogger(__name__)
 
@@ -193,8 +193,10 @@ class Runner:
     rows = min(len(self.ctx.data.x_train), int(self.config.eval.batch_size))
     x = data_lib.to_unit(self.ctx.data.x_train[:rows])
     t = self.teachers.split_targets(target, k)[0][:rows]
-    evaluate = self.engine.objective(mode.objective, k).evaluate
-    logits = lambda p, xb: evaluate(p, xb, t, jax.random.PRNGKey(0))["witness_logits"]  # noqa: E731
+    # The witness path alone (encoder and head): the diagnostics take a forward-mode
+    # derivative, which the conv decoder's fast upsample does not have.
+    witness = self.engine.objective(mode.objective, k).witness_logits
+    logits = lambda p, xb: witness(p, xb, t)  # noqa: E731
     found = rescue_diagnostics(logits, jax.device_get(state.params), x, t)
     _log.info("%s: rescue diagnostics at step %d: %s", mode.name, int(state.step),
               ", ".join(f"{key}={value:.4g}" for key, value in found.items()))
@@ -269,11 +271,25 @@ class Runner:
   # -- one phase: restore or init, loop, summarise ----------------------------------
 
   def _run_phase(self, phase: Phase, k: int, init_fn: Callable[[], Any]) -> dict[str, Any]:
+    os.makedirs(self.dir.phase(phase.name), exist_ok=True)
+    distributed.barrier(f"{phase.name}-start")  # all see the same files below
+    at: dict[str, Any] = {"step": None, "loop": None}  # where a failure leaves the phase
+    try:
+      summary = self._train_phase(phase, k, init_fn, at)
+    except (ValueError, TrainingDiverged, PhaseFailed):
+      raise
+    except Exception as e:  # a bug: say where it left the run, keep the traceback
+      raise PhaseFailed(self._failure_message(phase, e, at)) from e
+    distributed.barrier(f"{phase.name}-done")
+    return summary
+
+  def _train_phase(self, phase: Phase, k: int, init_fn: Callable[[], Any],
+                   at: dict[str, Any]) -> dict[str, Any]:
+    """Restores or initialises the state, runs the loop and writes the summary; records
+    in ``at`` the step and the loop it reached."""
     pdir, main = self.dir.phase(phase.name), self.dir.main
-    os.makedirs(pdir, exist_ok=True)
     metrics_path = self.dir.metrics_path(phase.name)
     meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
-    distributed.barrier(f"{phase.name}-start")  # all see the same files below
     resumed = None
     with self.dir.checkpoints(phase.name) as ckpt:
       if ckpt.latest_step() is not None:
@@ -295,9 +311,10 @@ class Runner:
         state = init_fn()
         if main and os.path.exists(metrics_path):
           os.remove(metrics_path)
+      at["step"] = int(state.step)
       extra = phase.extra() if phase.extra is not None else {}
       built = phase_loop.build(self, phase, k, state, ckpt, meta, resumed)
-      loop = built.loop
+      loop = at["loop"] = built.loop
       try:
         state = loop.run()
         if loop.last_eval is None or loop.last_eval[0] != int(state.step):
@@ -310,8 +327,26 @@ class Runner:
     summary["timing"] = built.timing.result(loop, self.config.train.batch_size, self.ctx.mesh)
     if main:
       write_json(self.dir.summary_path(phase.name), summary)
-    distributed.barrier(f"{phase.name}-done")
     return summary
+
+  def _failure_message(self, phase: Phase, error: BaseException, at: dict[str, Any]) -> str:
+    """``rescue failed at step 2000 (TypeError, traceback above); its last good checkpoint
+    is step 2000 of noalign; rerun to resume``."""
+    loop = at["loop"]
+    step = loop.step if loop is not None else at["step"]
+    where = f" at step {step}" if step is not None else ""
+    head = f"{phase.name} failed{where} ({type(error).__name__}, traceback above)"
+    saved = self.dir.latest_checkpoint_step(phase.name)
+    if saved is not None:
+      return f"{head}; its last good checkpoint is step {saved} of {phase.name}; rerun to resume"
+    if phase.mode.init == "continue":
+      source = self._source_phase(phase.mode.source, phase.target)
+      saved = self.dir.latest_checkpoint_step(source)
+      if saved is not None:
+        return (f"{head}; its last good checkpoint is step {saved} of {source}; rerun to "
+                "resume")
+    return (f"{head}; it saved no checkpoint (finished phases before it are kept); rerun to "
+            "start it again")
 
 
 def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: str = "live",
@@ -336,6 +371,8 @@ def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: st
     ValueError: bad config or data, a workdir made by an incompatible run (without
       ``overwrite``), or a workdir locked by another run.
     TrainingDiverged: a non-finite loss (the last good checkpoint is kept).
+    PhaseFailed: an unexpected error inside a phase (a bug, its ``__cause__``); the
+      message names the last good checkpoint a rerun resumes from.
   """
   return Runner(config, workdir, overwrite=overwrite, hooks=hooks,
                 writers=writers).run_mode(mode, target)

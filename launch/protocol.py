@@ -55,7 +55,7 @@ def main() -> int:
   else:
     rows = protocol.run_protocol(f.config, root, seeds, target=target, overwrite=f.overwrite,
                                  fresh=f.fresh)
-    stem = os.path.join(root, "protocol" + ("" if target == "live" else "_fixed"))
+    stem = os.path.join(root, protocol.table_stem(f.config, target))
   with open(stem + ".md") as fh:
     print(fh.read())
   print(protocol.reuse_report(rows))

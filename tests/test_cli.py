@@ -44,20 +44,6 @@ def test_mistyped_override_gives_one_line_with_a_suggestion(tmp_path, args):
                     "did you mean train.steps?"]
 
 
-def test_protocol_says_what_it_reused_and_fresh_refuses(tmp_path):
-  args = ["--config=configs/digits.py:smoke", *SMOKE, "--seeds=1", f"--workdir={tmp_path}",
-          "--config.warmup.steps=20", "--config.train.steps=20",
-          "--config.train.checkpoint_every=20", "--config.eval.every=20"]
-  first = run("protocol.py", *args)
-  assert first.returncode == 0, first.stderr[-2000:]
-  assert "ran: seed 0 full, seed 0 noalign, seed 0 rescue" in first.stdout
-  again = run("protocol.py", *args)
-  assert "reused (finished before): seed 0 full, seed 0 noalign, seed 0 rescue" in again.stdout
-  fresh = run("protocol.py", *args, "--fresh")
-  assert fresh.returncode == 2 and "--fresh:" in fresh.stderr and "already holds runs" in \
-      fresh.stderr
-
-
 def test_a_mismatched_workdir_names_the_differing_fields(tmp_path):
   wd = str(tmp_path)
   train.Runner(tiny_config(), wd).ensure_teacher()  # warm-up and teacher

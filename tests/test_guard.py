@@ -125,9 +125,11 @@ def test_guard_rows_are_fixed_disjoint_and_cover_the_split():
 
 def test_guard_margin_is_the_certificate_on_the_guard_rows(tiny_model):
   cfg, model, params, batch = tiny_model
-  evaluate = objectives.build("teacher_guided", model, cfg).evaluate
+  objective = objectives.build("teacher_guided", model, cfg)
+  evaluate = objective.evaluate
   x, t = np.asarray(batch["x"]), np.asarray(batch["t"])
-  margin = guard.margin_fn(evaluate, x, t, tau=0.05, batch_size=12)  # 3 padded batches
+  margin = guard.margin_fn(objective.witness_logits, x, t, tau=0.05,
+                           batch_size=12)  # 3 padded batches
   logits = evaluate(params, jnp.asarray(x), jnp.asarray(t), jax.random.PRNGKey(0))[
       "witness_logits"]
   s = np.asarray(jax.nn.softmax(logits), np.float64)
@@ -275,10 +277,10 @@ def test_rollback_keeps_the_certified_checkpoint_past_retention(tmp_path):
 # -- whole runs -----------------------------------------------------------------------
 
 
-def _pseudo_margin(evaluate, x, t, tau, batch_size, sharding=None):
+def _pseudo_margin(witness_logits, x, t, tau, batch_size, sharding=None):
   """A guard margin that is a fixed pseudo-random function of the parameters: it crosses
   zero often, so a short run exercises raises, decays and rollbacks deterministically."""
-  del evaluate, x, t, tau, batch_size, sharding
+  del witness_logits, x, t, tau, batch_size, sharding
 
   def margin(params):
     total = sum(float(np.sum(np.abs(np.asarray(leaf, np.float64))))

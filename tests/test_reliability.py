@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from certvae_jax import train
+from certvae_jax import cli, train
+from certvae_jax import loop as loop_lib
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.rundir import WorkdirLock
-from tests.conftest import tiny_config
+from tests.conftest import copy_seed, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = [sys.executable, os.path.join(ROOT, "launch", "train.py")]
@@ -194,3 +195,62 @@ def test_constant_teacher_runs_and_is_reported_uncertifiable(tmp_path):
   s = train.Runner(cfg, str(tmp_path / "w")).run_mode("full")
   assert s["train"]["teacher_mi"] == pytest.approx(0.0, abs=1e-6)
   assert s["train"]["certifiable"] is False and s["train"]["certified"] is False
+
+
+class _FailAt(loop_lib.Hook):
+  """A bug in a hook: raises at the first sync at or after ``step``."""
+
+  def __init__(self, step):
+    self.step = step
+
+  def on_sync(self, loop, step, rows):
+    if step >= self.step:
+      raise RuntimeError("a bug")
+
+
+def test_a_bug_inside_a_phase_names_the_last_good_checkpoint_and_loses_nothing(
+    seed_dir, tmp_path, monkeypatch):
+  wd = copy_seed(seed_dir, str(tmp_path / "w"))
+  with pytest.raises(train.PhaseFailed) as failed:
+    train.train(tiny_config(), "full", wd, hooks=[_FailAt(30)])
+  assert str(failed.value) == ("full failed at step 30 (RuntimeError, traceback above); its "
+                               "last good checkpoint is step 20 of full; rerun to resume")
+  assert isinstance(failed.value.__cause__, RuntimeError)
+  assert train.train(tiny_config(), "full", wd)["step"] == 40  # resumed from step 20
+
+  train.train(tiny_config(), "noalign", wd)
+
+  def broken(*args, **kwargs):
+    raise TypeError("broken diagnostics")
+
+  monkeypatch.setattr(train, "rescue_diagnostics", broken)
+  with pytest.raises(train.PhaseFailed, match=r"^rescue failed at step 40 \(TypeError, "
+                     r"traceback above\); its last good checkpoint is step 40 of noalign; "
+                     "rerun to resume$"):
+    train.train(tiny_config(), "rescue", wd)
+  monkeypatch.undo()
+  assert train.train(tiny_config(), "rescue", wd)["step"] == 80
+
+
+def test_a_bug_before_any_checkpoint_says_the_phase_starts_again(seed_dir, tmp_path):
+  wd = copy_seed(seed_dir, str(tmp_path / "w"))
+  with pytest.raises(train.PhaseFailed, match=r"^full failed at step 10 \(RuntimeError, "
+                     r"traceback above\); it saved no checkpoint \(finished phases before it "
+                     r"are kept\); rerun to start it again$"):
+    train.train(tiny_config(), "full", wd, hooks=[_FailAt(10)])
+
+
+def test_the_cli_prints_the_traceback_then_one_line_and_exits_1(capsys):
+  def main():
+    try:
+      raise TypeError("deep inside")
+    except TypeError as e:
+      raise train.PhaseFailed("rescue failed at step 2 (TypeError, traceback above); ...") from e
+
+  with pytest.raises(SystemExit) as exited:
+    cli.run_guarded(main)
+  assert exited.value.code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[0] == "Traceback (most recent call last):"
+  assert "TypeError: deep inside" in err
+  assert err[-1] == "error: rescue failed at step 2 (TypeError, traceback above); ..."

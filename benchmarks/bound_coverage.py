@@ -20,7 +20,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from certvae_jax import bounds  # noqa: E402  pylint: disable=wrong-import-position
+from certvae_jax.certificate import bounds  # noqa: E402  pylint: disable=wrong-import-position
 from tests.test_bounds import floored, margin64, population  # noqa: E402  pylint: disable=wrong-import-position
 
 

@@ -21,7 +21,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from certvae_jax import bounds  # noqa: E402  pylint: disable=wrong-import-position
+from certvae_jax.certificate import bounds  # noqa: E402  pylint: disable=wrong-import-position
 
 GRID = (100, 359, 1000, 3000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
 

@@ -52,6 +52,7 @@ def main() -> None:
   a = p.parse_args()
 
   import jax  # pylint: disable=import-outside-toplevel
+
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
   from configs import cifar100  # pylint: disable=import-outside-toplevel
 

@@ -4,4 +4,4 @@ Submodules are imported on demand so that ``from certvae_jax import certificate`
 stays light (no Orbax, TFDS or scikit-learn import).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -18,8 +18,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from certvae_jax import phase_loop, protocol
-from certvae_jax import train as train_lib
+from certvae_jax import phase_loop, protocol, train as train_lib
 
 BASELINE_KEYS = ("teacher_mi", "alignment", "tau", "psnr", "active_units", "kl",
                  "probe_accuracy", "posthoc_margin", "posthoc_student_mi")

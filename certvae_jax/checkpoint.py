@@ -27,7 +27,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-
 _log = logging.getLogger(__name__)
 
 

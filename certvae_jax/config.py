@@ -15,11 +15,23 @@ from typing import Any, Callable
 import ml_collections
 
 from certvae_jax import configs, guard
+from certvae_jax.certificate.validation import (
+  boolean,
+  choices_tuple,
+  finite,
+  is_int,
+  is_number,
+  non_empty_tuple,
+  non_negative,
+  non_negative_int,
+  one_of,
+  open_unit_interval,
+  positive,
+  positive_int,
+  unit_interval,
+)
 from certvae_jax.modes import BASELINES
 from certvae_jax.teacher import COVARIANCE_TYPES, pca_dims
-from certvae_jax.validation import (boolean, choices_tuple, finite, is_int, is_number,
-                                    non_empty_tuple, non_negative, non_negative_int, one_of,
-                                    open_unit_interval, positive, positive_int, unit_interval)
 
 
 def resolve_config_path(spec: str) -> str:

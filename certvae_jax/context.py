@@ -13,8 +13,14 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from certvae_jax import config as config_lib, data as data_lib, hooks as hooks_lib, losses
-from certvae_jax import row_teacher, writers as writers_lib
+from certvae_jax import (
+  config as config_lib,
+  data as data_lib,
+  hooks as hooks_lib,
+  losses,
+  row_teacher,
+  writers as writers_lib,
+)
 from certvae_jax.models.vae import build_model
 
 

@@ -20,9 +20,15 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from certvae_jax import data as data_lib, distributed, guard_objective, objectives, recon_check
-from certvae_jax import step as step_lib
-from certvae_jax import teacher as teacher_lib
+from certvae_jax import (
+  data as data_lib,
+  distributed,
+  guard_objective,
+  objectives,
+  recon_check,
+  step as step_lib,
+  teacher as teacher_lib,
+)
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
 

@@ -126,7 +126,7 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
 
   With a teacher: the post-hoc linear head of each split and the ``collapse`` verdict
   (:mod:`certvae_jax.posthoc`). Always: the test split's population ``bounds``
-  (:mod:`certvae_jax.bounds`); its rows never trained the witness or fitted the
+  (:mod:`certvae_jax.certificate.bounds`); its rows never trained the witness or fitted the
   teacher, and the evaluation key makes them reproducible.
   """
   verdict = None

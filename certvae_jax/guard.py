@@ -38,11 +38,17 @@ import ml_collections
 import numpy as np
 
 from certvae_jax import certificate, data as data_lib, distributed
+from certvae_jax.certificate.validation import (
+  boolean,
+  non_negative,
+  non_negative_int,
+  one_of,
+  positive,
+  positive_int,
+)
 from certvae_jax.evaluate import pad_rows
 from certvae_jax.guard_objective import STUDENT_FIRST
 from certvae_jax.loop import Event, Hook, Loop, Restore, Rows, SetWeights
-from certvae_jax.validation import (boolean, non_negative, non_negative_int, one_of,
-                                    positive, positive_int)
 
 POLICIES = ("off", "raise", "rollback", "barrier")
 # The guard set's permutation: its own stream, apart from every phase's data stream.

@@ -15,8 +15,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-from certvae_jax import guard as guard_lib, hooks as hooks_lib, modes
-from certvae_jax import writers as writers_lib
+from certvae_jax import guard as guard_lib, hooks as hooks_lib, modes, writers as writers_lib
 from certvae_jax.evaluate import evaluate_splits, final_analyses
 from certvae_jax.loop import Loop
 from certvae_jax.writers import truncate_jsonl

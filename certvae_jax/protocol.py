@@ -22,8 +22,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from certvae_jax import modes, phase_loop, simplex
-from certvae_jax import train as train_lib
+from certvae_jax import modes, phase_loop, simplex, train as train_lib
 
 ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
             "certified", "psnr", "active_units", "kl", "rec", "probe_accuracy",

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from certvae_jax.validation import validate_simplex
+from certvae_jax.certificate.validation import validate_simplex
 
 PREFIX = "npz:"
 

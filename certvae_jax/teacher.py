@@ -29,14 +29,25 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from certvae_jax import certificate, validation
+from certvae_jax import certificate
+from certvae_jax.certificate import validation
 
 # The frozen teacher's arrays and pure functions live in certvae_jax.frozen_teacher;
 # re-exported here, where they were before.
-from certvae_jax.frozen_teacher import (COVARIANCE_TYPES, FrozenGMM, FrozenPCA, FrozenTeacher,
-                                        freeze_sklearn_gmm, freeze_sklearn_pca, gmm_logits,
-                                        gmm_probs, label_smoothed, project, teacher_logits,
-                                        teacher_probs)
+from certvae_jax.frozen_teacher import (
+  COVARIANCE_TYPES,
+  FrozenGMM,
+  FrozenPCA,
+  FrozenTeacher,
+  freeze_sklearn_gmm,
+  freeze_sklearn_pca,
+  gmm_logits,
+  gmm_probs,
+  label_smoothed,
+  project,
+  teacher_logits,
+  teacher_probs,
+)
 
 __all__ = ["CONFIG_FIELDS", "COVARIANCE_TYPES", "FIT_DEFAULTS", "FittedTeacher", "FrozenGMM",
            "FrozenPCA", "FrozenTeacher", "feasibility", "fit_teacher", "freeze_sklearn_gmm",

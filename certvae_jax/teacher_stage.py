@@ -17,8 +17,7 @@ from typing import Any, Callable
 import ml_collections
 import numpy as np
 
-from certvae_jax import artifact, data as data_lib, distributed, row_teacher
-from certvae_jax import teacher as teacher_lib
+from certvae_jax import artifact, data as data_lib, distributed, row_teacher, teacher as teacher_lib
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.engine import Engine
 from certvae_jax.evaluate import map_batches

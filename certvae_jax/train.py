@@ -26,8 +26,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from certvae_jax import certificate, data as data_lib, distributed, guard as guard_lib, modes
-from certvae_jax import phase_loop
+from certvae_jax import (
+  certificate,
+  data as data_lib,
+  distributed,
+  guard as guard_lib,
+  modes,
+  phase_loop,
+)
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.context import make_context
 from certvae_jax.engine import Engine, transfer_params

@@ -8,10 +8,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certvae_jax import (baseline_objectives, baselines, certificate, figures, modes, posthoc,
-                         run_report, train)
-from tests.test_run_report import png_size
+from certvae_jax import (
+  baseline_objectives,
+  baselines,
+  certificate,
+  figures,
+  modes,
+  posthoc,
+  run_report,
+  train,
+)
 from tests.conftest import tiny_config
+from tests.test_run_report import png_size
 
 
 def test_free_bits_clamps_the_batch_mean_kl_per_dimension_and_its_gradient():

@@ -7,9 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certvae_jax import certificate, guard, guard_objective, loop, objectives, phase_loop
-from certvae_jax import protocol, run_report
-from certvae_jax import step as step_lib, train, writers
+from certvae_jax import (
+  certificate,
+  guard,
+  guard_objective,
+  loop,
+  objectives,
+  phase_loop,
+  protocol,
+  run_report,
+  step as step_lib,
+  train,
+  writers,
+)
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.models.vae import build_model, init_params
 from tests.conftest import copy_seed, tiny_config

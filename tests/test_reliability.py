@@ -12,8 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from certvae_jax import cli, train
-from certvae_jax import loop as loop_lib
+from certvae_jax import cli, loop as loop_lib, train
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.rundir import WorkdirLock
 from tests.conftest import copy_seed, tiny_config

@@ -51,9 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from certvae_jax.report import DEFAULT_TAU
-from certvae_jax.validation import (check_tau, is_number, open_unit_interval, positive_int,
-                                    validate_pair)
+from certvae_jax.certificate.validation import (
+  check_tau,
+  is_number,
+  open_unit_interval,
+  positive_int,
+  validate_pair,
+)
+from certvae_jax.certificate.verdict import DEFAULT_TAU
 
 DEFAULT_DELTA = 0.05
 DEFAULT_RESAMPLES = 1000

@@ -33,13 +33,28 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from certvae_jax.bounds import MarginBounds, margin_bounds
-from certvae_jax.report import (CERTIFY_SLACK, DEFAULT_TAU, TAU_SENSITIVITY, CertificateReport,
-                                any_traced, certified, poison_unless)
-from certvae_jax.stats import CertificateStats, batch_stats
-from certvae_jax.validation import (DEFAULT_ROW_ATOL, Array, check_pair, check_scalar,
-                                    check_tau, is_traced, validate_logits, validate_pair,
-                                    validate_simplex)
+from certvae_jax.certificate.bounds import MarginBounds, margin_bounds
+from certvae_jax.certificate.stats import CertificateStats, batch_stats
+from certvae_jax.certificate.validation import (
+  DEFAULT_ROW_ATOL,
+  Array,
+  check_pair,
+  check_scalar,
+  check_tau,
+  is_traced,
+  validate_logits,
+  validate_pair,
+  validate_simplex,
+)
+from certvae_jax.certificate.verdict import (
+  CERTIFY_SLACK,
+  DEFAULT_TAU,
+  TAU_SENSITIVITY,
+  CertificateReport,
+  any_traced,
+  certified,
+  poison_unless,
+)
 
 __all__ = ["CERTIFY_SLACK", "DEFAULT_TAU", "TAU_SENSITIVITY", "CertificateReport",
            "CertificateStats", "MarginBounds", "alignment_loss", "alignment_loss_from_logits",

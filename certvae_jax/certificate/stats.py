@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from certvae_jax.report import DEFAULT_TAU, CertificateReport, any_traced, certified
-from certvae_jax.validation import Array, check_tau, is_traced, validate_pair
+from certvae_jax.certificate.validation import Array, check_tau, is_traced, validate_pair
+from certvae_jax.certificate.verdict import DEFAULT_TAU, CertificateReport, any_traced, certified
+
 
 class CertificateStats(NamedTuple):
   """Six sums from which every certificate quantity follows.

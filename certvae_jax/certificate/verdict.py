@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from certvae_jax.validation import is_traced
+from certvae_jax.certificate.validation import is_traced
 
 DEFAULT_TAU = 0.05
 TAU_SENSITIVITY = (0.0, 0.05, 0.15)  # paper 1, appendix B

@@ -1,0 +1,38 @@
+"""The certificate against constant collapse (paper 1, section 2.3; Lemma 1, Theorem 1).
+
+Pure functions on probability arrays, with no model code: the closed forms
+(:mod:`~certvae_jax.certificate.core`), the report of one evaluation set
+(:mod:`~certvae_jax.certificate.verdict`), mergeable one-pass statistics
+(:mod:`~certvae_jax.certificate.stats`), population lower bounds on the margin
+(:mod:`~certvae_jax.certificate.bounds`) and validation at the public boundary
+(:mod:`~certvae_jax.certificate.validation`). Nothing here imports the rest of the
+package.
+"""
+
+from certvae_jax.certificate.core import (
+  CERTIFY_SLACK,
+  DEFAULT_TAU,
+  TAU_SENSITIVITY,
+  CertificateReport,
+  CertificateStats,
+  MarginBounds,
+  alignment_loss,
+  alignment_loss_from_logits,
+  batch_stats,
+  certify,
+  check_scalar,
+  constant_student_cost,
+  margin,
+  margin_bounds,
+  report,
+  student_mi,
+  teacher_mi,
+  valid_inputs,
+  validate_simplex,
+)
+
+__all__ = ["CERTIFY_SLACK", "DEFAULT_TAU", "TAU_SENSITIVITY", "CertificateReport",
+           "CertificateStats", "MarginBounds", "alignment_loss", "alignment_loss_from_logits",
+           "batch_stats", "certify", "check_scalar", "constant_student_cost", "margin",
+           "margin_bounds", "report", "student_mi", "teacher_mi", "valid_inputs",
+           "validate_simplex"]

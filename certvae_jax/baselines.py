@@ -5,7 +5,7 @@ Each baseline is a mode (:mod:`certvae_jax.modes`: ``vanilla_vae``, ``beta_vae``
 family, from the same initialisation rule and data stream as the teacher-guided runs of
 the seed, with the raw z-only head attached but never aligned (as ``noalign``). The table sets each run's
 raw margin beside the margin of a post-hoc linear head fitted on its frozen code
-(:mod:`certvae_jax.posthoc`), so that it says how much of a gap is the head and how
+(:mod:`certvae_jax.evaluation.posthoc`), so that it says how much of a gap is the head and how
 much is the code.
 """
 

@@ -25,11 +25,11 @@ from certvae_jax import (
   distributed,
   guard_objective,
   objectives,
-  recon_check,
   step as step_lib,
   teacher as teacher_lib,
 )
 from certvae_jax.checkpoint import Checkpointer
+from certvae_jax.evaluation import recon_check
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
 
 _log = logging.getLogger(__name__)

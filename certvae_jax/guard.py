@@ -46,7 +46,7 @@ from certvae_jax.certificate.validation import (
   positive,
   positive_int,
 )
-from certvae_jax.evaluate import pad_rows
+from certvae_jax.evaluation.splits import pad_rows
 from certvae_jax.guard_objective import STUDENT_FIRST
 from certvae_jax.loop import Event, Hook, Loop, Restore, Rows, SetWeights
 

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from certvae_jax import guard as guard_lib, hooks as hooks_lib, modes, writers as writers_lib
-from certvae_jax.evaluate import evaluate_splits, final_analyses
+from certvae_jax.evaluation.splits import evaluate_splits, final_analyses
 from certvae_jax.loop import Loop
 from certvae_jax.writers import truncate_jsonl
 

@@ -5,7 +5,7 @@ objectives (:mod:`~certvae_jax.objectives`), the pure step
 (:mod:`~certvae_jax.step`), the compiled functions and batch feeding
 (:mod:`~certvae_jax.engine`), the loop and its hooks (:mod:`~certvae_jax.loop`,
 :mod:`~certvae_jax.hooks`), metric writers (:mod:`~certvae_jax.writers`),
-evaluation (:mod:`~certvae_jax.evaluate`), the teacher stage
+evaluation (:mod:`~certvae_jax.evaluation`), the teacher stage
 (:mod:`~certvae_jax.teacher_stage`) and the run directory
 (:mod:`~certvae_jax.rundir`). This module only puts them together.
 
@@ -37,10 +37,10 @@ from certvae_jax import (
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.context import make_context
 from certvae_jax.engine import Engine, transfer_params
+from certvae_jax.evaluation.rescue_diagnostics import rescue_diagnostics
 from certvae_jax.guard_objective import STUDENT_FIRST
 from certvae_jax.loop import Hook, PhaseFailed, TrainingDiverged
 from certvae_jax.phase_loop import Phase
-from certvae_jax.rescue_diagnostics import rescue_diagnostics
 from certvae_jax.rundir import RunDir, fingerprint, write_json
 from certvae_jax.teacher_stage import TeacherStage
 from certvae_jax.writers import MetricWriter, truncate_jsonl
@@ -195,7 +195,7 @@ class Runner:
 
   def _rescue_diagnostics(self, mode: modes.Mode, state, target: str, k: int):
     """Appendix H's diagnostics at the state a rescue starts from, on the first
-    ``eval.batch_size`` training rows (see :mod:`certvae_jax.rescue_diagnostics`)."""
+    ``eval.batch_size`` training rows (see :mod:`certvae_jax.evaluation.rescue_diagnostics`)."""
     rows = min(len(self.ctx.data.x_train), int(self.config.eval.batch_size))
     x = data_lib.to_unit(self.ctx.data.x_train[:rows])
     t = self.teachers.split_targets(target, k)[0][:rows]

@@ -14,10 +14,10 @@ from certvae_jax import (
   certificate,
   figures,
   modes,
-  posthoc,
   run_report,
   train,
 )
+from certvae_jax.evaluation import posthoc
 from tests.conftest import tiny_config
 from tests.test_run_report import png_size
 

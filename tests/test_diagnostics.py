@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from certvae_jax import diagnostics
+from certvae_jax.evaluation import diagnostics
 
 
 def _mi_reference(mu, logvar, batch_size, seed=0):

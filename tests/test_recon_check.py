@@ -6,7 +6,7 @@ import pytest
 from scipy.special import log_softmax, logsumexp
 from sklearn.mixture import GaussianMixture
 
-from certvae_jax import recon_check
+from certvae_jax.evaluation import recon_check
 from certvae_jax.frozen_teacher import FrozenTeacher, freeze_sklearn_gmm
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
 from tests.conftest import tiny_config

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certvae_jax.rescue_diagnostics import rescue_diagnostics
+from certvae_jax.evaluation.rescue_diagnostics import rescue_diagnostics
 
 
 def test_rescue_diagnostics_match_numpy_on_a_linear_witness():

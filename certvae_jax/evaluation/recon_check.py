@@ -65,7 +65,7 @@ def per_example(model: TeacherGuidedVAE, encoder_apply: Callable[..., Any]):
 
 
 class ReconstructionCheck:
-  """An evaluation probe (see :func:`certvae_jax.evaluate.evaluate_split`).
+  """An evaluation probe (see :func:`certvae_jax.evaluation.splits.evaluate_split`).
 
   Args:
     fn: jitted ``(params, teacher, x) -> per-example arrays`` from :func:`per_example`.

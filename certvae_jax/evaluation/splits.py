@@ -15,7 +15,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from certvae_jax import certificate, data as data_lib, diagnostics, distributed, posthoc
+from certvae_jax import certificate, data as data_lib, distributed
+from certvae_jax.evaluation import diagnostics, posthoc
 
 # Evaluation uses its own fixed key: it never touches the training RNG stream. (A seed,
 # not a key: nothing may run on a device at import, before jax.distributed.initialize.)
@@ -48,7 +49,7 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
     sharding: the mesh's batch sharding; each padded batch is split across devices.
     probes: extra per-example diagnostics, each with ``batch(params, x) -> {name: (B,)}``
       (run on the same padded batches) and ``metrics(arrays, teacher_mi, tau) -> dict``
-      (e.g. :class:`certvae_jax.recon_check.ReconstructionCheck`).
+      (e.g. :class:`certvae_jax.evaluation.recon_check.ReconstructionCheck`).
     summarize: the objective's extra split metrics from the per-example outputs
       (:attr:`certvae_jax.objectives.Objective.summarize`).
 
@@ -125,7 +126,7 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
   """What a run's summary adds to its last evaluation, in place; returns ``collapse``.
 
   With a teacher: the post-hoc linear head of each split and the ``collapse`` verdict
-  (:mod:`certvae_jax.posthoc`). Always: the test split's population ``bounds``
+  (:mod:`certvae_jax.evaluation.posthoc`). Always: the test split's population ``bounds``
   (:mod:`certvae_jax.certificate.bounds`); its rows never trained the witness or fitted the
   teacher, and the evaluation key makes them reproducible.
   """

@@ -25,12 +25,12 @@ Shipped:
 * ``code_regression`` (paper 2, RST-prefit's first stage): regress the encoder mean
   onto the analytic code of the fixed simplex witness.
 * ``free_bits``, ``vq_vae``, ``gmvae``: paper 1's baselines
-  (:mod:`certvae_jax.baseline_objectives`).
+  (:mod:`certvae_jax.baseline_objectives`), registered when
+  :mod:`certvae_jax.registrations` is imported (the run does).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -216,6 +216,3 @@ def code_regression(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) 
                    evaluate=vae_evaluation(model, reconstruction_nll(config)),
                    witness=vae_witness(model))
 
-
-# The baselines' objectives live in a module of their own and register on import.
-importlib.import_module("certvae_jax.baseline_objectives")

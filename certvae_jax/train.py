@@ -33,6 +33,7 @@ from certvae_jax import (
   guard as guard_lib,
   modes,
   phase_loop,
+  registrations,  # noqa: F401  (the built-in plug-ins the modes name)
 )
 from certvae_jax.checkpoint import check_compatible
 from certvae_jax.context import make_context

@@ -19,7 +19,7 @@ import numpy as np
 
 from certvae_jax import losses
 from certvae_jax.models.vae import TeacherGuidedVAE
-from certvae_jax.objectives import Objective, guided, reconstruction_nll, register
+from certvae_jax.objectives import Objective, guided, guided_total, reconstruction_nll, register
 
 
 def free_bits_kl(mu: jnp.ndarray, logvar: jnp.ndarray, nats: float) -> jnp.ndarray:
@@ -95,11 +95,8 @@ def vq_vae(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Object
     v, _, z_q, _, codebook_loss, commitment = forward(params, x)
     rec = jnp.mean(nll(model.apply(v, z_q, t, method=TeacherGuidedVAE.decode), x))
     logits = model.apply(v, z_q, method=TeacherGuidedVAE.witness_logits)
-    align, bal = losses.alignment(t, logits), losses.balance(logits)
-    total = (rec + codebook_loss + beta * commitment + weights["lambda_ts"] * align
-             + weights["lambda_bal"] * bal)
-    return total, {"rec": rec, "codebook": codebook_loss, "commitment": commitment,
-                   "align": align, "bal": bal}
+    total, witness = guided_total(rec, [codebook_loss, beta * commitment], weights, t, logits)
+    return total, {"rec": rec, "codebook": codebook_loss, "commitment": commitment, **witness}
 
   def evaluate(params, x, t, rng):
     del rng
@@ -198,13 +195,10 @@ def gmvae(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objecti
     eps = jax.random.normal(rng, (x.shape[0], latent))
     v, _, _, code, rec, kl_z, kl_y = terms(params, x, t, eps)
     logits = model.apply(v, code, method=TeacherGuidedVAE.witness_logits)
-    align, bal = losses.alignment(t, logits), losses.balance(logits)
     kl = jnp.mean(jnp.sum(kl_z, axis=-1) + kl_y)
     rec = jnp.mean(rec)
-    total = (rec + weights["alpha_kl"] * kl + weights["lambda_ts"] * align
-             + weights["lambda_bal"] * bal)
-    return total, {"rec": rec, "kl": kl, "kl_categorical": jnp.mean(kl_y), "align": align,
-                   "bal": bal}
+    total, witness = guided_total(rec, [weights["alpha_kl"] * kl], weights, t, logits)
+    return total, {"rec": rec, "kl": kl, "kl_categorical": jnp.mean(kl_y), **witness}
 
   def evaluate(params, x, t, rng):
     eps = jax.random.normal(rng, (x.shape[0], latent))

@@ -12,13 +12,12 @@ much is the code.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
 
-from certvae_jax import phase_loop, protocol, train as train_lib
+from certvae_jax import protocol, train as train_lib
 
 BASELINE_KEYS = ("teacher_mi", "alignment", "tau", "psnr", "active_units", "kl",
                  "probe_accuracy", "posthoc_margin", "posthoc_student_mi")
@@ -36,7 +35,7 @@ def run_baselines(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
   diagnostics.
   """
   if fresh:
-    protocol.refuse_existing([os.path.join(root, f"seed{seed}") for seed in seeds])
+    protocol.refuse_existing([protocol.seed_workdir(root, seed) for seed in seeds])
   rows = []
   for seed in seeds:
     runners: dict[str, train_lib.Runner] = {}  # one per config, so runs share compilations
@@ -46,12 +45,9 @@ def run_baselines(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
         run_cfg = protocol.with_seed(config, seed)
         for field, value in overrides.items():
           run_cfg.baselines[field] = value
-        runners[key] = train_lib.Runner(run_cfg, os.path.join(root, f"seed{seed}"),
+        runners[key] = train_lib.Runner(run_cfg, protocol.seed_workdir(root, seed),
                                         overwrite=overwrite)
-      runner = runners[key]
-      name = phase_loop.phase_name(runner.config, mode, "live")
-      reused = runner.dir.read_summary(name) is not None
-      summary = runner.run_mode(mode, "live")
+      name, reused, summary = protocol.run_phase(runners[key], mode)
       for split in ("train", "test"):
         m = summary[split]
         rows.append({"seed": int(seed), "method": name, "variant": name, "split": split,

@@ -37,7 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from certvae_jax import certificate, data as data_lib, distributed
+from certvae_jax import certificate, data as data_lib
 from certvae_jax.certificate.validation import (
   boolean,
   non_negative,
@@ -46,7 +46,7 @@ from certvae_jax.certificate.validation import (
   positive,
   positive_int,
 )
-from certvae_jax.evaluation.splits import pad_rows
+from certvae_jax.evaluation.splits import padded_batches
 from certvae_jax.guard_objective import STUDENT_FIRST
 from certvae_jax.loop import Event, Hook, Loop, Restore, Rows, SetWeights
 
@@ -150,13 +150,7 @@ def margin_fn(witness_logits: Callable[..., jax.Array], x: np.ndarray, t: np.nda
     return certificate.batch_stats(tb, logits, from_logits=True, mask=mask)
 
   step = jax.jit(stats)
-  batches = []
-  for start in range(0, len(x), batch_size):
-    n = len(x[start:start + batch_size])
-    batch = (pad_rows(x[start:start + batch_size], batch_size),
-             pad_rows(t[start:start + batch_size], batch_size), np.arange(batch_size) < n)
-    batches.append(tuple(distributed.global_batch(b, sharding) if sharding is not None
-                         else jax.device_put(b) for b in batch))
+  batches = [b for _, b in padded_batches(x, t, batch_size, sharding, place=True)]
 
   def margin(params) -> float:
     total = certificate.CertificateStats.zeros(t.shape[1])
@@ -165,6 +159,11 @@ def margin_fn(witness_logits: Callable[..., jax.Array], x: np.ndarray, t: np.nda
     return float(total.finalize(tau).margin)
 
   return margin
+
+
+def raised(weight: float, g: ml_collections.ConfigDict) -> float:
+  """``lambda_TS`` multiplied by ``factor``, capped at ``max_lambda`` (never lowered)."""
+  return max(weight, min(weight * g.factor, g.max_lambda))
 
 
 def raise_step(margin: float, weight: float, base: float, g: ml_collections.ConfigDict
@@ -176,7 +175,7 @@ def raise_step(margin: float, weight: float, base: float, g: ml_collections.Conf
   ``factor``, not below ``base``. Otherwise hold.
   """
   if margin < g.gamma:
-    new = max(weight, min(weight * g.factor, g.max_lambda))
+    new = raised(weight, g)
     return ("raise", new) if new != weight else (None, weight)
   if margin > g.gamma_release and weight > base:
     return "decay", max(base, weight / g.factor)
@@ -255,7 +254,7 @@ class GuardHook(Hook):
   def _rollback(self, loop: Loop, step: int, margin: float, weight: float) -> list[Any]:
     """Back to the last certified checkpoint, with the weight raised (capped)."""
     target = self.last_good
-    new = max(weight, min(weight * self.g.factor, self.g.max_lambda))
+    new = raised(weight, self.g)
     self.counts["rollback"] += 1
     loop.checkpointer.discard_after(target)
     event = {"event": "guard", "action": "rollback", "guard_margin": margin,

@@ -123,10 +123,16 @@ def names() -> tuple[str, ...]:
   return tuple(_MODES)
 
 
-def phase_name(mode: str, target: str = "live", tag: str = "") -> str:
-  """The one rule for a phase directory: ``<mode>[_<tag>][_fixed]``; warm-up has one."""
+def check_target(target: str) -> None:
+  """Raises ``ValueError`` unless ``target`` is one of :data:`TARGETS`."""
   if target not in TARGETS:
     raise ValueError(f"target: unknown {target!r}; expected one of {TARGETS}")
+
+
+def phase_dir(mode: str, target: str = "live", tag: str = "") -> str:
+  """The directory rule: ``<mode>[_<tag>][_fixed]``; warm-up has one. A run's phase is
+  named by :func:`certvae_jax.phase_loop.phase_name`, which computes the tag."""
+  check_target(target)
   if mode == "warmup":
     return "warmup"
   return mode + (f"_{tag}" if tag else "") + ("_fixed" if target == "fixed" else "")

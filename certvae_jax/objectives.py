@@ -31,7 +31,7 @@ Shipped:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -151,6 +151,21 @@ def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
   return evaluate
 
 
+def guided_total(rec: jnp.ndarray, priors: Sequence[jnp.ndarray], weights: Weights,
+                 t: jnp.ndarray, logits: jnp.ndarray) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """The teacher-guided total (paper 1, section 3) and its witness terms:
+  ``L_rec + priors + lambda_TS L_align + lambda_bal L_bal``, with ``L_align`` and
+  ``L_bal`` read from the raw witness's ``logits``. ``priors`` are the weighted
+  regularisers, added in order (``alpha_KL KL``; VQ-VAE's codebook and commitment).
+  Returns ``(total, {"align": ..., "bal": ...})``."""
+  align, bal = losses.alignment(t, logits), losses.balance(logits)
+  total = rec
+  for prior in priors:
+    total = total + prior
+  total = total + weights["lambda_ts"] * align + weights["lambda_bal"] * bal
+  return total, {"align": align, "bal": bal}
+
+
 def guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
             kl_term: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] | None = None
             ) -> Objective:
@@ -168,11 +183,8 @@ def guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
     kl = losses.gaussian_kl(mu, logvar)
     kl_used = kl if kl_term is None else kl_term(mu, logvar)
     logits = model.apply(v, mu if align_on_mean else z, method=TeacherGuidedVAE.witness_logits)
-    align = losses.alignment(t, logits)
-    bal = losses.balance(logits)
-    total = (rec + weights["alpha_kl"] * kl_used + weights["lambda_ts"] * align
-             + weights["lambda_bal"] * bal)
-    terms = {"rec": rec, "kl": kl, "align": align, "bal": bal}
+    total, witness = guided_total(rec, [weights["alpha_kl"] * kl_used], weights, t, logits)
+    terms = {"rec": rec, "kl": kl, **witness}
     if kl_term is not None:
       terms["kl_used"] = kl_used
     return total, terms

@@ -47,7 +47,7 @@ def phase_name(config, mode_name: str, target: str = "live") -> str:
   mode = modes.get(mode_name)
   guard = guard_plan(config, mode)
   tag = "_".join(t for t in (mode.tag(config), guard and guard.tag) if t)
-  return modes.phase_name(mode_name, target, tag)
+  return modes.phase_dir(mode_name, target, tag)
 
 
 class PhaseLoop(NamedTuple):

@@ -70,14 +70,14 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
   if not seeds:
     raise ValueError("seeds: expected at least one seed")
   if fresh:
-    refuse_existing([os.path.join(root, f"seed{seed}") for seed in seeds])
+    refuse_existing([seed_workdir(root, seed) for seed in seeds])
   variants = tuple(config.protocol.variants)
   for v in variants:
     if v not in modes.CLI_MODES or v == "warmup":
       raise ValueError(f"config.protocol.variants: unknown variant {v!r}")
   rows = []
   for seed in seeds:
-    runner = train_lib.Runner(with_seed(config, seed), os.path.join(root, f"seed{seed}"),
+    runner = train_lib.Runner(with_seed(config, seed), seed_workdir(root, seed),
                               overwrite=overwrite)
     for variant in variants:
       rows.extend(_rows(runner, variant, target))
@@ -120,10 +120,22 @@ def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.Co
   return cfg
 
 
-def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str, Any]]:
-  phase = phase_loop.phase_name(runner.config, variant, target)
+def seed_workdir(root: str, seed: int) -> str:
+  """A seed's run directory under a protocol root: ``ROOT/seed<s>``."""
+  return os.path.join(root, f"seed{seed}")
+
+
+def run_phase(runner: train_lib.Runner, mode: str, target: str = "live"
+              ) -> tuple[str, bool, dict[str, Any]]:
+  """Runs ``mode`` in the runner's workdir, or reuses its finished run:
+  ``(phase, reused, summary)``. The one per-seed step of every table over seeds."""
+  phase = phase_loop.phase_name(runner.config, mode, target)
   reused = runner.dir.read_summary(phase) is not None
-  summary = runner.run_mode(variant, target)
+  return phase, reused, runner.run_mode(mode, target)
+
+
+def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str, Any]]:
+  phase, reused, summary = run_phase(runner, variant, target)
   qc = runner.teacher_info["selected_scores"]
   geometry = teacher_geometry(runner)
   rows = []

@@ -52,7 +52,7 @@ def _phases(workdir: str, target: str) -> dict[str, dict[str, Any]]:
   for name in sorted(os.listdir(workdir)):
     s = _read(os.path.join(workdir, name, "summary.json"))
     if (s and s.get("mode") in ORDER and s.get("target") == target
-        and name == modes.phase_name(s["mode"], target)):
+        and name == modes.phase_dir(s["mode"], target)):  # untagged, unguarded
       out[s["mode"]] = dict(s, phase=name)
   return {v: out[v] for v in ORDER if v in out}
 

@@ -145,7 +145,7 @@ class Runner:
 
   def _run_mode(self, name: str, target: str) -> dict[str, Any]:
     mode = modes.get(name)
-    modes.phase_name(name, target)  # checks the target
+    modes.check_target(target)
     if name == "warmup":
       return self.run_warmup()
     mode.check(self.config)
@@ -210,7 +210,7 @@ class Runner:
     return found
 
   def _source_phase(self, source: str, target: str) -> str:
-    return modes.phase_name(source, target, modes.get(source).tag(self.config))
+    return phase_loop.phase_name(self.config, source, target)
 
   def _require_finished_source(self, mode: modes.Mode, target: str) -> None:
     name = self._source_phase(mode.source, target)

@@ -9,7 +9,7 @@ substitute for it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import ml_collections
@@ -29,6 +29,23 @@ def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
   if len(a) == size:
     return a
   return np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)])
+
+
+def padded_batches(x: np.ndarray, t: np.ndarray, batch_size: int,
+                   sharding: jax.sharding.Sharding | None = None, place: bool = False
+                   ) -> Iterator[tuple[int, tuple[Any, Any, Any]]]:
+  """``(n, (x, t, mask))`` for each run of ``batch_size`` rows: every batch is padded to one
+  shape (the padding masked out), so a function over them compiles once. On the mesh
+  (``sharding``), or with ``place`` on the default device; else host arrays."""
+  for start in range(0, len(x), batch_size):
+    n = len(x[start:start + batch_size])
+    batch = (pad_rows(x[start:start + batch_size], batch_size),
+             pad_rows(t[start:start + batch_size], batch_size), np.arange(batch_size) < n)
+    if sharding is not None:
+      batch = tuple(distributed.global_batch(b, sharding) for b in batch)
+    elif place:
+      batch = tuple(jax.device_put(b) for b in batch)
+    yield n, batch
 
 
 def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
@@ -58,15 +75,8 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
     ``witness``, ``teacher``, ...) for probes and saved predictions.
   """
   stats = certificate.CertificateStats.zeros(t.shape[1])
-  bs = eval_config.batch_size
   results = []
-  for i, start in enumerate(range(0, len(x), bs)):
-    # Every batch is padded to one shape (masked rows) so evaluation compiles once.
-    n = len(x[start:start + bs])
-    batch = (pad_rows(x[start:start + bs], bs), pad_rows(t[start:start + bs], bs),
-             np.arange(bs) < n)
-    if sharding is not None:
-      batch = tuple(distributed.global_batch(b, sharding) for b in batch)
+  for i, (n, batch) in enumerate(padded_batches(x, t, eval_config.batch_size, sharding)):
     out = eval_step(params, *batch, jax.random.fold_in(rng, i))
     for probe in probes:
       out[0].update(probe.batch(params, batch[0]))

@@ -36,6 +36,18 @@ class Phase(NamedTuple):
   extra: Callable[[], dict[str, Any]] | None = None
 
 
+class RunParts(NamedTuple):
+  """What a phase's loop and summary read of the run (one seed's workdir): typed, so that
+  this module depends on these parts, not on :class:`certvae_jax.train.Runner`."""
+  config: Any                   # the run's ml_collections.ConfigDict
+  data: Any                     # certvae_jax.data.Dataset
+  engine: Any                   # certvae_jax.engine.Engine
+  teachers: Any                 # certvae_jax.teacher_stage.TeacherStage
+  dir: Any                      # certvae_jax.rundir.RunDir
+  hooks: tuple[Any, ...] = ()   # extra loop hooks, after the config's train.hooks
+  writers: tuple[Any, ...] = ()  # extra metric writers (process 0 only)
+
+
 def guard_plan(config, mode: modes.Mode) -> guard_lib.Plan | None:
   """How ``config.guard`` guards ``mode`` (None: unguarded)."""
   return guard_lib.plan(config, mode.name, mode.weights(config), mode.init == "continue")
@@ -57,9 +69,9 @@ class PhaseLoop(NamedTuple):
   guard: guard_lib.GuardHook | None
 
 
-def guard_hooks(runner, phase: Phase, k: int, t_train: np.ndarray):
+def guard_hooks(run: RunParts, phase: Phase, k: int, t_train: np.ndarray):
   """``(training rows or None, hooks, the guard hook or None)`` of a phase."""
-  plan, cfg = phase.guard, runner.config
+  plan, cfg = phase.guard, run.config
   if plan is None:
     return None, [], None
   hooks: list[Any] = []
@@ -68,43 +80,43 @@ def guard_hooks(runner, phase: Phase, k: int, t_train: np.ndarray):
     hooks.append(guard_lib.StudentFirstEnd(start + plan.student_first_steps))
   if not plan.measures:
     return None, hooks, None
-  x_train = runner.ctx.data.x_train
+  x_train = run.data.x_train
   rows, held = guard_lib.split_rows(len(x_train), float(cfg.guard.fraction), int(cfg.seed))
   if len(rows) < cfg.train.batch_size:
     raise ValueError(f"config.guard.fraction: holding out {len(held)} of {len(x_train)} "
                      f"training rows as the guard set leaves {len(rows)}, fewer than "
                      f"train.batch_size ({cfg.train.batch_size})")
-  witness = runner.engine.objective(phase.mode.objective, k).witness_logits
+  witness = run.engine.objective(phase.mode.objective, k).witness_logits
   margin = guard_lib.margin_fn(witness, x_train[held], t_train[held], float(cfg.eval.tau),
-                               int(cfg.eval.batch_size), runner.engine.batch_sharding)
+                               int(cfg.eval.batch_size), run.engine.batch_sharding)
   hook = guard_lib.GuardHook(cfg.guard, margin, phase.weights, int(cfg.train.checkpoint_every))
   return rows, hooks + [hook], hook
 
 
-def build(runner, phase: Phase, k: int, state, ckpt, meta: dict[str, Any],
+def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any],
           resumed_meta: dict[str, Any] | None) -> PhaseLoop:
   """The loop of one phase, with the run's hooks and writers."""
-  cfg, engine = runner.config, runner.engine
-  t_train, t_test = runner.teachers.split_targets(phase.target, k)
+  cfg, engine = run.config, run.engine
+  t_train, t_test = run.teachers.split_targets(phase.target, k)
   if phase.mode.name == "prefit" and (t_train <= 0).any():
     raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
                      "code takes log T); use a smoothed teacher")
-  live = phase.target == "live" and runner.teachers.teacher is not None
-  rows, guarding, guard_hook = guard_hooks(runner, phase, k, t_train)
+  live = phase.target == "live" and run.teachers.teacher is not None
+  rows, guarding, guard_hook = guard_hooks(run, phase, k, t_train)
   step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg),
                               guarded=phase.guard is not None)
   advance = engine.stepper(phase.name, step_fn, phase.data_seed,
-                           runner.teachers.teacher if live else None, t_train, k, rows)
+                           run.teachers.teacher if live else None, t_train, k, rows)
   eval_step = engine.eval_step(phase.mode.objective, k)
   objective = engine.objective(phase.mode.objective, k)
-  d = runner.ctx.data
+  d = run.data
   splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
   labels = {"train": d.y_train, "test": d.y_test}
   # T(x_hat) needs a teacher that is a function of any input: not a label-smoothed one.
   # An objective with parameters of its own (a VQ codebook) decodes its own code, not
   # dec(mu), which the check assumes.
-  probes = ([engine.reconstruction_check(k, runner.teachers.teacher)]
-            if cfg.eval.reconstruction_check and runner.teachers.teacher is not None
+  probes = ([engine.reconstruction_check(k, run.teachers.teacher)]
+            if cfg.eval.reconstruction_check and run.teachers.teacher is not None
             and objective.init_params is None else [])
 
   def evaluate(st, step):
@@ -114,21 +126,21 @@ def build(runner, phase: Phase, k: int, state, ckpt, meta: dict[str, Any],
 
   def restore(step):
     restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective)
-    if runner.dir.main:
-      truncate_jsonl(runner.dir.metrics_path(phase.name), step, resuming=False)
+    if run.dir.main:
+      truncate_jsonl(run.dir.metrics_path(phase.name), step, resuming=False)
     return restored
 
-  main = runner.dir.main
+  main = run.dir.main
   timing = hooks_lib.Timing()
   hooks = [hooks_lib.FiniteCheck(phase.name), timing,
            hooks_lib.Progress(phase.name, int(state.step), phase.total_steps,
                               cfg.train.progress and main),
            hooks_lib.StepMetrics(cfg.train.log_every), *guarding,
-           *hooks_lib.create(cfg.train.hooks, cfg), *runner.extra_hooks,
+           *hooks_lib.create(cfg.train.hooks, cfg), *run.hooks,
            hooks_lib.PeriodicEvaluation(cfg.eval.every),
            hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every)]
   writers = ([*writers_lib.create(writers_lib.run_writer_names(cfg),
-                                  runner.dir.phase(phase.name)), *runner.extra_writers]
+                                  run.dir.phase(phase.name)), *run.writers]
              if main else [])
   loop = Loop(jax.device_put(state, engine.replicated), advance, phase.total_steps, hooks,
               evaluate=evaluate, save=lambda step, st, extra: ckpt.save(step, st,
@@ -139,17 +151,17 @@ def build(runner, phase: Phase, k: int, state, ckpt, meta: dict[str, Any],
   return PhaseLoop(loop, timing, guard_hook)
 
 
-def summary(runner, phase: Phase, state, built: PhaseLoop) -> dict[str, Any]:
+def summary(run: RunParts, phase: Phase, state, built: PhaseLoop) -> dict[str, Any]:
   """The phase's summary: its last evaluation, the final analyses, the guard's counts."""
   _, splits, arrays = built.loop.last_eval
-  if runner.dir.main:
-    np.savez(os.path.join(runner.dir.phase(phase.name), "predictions.npz"),
+  if run.dir.main:
+    np.savez(os.path.join(run.dir.phase(phase.name), "predictions.npz"),
              **{f"{s}_{key}": arrays[s][key] for s in arrays
                 for key in ("teacher", "witness", "mu")})
-  info = runner.teacher_info or {}
-  collapse = final_analyses(splits, arrays, runner.config.eval, phase.mode.needs_teacher)
+  info = run.teachers.info or {}
+  collapse = final_analyses(splits, arrays, run.config.eval, phase.mode.needs_teacher)
   out = {"mode": phase.mode.name, "target": phase.target, "step": int(state.step),
-         "seed": int(runner.config.seed), "dataset": runner.ctx.data.name,
+         "seed": int(run.config.seed), "dataset": run.data.name,
          "stress_case": bool(info.get("stress_case", False)),
          "teacher_id": info.get("teacher_id"),
          # The shortest decimals that are these float32 values: 0.1, not 0.10000000149.
@@ -161,3 +173,26 @@ def summary(runner, phase: Phase, state, built: PhaseLoop) -> dict[str, Any]:
     out["guard"] = built.guard.summary()
     out["guard_interventions"] = out["guard"]["interventions"]
   return out
+
+
+def failure_message(rundir: Any, phase: str, error: BaseException, step: int | None,
+                    source: str | None = None) -> str:
+  """Where a phase that failed with an unexpected error left the run, and what a rerun
+  does: ``rescue failed at step 2000 (TypeError, traceback above); its last good
+  checkpoint is step 2000 of noalign; rerun to resume``.
+
+  Args:
+    rundir: the seed's :class:`certvae_jax.rundir.RunDir`.
+    phase: the failed phase's directory name.
+    error: the exception.
+    step: the step the phase had reached (``None``: unknown).
+    source: the phase it restarts from, for a restart mode (rescue from noalign).
+  """
+  where = f" at step {step}" if step is not None else ""
+  head = f"{phase} failed{where} ({type(error).__name__}, traceback above)"
+  for name in (phase, source):
+    saved = rundir.latest_checkpoint_step(name) if name else None
+    if saved is not None:
+      return f"{head}; its last good checkpoint is step {saved} of {name}; rerun to resume"
+  return (f"{head}; it saved no checkpoint (finished phases before it are kept); rerun to "
+          "start it again")

@@ -75,7 +75,8 @@ class Runner:
     self.engine = Engine(config, self.ctx.data, self.ctx.mesh)
     self.teachers = TeacherStage(config, self.ctx.data, self.dir, self.engine,
                                  self._warmup_encoder)
-    self.extra_hooks, self.extra_writers = list(hooks), list(writers)
+    self.parts = phase_loop.RunParts(config, self.ctx.data, self.engine, self.teachers,
+                                     self.dir, tuple(hooks), tuple(writers))
 
   @property
   def workdir(self) -> str:
@@ -286,7 +287,12 @@ class Runner:
     except (ValueError, TrainingDiverged, PhaseFailed):
       raise
     except Exception as e:  # a bug: say where it left the run, keep the traceback
-      raise PhaseFailed(self._failure_message(phase, e, at)) from e
+      loop = at["loop"]
+      step = loop.step if loop is not None else at["step"]
+      source = (self._source_phase(phase.mode.source, phase.target)
+                if phase.mode.init == "continue" else None)
+      raise PhaseFailed(phase_loop.failure_message(self.dir, phase.name, e, step,
+                                                   source)) from e
     distributed.barrier(f"{phase.name}-done")
     return summary
 
@@ -320,7 +326,7 @@ class Runner:
           os.remove(metrics_path)
       at["step"] = int(state.step)
       extra = phase.extra() if phase.extra is not None else {}
-      built = phase_loop.build(self, phase, k, state, ckpt, meta, resumed)
+      built = phase_loop.build(self.parts, phase, k, state, ckpt, meta, resumed)
       loop = at["loop"] = built.loop
       try:
         state = loop.run()
@@ -330,30 +336,12 @@ class Runner:
       finally:
         for writer in loop.writers:
           writer.close()
-    summary = dict(phase_loop.summary(self, phase, state, built), **extra)
+    summary = dict(phase_loop.summary(self.parts, phase, state, built), **extra)
     summary["timing"] = built.timing.result(loop, self.config.train.batch_size, self.ctx.mesh)
     if main:
       write_json(self.dir.summary_path(phase.name), summary)
     return summary
 
-  def _failure_message(self, phase: Phase, error: BaseException, at: dict[str, Any]) -> str:
-    """``rescue failed at step 2000 (TypeError, traceback above); its last good checkpoint
-    is step 2000 of noalign; rerun to resume``."""
-    loop = at["loop"]
-    step = loop.step if loop is not None else at["step"]
-    where = f" at step {step}" if step is not None else ""
-    head = f"{phase.name} failed{where} ({type(error).__name__}, traceback above)"
-    saved = self.dir.latest_checkpoint_step(phase.name)
-    if saved is not None:
-      return f"{head}; its last good checkpoint is step {saved} of {phase.name}; rerun to resume"
-    if phase.mode.init == "continue":
-      source = self._source_phase(phase.mode.source, phase.target)
-      saved = self.dir.latest_checkpoint_step(source)
-      if saved is not None:
-        return (f"{head}; its last good checkpoint is step {saved} of {source}; rerun to "
-                "resume")
-    return (f"{head}; it saved no checkpoint (finished phases before it are kept); rerun to "
-            "start it again")
 
 
 def train(config: ml_collections.ConfigDict, mode: str, workdir: str, target: str = "live",

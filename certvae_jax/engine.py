@@ -31,11 +31,9 @@ from certvae_jax import (
 from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.evaluation import recon_check
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
+from certvae_jax.rng_streams import OBJECTIVE_PARAMS_CODE
 
 _log = logging.getLogger(__name__)
-# The key of an objective's own parameters: fold_in(PRNGKey(seed), this code), a stream
-# no phase's data code (0, 1, 2) uses.
-OBJECTIVE_PARAMS_CODE = 1000
 
 
 class Engine:

@@ -49,10 +49,9 @@ from certvae_jax.certificate.validation import (
 from certvae_jax.evaluation.splits import padded_batches
 from certvae_jax.guard_objective import STUDENT_FIRST
 from certvae_jax.loop import Event, Hook, Loop, Restore, Rows, SetWeights
+from certvae_jax.rng_streams import GUARD_STREAM
 
 POLICIES = ("off", "raise", "rollback", "barrier")
-# The guard set's permutation: its own stream, apart from every phase's data stream.
-GUARD_STREAM = 7919
 
 FIELDS = {
     "policy": one_of(*POLICIES), "every": positive_int, "gamma": non_negative,

@@ -39,12 +39,11 @@ from typing import Any, Callable, NamedTuple
 import jax.numpy as jnp
 import ml_collections
 
+from certvae_jax.rng_streams import PREFIT_CODE, VARIANT_CODE, WARMUP_CODE
 from certvae_jax.step import WeightSchedule
 
 Config = ml_collections.ConfigDict
 
-# Data/RNG stream codes: a phase's batches and randomness come from seed * 16 + code.
-WARMUP_CODE, VARIANT_CODE, PREFIT_CODE = 0, 1, 2
 
 INITS = ("fresh", "variant", "continue", "params")
 
@@ -65,7 +64,7 @@ class Mode(NamedTuple):
     run_source: run ``source`` first when it is missing (else it must exist).
     steps: ``config -> int``, the steps this mode trains (``'continue'`` adds them to
       the source's final step).
-    data_code: which data/RNG stream the mode draws (see ``*_CODE``).
+    data_code: which data/RNG stream the mode draws (:mod:`certvae_jax.rng_streams`).
     needs_teacher: whether it trains against the teacher (warm-up does not).
     schedule: ``config -> schedule or None``: weights as a function of the step.
     tag: ``config -> str``, a variant tag for the directory, so that two settings of

@@ -42,6 +42,7 @@ from certvae_jax.evaluation.rescue_diagnostics import rescue_diagnostics
 from certvae_jax.guard_objective import STUDENT_FIRST
 from certvae_jax.loop import Hook, PhaseFailed, TrainingDiverged
 from certvae_jax.phase_loop import Phase
+from certvae_jax.rng_streams import data_seed
 from certvae_jax.rundir import RunDir, fingerprint, write_json
 from certvae_jax.teacher_stage import TeacherStage
 from certvae_jax.writers import MetricWriter, truncate_jsonl
@@ -49,11 +50,6 @@ from certvae_jax.writers import MetricWriter, truncate_jsonl
 __all__ = ["Runner", "PhaseFailed", "TrainingDiverged", "train", "summary_line", "make_context"]
 
 _log = logging.getLogger(__name__)
-
-
-def data_seed(seed: int, code: int) -> int:
-  """The data/RNG stream of a phase (see :data:`certvae_jax.modes.VARIANT_CODE`)."""
-  return int(seed) * 16 + code
 
 
 class Runner:

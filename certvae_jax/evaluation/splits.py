@@ -17,10 +17,7 @@ import numpy as np
 
 from certvae_jax import certificate, data as data_lib, distributed
 from certvae_jax.evaluation import diagnostics, posthoc
-
-# Evaluation uses its own fixed key: it never touches the training RNG stream. (A seed,
-# not a key: nothing may run on a device at import, before jax.distributed.initialize.)
-EVAL_SEED = 12345
+from certvae_jax.rng_streams import EVAL_SEED
 
 
 def pad_rows(a: np.ndarray, size: int) -> np.ndarray:

@@ -39,7 +39,7 @@ from typing import Any, Callable, NamedTuple
 import jax.numpy as jnp
 import ml_collections
 
-from certvae_jax.rng_streams import PREFIT_CODE, VARIANT_CODE, WARMUP_CODE
+from certvae_jax.rng_streams import VARIANT_CODE, WARMUP_CODE
 from certvae_jax.step import WeightSchedule
 
 Config = ml_collections.ConfigDict
@@ -137,36 +137,31 @@ def phase_dir(mode: str, target: str = "live", tag: str = "") -> str:
   return mode + (f"_{tag}" if tag else "") + ("_fixed" if target == "fixed" else "")
 
 
-def _teacher_guided(alpha_kl: Callable[[Config], float], lambda_ts: bool, lambda_bal: bool):
+def guided_weights(alpha_kl: Callable[[Config], float], *, align: bool, balance: bool
+                   ) -> Callable[[Config], dict[str, float]]:
+  """The teacher-guided objective's weights: ``alpha_KL`` from ``alpha_kl(config)``,
+  ``lambda_TS`` and ``lambda_bal`` from ``config.train`` where ``align`` / ``balance``,
+  else 0."""
   def weights(c: Config) -> dict[str, float]:
     return {"alpha_kl": float(alpha_kl(c)),
-            "lambda_ts": float(c.train.lambda_ts) if lambda_ts else 0.0,
-            "lambda_bal": float(c.train.lambda_bal) if lambda_bal else 0.0}
+            "lambda_ts": float(c.train.lambda_ts) if align else 0.0,
+            "lambda_bal": float(c.train.lambda_bal) if balance else 0.0}
   return weights
 
 
-def _needs_simplex_head(c: Config) -> None:
-  if c.model.head != "simplex":
-    raise ValueError("mode: rst_prefit regresses the code onto the simplex witness's "
-                     "analytic code; it needs --config.model.head=simplex")
-
-
-_train_alpha = lambda c: c.train.alpha_kl  # noqa: E731
+def train_alpha(c: Config) -> float:
+  """``config.train.alpha_kl``: the KL weight of every variant."""
+  return c.train.alpha_kl
 register(Mode("warmup", "teacher_guided",
-              _teacher_guided(lambda c: c.warmup.alpha_kl, False, False), init="fresh",
+              guided_weights(lambda c: c.warmup.alpha_kl, align=False, balance=False), init="fresh",
               steps=lambda c: int(c.warmup.steps), data_code=WARMUP_CODE,
               needs_teacher=False))
-register(Mode("full", "teacher_guided", _teacher_guided(_train_alpha, True, True)))
-register(Mode("noalign", "teacher_guided", _teacher_guided(_train_alpha, False, True)))
-register(Mode("rescue", "teacher_guided", _teacher_guided(_train_alpha, True, True),
+register(Mode("full", "teacher_guided", guided_weights(train_alpha, align=True, balance=True)))
+register(Mode("noalign", "teacher_guided", guided_weights(train_alpha, align=False, balance=True)))
+register(Mode("rescue", "teacher_guided", guided_weights(train_alpha, align=True, balance=True),
               init="continue", source="noalign"))
-register(Mode("vae", "teacher_guided", _teacher_guided(_train_alpha, False, False)))
-register(Mode("prefit", "code_regression", lambda c: {},
-              steps=lambda c: int(c.train.prefit_steps), data_code=PREFIT_CODE,
-              check=_needs_simplex_head,
-              meta=lambda c: {"beta": float(c.model.witness_beta)}))
-register(Mode("rst_prefit", "teacher_guided", _teacher_guided(_train_alpha, True, True),
-              init="params", source="prefit", run_source=True, check=_needs_simplex_head))
+register(Mode("vae", "teacher_guided", guided_weights(train_alpha, align=False, balance=False)))
+# Paper 2's prefit and rst_prefit register in certvae_jax.simplex.training.
 
 
 
@@ -186,22 +181,22 @@ def kl_anneal_schedule(c: Config) -> WeightSchedule:
 
 
 _one = lambda c: 1.0  # noqa: E731
-register(Mode("vanilla_vae", "teacher_guided", _teacher_guided(_one, False, True)))
+register(Mode("vanilla_vae", "teacher_guided", guided_weights(_one, align=False, balance=True)))
 register(Mode("beta_vae", "teacher_guided",
-              _teacher_guided(lambda c: c.baselines.beta, False, True),
+              guided_weights(lambda c: c.baselines.beta, align=False, balance=True),
               tag=lambda c: f"{float(c.baselines.beta):g}"))
-register(Mode("kl_anneal", "teacher_guided", _teacher_guided(_one, False, True),
+register(Mode("kl_anneal", "teacher_guided", guided_weights(_one, align=False, balance=True),
               schedule=kl_anneal_schedule,
               meta=lambda c: {"anneal_start": float(c.baselines.anneal_start),
                               "anneal_steps": anneal_steps(c)}))
-register(Mode("free_bits", "free_bits", _teacher_guided(_one, False, True),
+register(Mode("free_bits", "free_bits", guided_weights(_one, align=False, balance=True),
               meta=lambda c: {"free_bits": float(c.baselines.free_bits)}))
 register(Mode("vq_vae", "vq_vae",
               lambda c: {"lambda_ts": 0.0, "lambda_bal": float(c.train.lambda_bal)},
               meta=lambda c: {"vq_codes": int(c.baselines.vq_codes),
                               "vq_commitment": float(c.baselines.vq_commitment)}))
 
-register(Mode("gmvae", "gmvae", _teacher_guided(_one, False, True),
+register(Mode("gmvae", "gmvae", guided_weights(_one, align=False, balance=True),
               meta=lambda c: {"gmvae_components": int(c.baselines.gmvae_components)}))
 
 BASELINES = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits", "vq_vae", "gmvae")

@@ -22,11 +22,13 @@ Shipped:
   ``L = L_rec + alpha_KL KL(q(z|x) || N(0, I)) + lambda_TS L_align + lambda_bal L_bal``.
   Warm-up, ``full``, ``noalign``, ``rescue`` and paper 2's ``vae`` and RST-VAE are this
   objective with other weights.
-* ``code_regression`` (paper 2, RST-prefit's first stage): regress the encoder mean
-  onto the analytic code of the fixed simplex witness.
+* ``code_regression`` (paper 2, RST-prefit's first stage;
+  :mod:`certvae_jax.simplex.training`).
 * ``free_bits``, ``vq_vae``, ``gmvae``: paper 1's baselines
-  (:mod:`certvae_jax.baseline_objectives`), registered when
-  :mod:`certvae_jax.registrations` is imported (the run does).
+  (:mod:`certvae_jax.baseline_objectives`).
+
+The last two groups register when :mod:`certvae_jax.registrations` is imported (the run
+does).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from certvae_jax import losses, simplex
+from certvae_jax import losses
 from certvae_jax.models.vae import TeacherGuidedVAE
 
 Weights = Mapping[str, jnp.ndarray]
@@ -114,7 +116,8 @@ def build(name: str, model: TeacherGuidedVAE, config: ml_collections.ConfigDict)
     ValueError: an unknown name.
   """
   if name not in _REGISTRY:
-    raise ValueError(f"objective: unknown {name!r}; registered: {names()}")
+    raise ValueError(f"objective: unknown {name!r}; registered: {names()} (import "
+                     "certvae_jax.registrations for the built-ins defined outside this module)")
   return _REGISTRY[name](model, config)
 
 
@@ -202,29 +205,3 @@ def teacher_guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -
   VAE.
   """
   return guided(model, config)
-
-
-@register("code_regression")
-def code_regression(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
-  """RST-prefit's first stage (paper 2): ``mean ||mu(x) - [mu*(x), 0]||^2``.
-
-  The target is the least-norm code of the fixed simplex witness with gain
-  ``config.model.witness_beta``: ``mu*(x)`` on the first ``K-1`` coordinates, 0 on the
-  rest. Needs a teacher without zero entries (the code takes ``log T``).
-  """
-  beta = float(config.model.witness_beta)
-
-  def loss(params, batch, rng, weights):
-    del rng, weights
-    t = batch["t"]
-    k = t.shape[-1]
-    mu, _ = model.apply({"params": params}, batch["x"], method=TeacherGuidedVAE.encode)
-    code = simplex.analytic_code_unchecked(t, beta)
-    mse = jnp.mean(jnp.sum(jnp.square(mu[:, : k - 1] - code), axis=-1)
-                   + jnp.sum(jnp.square(mu[:, k - 1:]), axis=-1))
-    return mse, {"code_mse": mse}
-
-  return Objective(loss=loss, weight_names=(),
-                   evaluate=vae_evaluation(model, reconstruction_nll(config)),
-                   witness=vae_witness(model))
-

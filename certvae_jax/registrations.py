@@ -1,9 +1,12 @@
 """The one place where built-in plug-ins defined outside their registry's module register.
 
 Plain imports, so the import graph shows them (no ``importlib``): paper 1's baseline
-objectives (``free_bits``, ``vq_vae``, ``gmvae``; :mod:`certvae_jax.baseline_objectives`).
-The run (:mod:`certvae_jax.train`) imports this module; code that builds those
-objectives by name without a run imports it too.
+objectives (``free_bits``, ``vq_vae``, ``gmvae``; :mod:`certvae_jax.baseline_objectives`)
+and paper 2's RST-prefit (objective ``code_regression``, modes ``prefit`` and
+``rst_prefit``; :mod:`certvae_jax.simplex.training`). The run (:mod:`certvae_jax.train`)
+imports this module; code that builds those objectives or modes by name without a run
+imports it too.
 """
 
 from certvae_jax import baseline_objectives  # noqa: F401  (registers on import)
+from certvae_jax.simplex import training  # noqa: F401  (registers on import)

@@ -7,7 +7,7 @@ import optax
 import pytest
 from scipy.special import log_softmax, softmax
 
-from certvae_jax import losses, objectives, step as step_lib
+from certvae_jax import losses, objectives, registrations, step as step_lib  # noqa: F401
 from certvae_jax.models.vae import build_model, init_params
 from tests.conftest import tiny_config
 

@@ -69,7 +69,8 @@ def build(part: str, name: Any, model_config: Any, dims: Dims) -> nn.Module:
     return _REGISTRY[part][name](model_config, dims)
   if ":" not in name:
     raise ValueError(f"model.{part}: unknown {name!r}; expected one of {names(part)} or an "
-                     "import path package.module:Name")
+                     "import path package.module:Name (import certvae_jax.registrations for "
+                     "the built-ins defined outside this package, such as head 'simplex')")
   obj = plugins.load(name, f"model.{part}")
   if inspect.isclass(obj) and issubclass(obj, nn.Module):
     size = {"latent_dim": dims.latent_dim, "out_dim": dims.input_dim,

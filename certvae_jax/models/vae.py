@@ -10,7 +10,6 @@ from certvae_jax.models import registry
 from certvae_jax.models.conv import ConvDecoder, ConvEncoder
 from certvae_jax.models.heads import LinearHead, MLPHead
 from certvae_jax.models.mlp import MLPDecoder, MLPEncoder
-from certvae_jax.simplex import SimplexWitness
 
 
 class TeacherGuidedVAE(nn.Module):
@@ -97,16 +96,6 @@ def _hidden(model_config: Any) -> tuple[int, ...]:
   return tuple(int(h) for h in model_config.hidden)
 
 
-def _simplex_head(model_config: Any, dims: registry.Dims) -> SimplexWitness:
-  beta = float(model_config.witness_beta)
-  if not beta > 0 or beta == float("inf"):
-    raise ValueError(f"model.witness_beta: expected a finite gain > 0, got {beta}")
-  if dims.latent_dim < dims.num_classes - 1:
-    raise ValueError(f"model.latent_dim: the simplex witness needs latent_dim >= K-1 = "
-                     f"{dims.num_classes - 1}, got {dims.latent_dim}")
-  return SimplexWitness(num_classes=dims.num_classes, beta=beta)
-
-
 registry.register("encoder", "mlp", lambda c, d: MLPEncoder(hidden=_hidden(c),
                                                             latent_dim=d.latent_dim))
 registry.register("decoder", "mlp", lambda c, d: MLPDecoder(
@@ -120,7 +109,7 @@ registry.register("decoder", "conv", lambda c, d: ConvDecoder(
 registry.register("head", "linear", lambda c, d: LinearHead(d.num_classes))
 registry.register("head", "mlp", lambda c, d: MLPHead(
     d.num_classes, tuple(int(h) for h in c.head_hidden)))
-registry.register("head", "simplex", _simplex_head)
+# Paper 2's fixed simplex head registers in certvae_jax.simplex.training.
 
 
 def init_params(model: TeacherGuidedVAE, rng: jax.Array, input_dim: int,

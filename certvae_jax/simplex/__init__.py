@@ -1,0 +1,24 @@
+"""Paper 2: "A Simplex Witness Certificate and Escape Force for Constant Collapse in VAEs".
+
+The theory (:mod:`~certvae_jax.simplex.theory`): the fixed simplex witness and its head,
+the analytic code and its energy, the escape force. Paper 2's training stages
+(:mod:`~certvae_jax.simplex.training`: the code-regression objective, the ``prefit`` and
+``rst_prefit`` modes) register when :mod:`certvae_jax.registrations` is imported; this
+package face imports only the theory, so that the model library can use the head.
+"""
+
+from certvae_jax.simplex.theory import (
+  EscapeForce,
+  SimplexWitness,
+  alignment_at_codes,
+  analytic_code,
+  analytic_code_energy,
+  analytic_code_unchecked,
+  escape_force,
+  simplex_vertices,
+  witness_logits,
+)
+
+__all__ = ["EscapeForce", "SimplexWitness", "alignment_at_codes", "analytic_code",
+           "analytic_code_energy", "analytic_code_unchecked", "escape_force",
+           "simplex_vertices", "witness_logits"]

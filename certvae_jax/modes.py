@@ -39,6 +39,7 @@ from typing import Any, Callable, NamedTuple
 import jax.numpy as jnp
 import ml_collections
 
+from certvae_jax import plugins
 from certvae_jax.rng_streams import VARIANT_CODE, WARMUP_CODE
 from certvae_jax.step import WeightSchedule
 
@@ -87,7 +88,7 @@ class Mode(NamedTuple):
   meta: Callable[[Config], dict[str, Any]] = lambda c: {}
 
 
-_MODES: dict[str, Mode] = {}
+_MODES = plugins.Registry("mode", hint=plugins.REGISTRATIONS_HINT)
 TARGETS = ("live", "fixed")
 
 
@@ -102,24 +103,27 @@ def register(mode: Mode) -> Mode:
   if mode.init in ("continue", "params") and not mode.source:
     raise ValueError(f"Mode.source: mode {mode.name!r} starts from another mode's final "
                      "state; name that mode")
-  _MODES[mode.name] = mode
-  return mode
+  return _MODES.register(mode.name, mode)
 
 
 def get(name: str) -> Mode:
-  """The row of mode ``name``.
+  """The row of mode ``name``, or of a :class:`Mode` named by an import path
+  ``package.module:NAME`` (registered under its own name on first use).
 
   Raises:
-    ValueError: an unknown mode.
+    ValueError: an unknown mode, or a path to something else.
   """
-  if name not in _MODES:
-    raise ValueError(f"mode: unknown {name!r}; expected one of {names()}")
-  return _MODES[name]
+  mode = _MODES.get(name)
+  if not isinstance(mode, Mode):
+    raise ValueError(f"mode: {name} is not a certvae_jax.modes.Mode")
+  if name not in _MODES.names():
+    register(mode)
+  return mode
 
 
 def names() -> tuple[str, ...]:
   """The registered modes (internal stages such as ``prefit`` included)."""
-  return tuple(_MODES)
+  return _MODES.names()
 
 
 def check_target(target: str) -> None:

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from certvae_jax import losses
+from certvae_jax import losses, plugins
 from certvae_jax.models.vae import TeacherGuidedVAE
 
 Weights = Mapping[str, jnp.ndarray]
@@ -94,31 +94,27 @@ class Objective(NamedTuple):
 
 
 Builder = Callable[[TeacherGuidedVAE, ml_collections.ConfigDict], Objective]
-_REGISTRY: dict[str, Builder] = {}
+_REGISTRY = plugins.Registry("objective", hint=plugins.REGISTRATIONS_HINT)
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
   """Decorator: registers ``builder(model, config) -> Objective`` under ``name``."""
   def add(builder: Builder) -> Builder:
-    _REGISTRY[name] = builder
-    return builder
+    return _REGISTRY.register(name, builder)
   return add
 
 
 def names() -> tuple[str, ...]:
-  return tuple(_REGISTRY)
+  return _REGISTRY.names()
 
 
 def build(name: str, model: TeacherGuidedVAE, config: ml_collections.ConfigDict) -> Objective:
-  """The objective registered as ``name`` for ``model``.
+  """The objective registered as ``name`` (or named by an import path) for ``model``.
 
   Raises:
     ValueError: an unknown name.
   """
-  if name not in _REGISTRY:
-    raise ValueError(f"objective: unknown {name!r}; registered: {names()} (import "
-                     "certvae_jax.registrations for the built-ins defined outside this module)")
-  return _REGISTRY[name](model, config)
+  return _REGISTRY.get(name)(model, config)
 
 
 def reconstruction_nll(config: ml_collections.ConfigDict):

@@ -1,7 +1,7 @@
 """User code named in a config: ``package.module:Name`` import paths, and name lists.
 
-The registries (models, objectives' modes, hooks, metric writers) take a registered
-name or an import path, so that a user's part plugs in from the command line without
+One registry type (:class:`Registry`) serves objectives, modes, model parts, hooks and
+metric writers; each takes a registered name or an import path, so that a user's part plugs in from the command line without
 editing this package: the package must be importable (installed, or on ``PYTHONPATH``).
 """
 
@@ -42,39 +42,54 @@ def names(value: Any, field: str) -> list[str]:
 
 
 class Registry:
-  """Factories by name for one config field, with import paths as the fallback.
+  """Entries by name, with import paths as the fallback: the one registry type of the
+  package (objectives, modes, model parts, loop hooks, metric writers).
 
   Args:
-    field: the config field it serves, for error messages (``config.train.hooks``).
-    what: what a name stands for (``hook``, ``writer``).
-    factories: the built-in entries.
+    field: what names an entry, for error messages (``config.train.hooks``, ``mode``).
+    what: what an entry is (``hook``, ``writer``), or ``""``.
+    entries: the built-in entries.
+    hint: appended to the unknown-name message.
   """
 
-  def __init__(self, field: str, what: str, factories: dict[str, Any] | None = None):
-    self.field, self.what = field, what
-    self.factories: dict[str, Any] = dict(factories or {})
+  def __init__(self, field: str, what: str = "", entries: dict[str, Any] | None = None,
+               hint: str = ""):
+    self.field, self.what, self.hint = field, what, hint
+    self.entries: dict[str, Any] = dict(entries or {})
 
-  def register(self, name: str, factory: Any) -> None:
-    self.factories[name] = factory
+  def register(self, name: str, entry: Any) -> Any:
+    """Adds (or replaces) ``name``; returns ``entry``."""
+    self.entries[name] = entry
+    return entry
 
-  def factory(self, name: str) -> Any:
-    """The registered factory, or the object an import path names.
+  def names(self) -> tuple[str, ...]:
+    return tuple(self.entries)
+
+  def get(self, name: str) -> Any:
+    """The entry registered as ``name``, or the object an import path names.
 
     Raises:
       ValueError: an unknown name or a path that does not load.
     """
-    if name in self.factories:
-      return self.factories[name]
+    if name in self.entries:
+      return self.entries[name]
     if ":" in name:
       return load(name, self.field)
-    raise ValueError(f"{self.field}: unknown {self.what} {name!r}; registered: "
-                     f"{tuple(self.factories)}, or an import path package.module:Name")
+    what = f"{self.what} " if self.what else ""
+    raise ValueError(f"{self.field}: unknown {what}{name!r}; registered: {self.names()}, or an "
+                     f"import path package.module:Name{self.hint}")
+
+  factory = get  # hooks and writers call their entries factories
 
   def check(self, value: Any) -> None:
     """Raises ``ValueError`` unless every name in ``value`` resolves."""
     for name in names(value, self.field):
-      self.factory(name)
+      self.get(name)
 
   def create(self, value: Any, arg: Any) -> list[Any]:
     """Each named factory called with ``arg``."""
-    return [self.factory(name)(arg) for name in names(value, self.field)]
+    return [self.get(name)(arg) for name in names(value, self.field)]
+
+
+REGISTRATIONS_HINT = (" (built-ins defined outside their registry's module register when "
+                      "certvae_jax.registrations is imported)")

@@ -24,8 +24,8 @@ from tests.conftest import copy_seed, tiny_config
 def registries():
   """Leaves the registries as the test found them."""
   # pylint: disable=protected-access
-  live = (objectives._REGISTRY, modes._MODES, writers._REGISTRY.factories,
-          hooks._REGISTRY.factories)
+  live = (objectives._REGISTRY.entries, modes._MODES.entries, writers._REGISTRY.entries,
+          hooks._REGISTRY.entries)
   saved = [dict(r) for r in live]
   yield
   for registry, old in zip(live, saved):
@@ -181,7 +181,7 @@ def test_every_mode_of_a_run_shares_one_compiled_train_step(tmp_path, registries
   """The weights are in the state, so warm-up, full, noalign, rescue and vae trace the
   teacher-guided loss once; only the feeding (given targets vs the live teacher) differs."""
   traces = []
-  original = objectives._REGISTRY["teacher_guided"]  # pylint: disable=protected-access
+  original = objectives._REGISTRY.entries["teacher_guided"]  # pylint: disable=protected-access
 
   @objectives.register("teacher_guided")
   def counted(model, config):

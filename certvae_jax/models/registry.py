@@ -42,18 +42,19 @@ class Dims(NamedTuple):
 
 
 Factory = Callable[[Any, Dims], nn.Module]
-_REGISTRY: dict[str, dict[str, Factory]] = {part: {} for part in PARTS}
+_REGISTRY = {part: plugins.Registry(f"model.{part}", hint=plugins.REGISTRATIONS_HINT)
+             for part in PARTS}
 
 
 def register(part: str, name: str, factory: Factory) -> None:
   """Registers ``factory(model_config, dims) -> module`` as ``config.model.<part> = name``."""
   if part not in PARTS:
     raise ValueError(f"part: expected one of {PARTS}, got {part!r}")
-  _REGISTRY[part][name] = factory
+  _REGISTRY[part].register(name, factory)
 
 
 def names(part: str) -> tuple[str, ...]:
-  return tuple(_REGISTRY[part])
+  return _REGISTRY[part].names()
 
 
 def build(part: str, name: Any, model_config: Any, dims: Dims) -> nn.Module:
@@ -65,13 +66,9 @@ def build(part: str, name: Any, model_config: Any, dims: Dims) -> nn.Module:
   """
   if not isinstance(name, str):
     raise ValueError(f"model.{part}: expected a name or package.module:Name, got {name!r}")
-  if name in _REGISTRY[part]:
-    return _REGISTRY[part][name](model_config, dims)
-  if ":" not in name:
-    raise ValueError(f"model.{part}: unknown {name!r}; expected one of {names(part)} or an "
-                     "import path package.module:Name (import certvae_jax.registrations for "
-                     "the built-ins defined outside this package, such as head 'simplex')")
-  obj = plugins.load(name, f"model.{part}")
+  obj = _REGISTRY[part].get(name)
+  if name in _REGISTRY[part].names():
+    return obj(model_config, dims)
   if inspect.isclass(obj) and issubclass(obj, nn.Module):
     size = {"latent_dim": dims.latent_dim, "out_dim": dims.input_dim,
             "num_classes": dims.num_classes}[_MODULE_KWARG[part]]

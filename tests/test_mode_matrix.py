@@ -76,10 +76,14 @@ def paper2_seed(request, images, tmp_path_factory):
   return request.param, wd
 
 
+def read_summary(workdir: str, phase: str) -> dict:
+  with open(os.path.join(workdir, phase, "summary.json")) as fh:
+    return json.load(fh)
+
+
 def check_summary(workdir: str, phase: str, summary: dict) -> None:
   """The summary is on disk and its certificate is the closed form of the saved rows."""
-  with open(os.path.join(workdir, phase, "summary.json")) as fh:
-    assert json.load(fh)["step"] == summary["step"]
+  assert read_summary(workdir, phase)["step"] == summary["step"]
   saved = np.load(os.path.join(workdir, phase, "predictions.npz"))
   for split in ("train", "test"):
     t = saved[f"{split}_teacher"].astype(np.float64)
@@ -154,4 +158,4 @@ def test_every_paper2_mode_runs_and_certifies_on_both_families(paper2_seed, imag
   summary = train.Runner(paper2_config(family, images), wd).run_mode(mode)
   check_summary(wd, mode, summary)
   if mode == "rst_prefit":
-    check_summary(wd, "prefit", json.load(open(os.path.join(wd, "prefit", "summary.json"))))
+    check_summary(wd, "prefit", read_summary(wd, "prefit"))

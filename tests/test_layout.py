@@ -1,0 +1,35 @@
+"""Rules of the package's layout that no linter checks (import-linter checks the layers)."""
+
+import glob
+import importlib
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = sorted(glob.glob(os.path.join(ROOT, "certvae_jax", "**", "*.py"), recursive=True))
+SUBPACKAGES = ["certvae_jax.certificate", "certvae_jax.evaluation", "certvae_jax.models",
+               "certvae_jax.simplex"]
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_each_subpackage_re_exports_its_public_names(package):
+  module = importlib.import_module(package)
+  assert module.__all__, package
+  missing = [name for name in module.__all__ if not hasattr(module, name)]
+  assert not missing, f"{package}.__all__ names what it does not export: {missing}"
+
+
+def test_no_module_over_400_lines():
+  long = {os.path.relpath(p, ROOT): n for p in MODULES
+          if (n := sum(1 for _ in open(p, encoding="utf-8"))) > 400}
+  assert not long, f"split these modules by responsibility: {long}"
+
+
+def test_built_ins_register_by_plain_imports_not_importlib():
+  """Registrations show in the import graph (and so in the layer contracts)."""
+  pattern = re.compile(r"import_module\(\s*[\"']certvae_jax")
+  found = [os.path.relpath(p, ROOT) for p in MODULES
+           if pattern.search(open(p, encoding="utf-8").read())]
+  assert not found, found

@@ -9,26 +9,25 @@ Pure functions on probability arrays, with no model code: the closed forms
 package.
 """
 
+from certvae_jax.certificate.bounds import MarginBounds, margin_bounds
 from certvae_jax.certificate.core import (
-  CERTIFY_SLACK,
-  DEFAULT_TAU,
-  TAU_SENSITIVITY,
-  CertificateReport,
-  CertificateStats,
-  MarginBounds,
   alignment_loss,
   alignment_loss_from_logits,
-  batch_stats,
   certify,
-  check_scalar,
   constant_student_cost,
   margin,
-  margin_bounds,
   report,
   student_mi,
   teacher_mi,
   valid_inputs,
-  validate_simplex,
+)
+from certvae_jax.certificate.stats import CertificateStats, batch_stats
+from certvae_jax.certificate.validation import check_scalar, validate_simplex
+from certvae_jax.certificate.verdict import (
+  CERTIFY_SLACK,
+  DEFAULT_TAU,
+  TAU_SENSITIVITY,
+  CertificateReport,
 )
 
 __all__ = ["CERTIFY_SLACK", "DEFAULT_TAU", "TAU_SENSITIVITY", "CertificateReport",

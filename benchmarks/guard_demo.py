@@ -36,7 +36,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from certvae_jax import phase_loop, train, writers  # noqa: E402
+from certvae_jax import train  # noqa: E402
+from certvae_jax.training import phase_loop, writers  # noqa: E402
 from configs import digits  # noqa: E402
 
 SWEEP = {

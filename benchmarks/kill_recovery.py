@@ -57,7 +57,7 @@ def main() -> None:
   p.add_argument("--seed", type=int, default=0)
   a = p.parse_args()
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
-  from certvae_jax.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  from certvae_jax.training.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
   from configs import digits  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as tmp:
     ref = os.path.join(tmp, "ref")

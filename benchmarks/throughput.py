@@ -87,8 +87,9 @@ def jax_worker(model_name: str, batch: int, per_call: int, unroll: bool) -> dict
   import optax  # pylint: disable=import-outside-toplevel
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
 
-  from certvae_jax import objectives, step  # pylint: disable=import-outside-toplevel
+  from certvae_jax import objectives  # pylint: disable=import-outside-toplevel
   from certvae_jax.models.vae import build_model, init_params  # pylint: disable=import-outside-toplevel
+  from certvae_jax.training import step
   from configs import cifar100, digits  # pylint: disable=import-outside-toplevel
 
   shape, k, latent, _ = MODELS[model_name]

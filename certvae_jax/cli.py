@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from certvae_jax import configs, host_memory
-from certvae_jax.config import resolve_config_path
+from certvae_jax.configs import resolve_config_path
 
 # Inside the package, so that an installed certvae_jax runs from any directory.
 DEFAULT_CONFIG = os.path.join(configs.DIRECTORY, "digits.py")
@@ -231,7 +231,7 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
   """Runs ``fn``; ValueError -> exit 2, a diverged run -> exit 1, one line each; a bug
   inside a phase -> its traceback, then one line saying where the run was left, exit 1."""
   # pylint: disable-next=import-outside-toplevel
-  from certvae_jax.loop import PhaseFailed, TrainingDiverged
+  from certvae_jax.training.loop import PhaseFailed, TrainingDiverged
   try:
     code = fn()
   except ValueError as e:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
+from certvae_jax.configs.schema import COVARIANCE_TYPES
 
 
 @flax.struct.dataclass

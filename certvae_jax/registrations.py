@@ -1,12 +1,16 @@
 """The one place where built-in plug-ins defined outside their registry's module register.
 
 Plain imports, so the import graph shows them (no ``importlib``): paper 1's baseline
-objectives (``free_bits``, ``vq_vae``, ``gmvae``; :mod:`certvae_jax.baseline_objectives`)
-and paper 2's RST-prefit (objective ``code_regression``, modes ``prefit`` and
-``rst_prefit``; :mod:`certvae_jax.simplex.training`). The run (:mod:`certvae_jax.train`)
-imports this module; code that builds those objectives or modes by name without a run
-imports it too.
+objectives (``free_bits``, ``vq_vae``, ``gmvae``; :mod:`certvae_jax.baselines.objectives`),
+paper 2's RST-prefit (objective ``code_regression``, modes ``prefit`` and
+``rst_prefit``; :mod:`certvae_jax.simplex.training`) and the training guard, a phase
+extension (:mod:`certvae_jax.guard`). The run (:mod:`certvae_jax.train`) imports this
+module; code that builds those objectives or modes by name without a run imports it too.
 """
 
-from certvae_jax import baseline_objectives  # noqa: F401  (registers on import)
+from certvae_jax import baselines  # noqa: F401  (registers on import)
+from certvae_jax.guard import EXTENSION as GUARD
 from certvae_jax.simplex import training  # noqa: F401  (registers on import)
+from certvae_jax.training import extensions
+
+extensions.register("guard", GUARD)

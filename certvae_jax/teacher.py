@@ -31,11 +31,11 @@ import numpy as np
 
 from certvae_jax import certificate
 from certvae_jax.certificate import validation
+from certvae_jax.configs.schema import COVARIANCE_TYPES, pca_dims
 
 # The frozen teacher's arrays and pure functions live in certvae_jax.frozen_teacher;
 # re-exported here, where they were before.
 from certvae_jax.frozen_teacher import (
-  COVARIANCE_TYPES,
   FrozenGMM,
   FrozenPCA,
   FrozenTeacher,
@@ -157,20 +157,6 @@ _CHECKS = {
     "max_soft_usage_kl": validation.non_negative,
     "feature_space": lambda name, value: pca_dims(value, name),
 }
-
-
-def pca_dims(features: Any, name: str = "feature_space") -> int | None:
-  """``None`` for ``'mu'`` (the GMM on the encoder means), ``N`` for ``'pca:N'``.
-
-  Raises:
-    ValueError: any other value, naming ``name``.
-  """
-  if features == "mu":
-    return None
-  kind, _, n = str(features).partition(":")
-  if kind == "pca" and n.isdigit() and int(n) >= 1:
-    return int(n)
-  raise ValueError(f"{name}: expected 'mu' or 'pca:N' with an integer N >= 1, got {features!r}")
 
 
 def _as_tuple(value: Any) -> Any:

@@ -38,7 +38,7 @@ def main() -> int:
     cli.fail(f"--seeds: expected >= 1, got {f.seeds}")
   first = f.seed if f.seed is not None else 0
   root = f.workdir or os.path.join("runs", cli.run_name(f))
-  from certvae_jax import protocol  # pylint: disable=import-outside-toplevel
+  from certvae_jax.experiments import protocol  # pylint: disable=import-outside-toplevel
   seeds = range(first, first + f.seeds)
   if f.kl_stress:
     try:
@@ -49,7 +49,7 @@ def main() -> int:
                                   overwrite=f.overwrite, fresh=f.fresh)
     stem = os.path.join(root, "kl_stress", "kl_stress")
   elif f.baselines:
-    from certvae_jax import baselines  # pylint: disable=import-outside-toplevel
+    from certvae_jax.experiments import baselines  # pylint: disable=import-outside-toplevel
     rows = baselines.run_baselines(f.config, root, seeds, overwrite=f.overwrite, fresh=f.fresh)
     stem = os.path.join(root, "baselines")
   else:

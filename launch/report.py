@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from certvae_jax import run_report  # noqa: E402  pylint: disable=wrong-import-position
+from certvae_jax.experiments import report_page  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
   if not os.path.isdir(a.rundir):
     sys.exit(f"error: rundir: no such directory {a.rundir!r}")
   try:
-    files = run_report.render(a.rundir, a.target, a.out)
+    files = report_page.render(a.rundir, a.target, a.out)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
 
-from certvae_jax import cli, modes  # noqa: E402
+from certvae_jax import cli  # noqa: E402
+from certvae_jax.training import modes  # noqa: E402
 
 flags.DEFINE_enum("mode", "full", list(modes.CLI_MODES),
                   "Training mode (vae and rst_prefit are paper 2's; vanilla_vae ... gmvae are "
@@ -38,10 +39,12 @@ def main() -> int:
   if f.seed is not None:
     config.seed = f.seed
   workdir = f.workdir or os.path.join("runs", cli.run_name(f), f"seed{config.seed}")
-  from certvae_jax import train  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from certvae_jax import distributed, train
+  from certvae_jax.training.phase_loop import phase_name  # pylint: disable=import-outside-toplevel
   summary = train.train(config, f.mode, workdir, target=target, overwrite=f.overwrite)
-  if train.distributed.is_main():
-    phase = train.phase_loop.phase_name(config, f.mode, target)
+  if distributed.is_main():
+    phase = phase_name(config, f.mode, target)
     print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "
           f"{summary['seed']}, {summary['dataset']}; summary: "
           f"{os.path.join(workdir, phase, 'summary.json')}")

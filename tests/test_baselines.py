@@ -8,18 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certvae_jax import (
-  baseline_objectives,
-  baselines,
-  certificate,
-  figures,
-  modes,
-  run_report,
-  train,
-)
+from certvae_jax import certificate, train
+from certvae_jax.baselines import modes as baseline_modes, objectives as baseline_objectives
 from certvae_jax.evaluation import posthoc
+from certvae_jax.experiments import baselines, figures, report_page
 from tests.conftest import tiny_config
-from tests.test_run_report import png_size
+from tests.test_report_page import png_size
 
 
 def test_free_bits_clamps_the_batch_mean_kl_per_dimension_and_its_gradient():
@@ -37,7 +31,7 @@ def test_kl_anneal_schedule_ramps_linearly_then_stays():
   c = tiny_config()
   c.train.steps = 40
   c.baselines.anneal_start, c.baselines.anneal_steps = 0.2, 0  # 0: half the run = 20
-  schedule = modes.kl_anneal_schedule(c)
+  schedule = baseline_modes.kl_anneal_schedule(c)
   w = {"alpha_kl": jnp.float32(1.0), "lambda_ts": jnp.float32(0.0)}
   for step, expected in ((0, 0.2), (10, 0.6), (20, 1.0), (35, 1.0)):
     out = schedule(w, jnp.int32(step))
@@ -88,7 +82,7 @@ def test_baselines_table_end_to_end(tmp_path):
   md = (tmp_path / "baselines.md").read_text()
   assert "| free_bits | test | 1 |" in md and "Paper 1 on CIFAR-100" in md
   # The report of the directory draws raw against post-hoc margins and carries the table.
-  files = run_report.render(str(tmp_path))
+  files = report_page.render(str(tmp_path))
   assert png_size(files["baselines.png"]) == figures.figure_size(2, 1)
   assert md in open(files["report.md"]).read()
   # Each baseline is its own mode: its summary records the KL it trained with.

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certvae_jax import hooks, loop, modes, objectives, train, writers
-from certvae_jax.checkpoint import Checkpointer
+from certvae_jax import objectives, train
 from certvae_jax.models.vae import TeacherGuidedVAE
+from certvae_jax.training import hooks, loop, modes, writers
+from certvae_jax.training.checkpoint import Checkpointer
 from tests.conftest import copy_seed, tiny_config
 
 
@@ -24,7 +25,7 @@ from tests.conftest import copy_seed, tiny_config
 def registries():
   """Leaves the registries as the test found them."""
   # pylint: disable=protected-access
-  live = (objectives._REGISTRY.entries, modes._MODES.entries, writers._REGISTRY.entries,
+  live = (objectives.base._REGISTRY.entries, modes._MODES.entries, writers._REGISTRY.entries,
           hooks._REGISTRY.entries)
   saved = [dict(r) for r in live]
   yield
@@ -181,7 +182,7 @@ def test_every_mode_of_a_run_shares_one_compiled_train_step(tmp_path, registries
   """The weights are in the state, so warm-up, full, noalign, rescue and vae trace the
   teacher-guided loss once; only the feeding (given targets vs the live teacher) differs."""
   traces = []
-  original = objectives._REGISTRY.entries["teacher_guided"]  # pylint: disable=protected-access
+  original = objectives.base._REGISTRY.entries["teacher_guided"]  # pylint: disable=protected-access
 
   @objectives.register("teacher_guided")
   def counted(model, config):

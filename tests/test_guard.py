@@ -7,21 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certvae_jax import (
-  certificate,
-  guard,
-  guard_objective,
-  loop,
-  objectives,
-  phase_loop,
-  protocol,
-  run_report,
-  step as step_lib,
-  train,
-  writers,
-)
-from certvae_jax.checkpoint import Checkpointer
+from certvae_jax import certificate, guard, objectives, train
+from certvae_jax.experiments import protocol, report_page
+from certvae_jax.guard import hook as guard_hook, objective as guard_objective
 from certvae_jax.models.vae import build_model, init_params
+from certvae_jax.training import loop, phase_loop, step as step_lib, writers
+from certvae_jax.training.checkpoint import Checkpointer
 from tests.conftest import copy_seed, tiny_config
 
 
@@ -322,7 +313,7 @@ def _guarded_config():
 def test_a_killed_guarded_run_resumes_bit_for_bit(seed_dir, tmp_path, monkeypatch, kill_at):
   """Killed at 10: after two rollbacks to step 5, before any later checkpoint (the resume
   replays them from checkpoint 5); at 25: after a raise, before its checkpoint."""
-  monkeypatch.setattr(guard, "margin_fn", _pseudo_margin)
+  monkeypatch.setattr(guard_hook, "margin_fn", _pseudo_margin)
   cfg = _guarded_config()
   straight = copy_seed(seed_dir, str(tmp_path / "a"))
   s = train.train(cfg, "full", straight)
@@ -366,7 +357,7 @@ def test_a_guarded_protocol_writes_its_own_tables_and_keeps_the_control_unguarde
   # The report reads each mode's own directory: the guarded full run is not its "full".
   cfg.guard.policy = "off"
   train.train(cfg, "full", str(root / "seed0"))
-  phases = run_report.collect(str(root))["seeds"][0]["summaries"]
+  phases = report_page.collect(str(root))["seeds"][0]["summaries"]
   assert {v: s["phase"] for v, s in phases.items()} == {"full": "full", "noalign": "noalign"}
 
 

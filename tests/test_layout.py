@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = sorted(glob.glob(os.path.join(ROOT, "certvae_jax", "**", "*.py"), recursive=True))
 SUBPACKAGES = ["certvae_jax.certificate", "certvae_jax.evaluation", "certvae_jax.models",
+               "certvae_jax.training",
                "certvae_jax.simplex"]
 
 
@@ -33,3 +34,14 @@ def test_built_ins_register_by_plain_imports_not_importlib():
   found = [os.path.relpath(p, ROOT) for p in MODULES
            if pattern.search(open(p, encoding="utf-8").read())]
   assert not found, found
+
+
+@pytest.mark.parametrize("name", ["loop", "modes", "writers", "hooks"])
+def test_old_module_paths_alias_their_new_home_for_one_release(name):
+  """0.2's ``certvae_jax.loop`` (and modes, writers, hooks) is the module in training/,
+  registries and all, and says where it went."""
+  import sys
+  sys.modules.pop(f"certvae_jax.{name}", None)
+  with pytest.warns(DeprecationWarning, match=f"certvae_jax.training.{name}"):
+    old = importlib.import_module(f"certvae_jax.{name}")
+  assert old is importlib.import_module(f"certvae_jax.training.{name}")

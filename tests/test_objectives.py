@@ -7,8 +7,10 @@ import optax
 import pytest
 from scipy.special import log_softmax, softmax
 
-from certvae_jax import losses, objectives, registrations, step as step_lib  # noqa: F401
+from certvae_jax import objectives, registrations  # noqa: F401
 from certvae_jax.models.vae import build_model, init_params
+from certvae_jax.objectives import terms as losses
+from certvae_jax.training import step as step_lib
 from tests.conftest import tiny_config
 
 RNG = np.random.default_rng(0)

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from certvae_jax import certificate, data, protocol, run_report, teacher, train
+from certvae_jax import certificate, data, teacher, train
+from certvae_jax.experiments import protocol, report_page
 from configs import digits_simplex
 from tests.conftest import tiny_config
 
@@ -56,7 +57,7 @@ def test_paper2_models_smoke_and_table(tmp_path):
   r = certificate.report(pred["test_teacher"], pred["test_witness"])
   assert s["test"]["margin"] == pytest.approx(float(r.margin), abs=2e-5)
   # The report of a paper-2 directory: its three models' trajectories and paper 2's table.
-  files = run_report.render(str(tmp_path))
+  files = report_page.render(str(tmp_path))
   report_md = open(files["report.md"]).read()
   assert "## Paper 2 table" in report_md and "| RST-prefit | test |" in report_md
   assert "| label_smoothed |" in report_md  # the teacher QC row of a label-smoothed teacher
@@ -68,7 +69,7 @@ def test_kl_stress_table(tmp_path):
   assert sorted({r["alpha_kl"] for r in rows}) == [1.0, 4.0]
   md = (tmp_path / "kl_stress.md").read_text()
   assert md.count("\n| 4 | ") == 2 and "escape force" in md
-  files = run_report.render(str(tmp_path))  # a KL-stress directory: its plot and table
+  files = report_page.render(str(tmp_path))  # a KL-stress directory: its plot and table
   assert set(files) == {"kl_stress.png", "report.md", "report.html"}
   assert md in open(files["report.md"]).read()
   with pytest.raises(ValueError, match="KL weights"):

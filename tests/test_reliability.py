@@ -12,9 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from certvae_jax import cli, loop as loop_lib, train
-from certvae_jax.checkpoint import Checkpointer
-from certvae_jax.rundir import WorkdirLock
+from certvae_jax import cli, train
+from certvae_jax.training import loop as loop_lib, runner
+from certvae_jax.training.checkpoint import Checkpointer
+from certvae_jax.training.rundir import WorkdirLock
 from tests.conftest import copy_seed, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,7 +155,7 @@ def test_second_run_on_a_workdir_is_refused_and_a_killed_holder_frees_it(tmp_pat
     assert r.returncode == 2 and "in use by another run" in r.stderr
   holder = subprocess.Popen([sys.executable, "-c", (
       "import sys, time; sys.path.insert(0, %r)\n"
-      "from certvae_jax.rundir import WorkdirLock\n"
+      "from certvae_jax.training.rundir import WorkdirLock\n"
       "l = WorkdirLock(%r).__enter__(); print('locked', flush=True); time.sleep(60)")
       % (ROOT, wd)], stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline().strip() == "locked"
@@ -222,7 +223,7 @@ def test_a_bug_inside_a_phase_names_the_last_good_checkpoint_and_loses_nothing(
   def broken(*args, **kwargs):
     raise TypeError("broken diagnostics")
 
-  monkeypatch.setattr(train, "rescue_diagnostics", broken)
+  monkeypatch.setattr(runner, "rescue_diagnostics", broken)
   with pytest.raises(train.PhaseFailed, match=r"^rescue failed at step 40 \(TypeError, "
                      r"traceback above\); its last good checkpoint is step 40 of noalign; "
                      "rerun to resume$"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from certvae_jax import certificate, data, train
-from certvae_jax.checkpoint import IncompatibleCheckpoint
+from certvae_jax.training.checkpoint import IncompatibleCheckpoint
 from tests.conftest import tiny_config
 
 

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from certvae_jax import loop, train, writers
-from certvae_jax.checkpoint import Checkpointer
+from certvae_jax import train
+from certvae_jax.training import loop, writers
+from certvae_jax.training.checkpoint import Checkpointer
 from tests.conftest import tiny_config
 
 

@@ -152,7 +152,7 @@ def test_bad_feature_space_is_refused(value, match):
                                           ("eval.delta", 0.0), ("eval.bootstrap_resamples", 0),
                                           ("eval.reconstruction_check", "yes")])
 def test_config_refuses_bad_new_fields_naming_them(field, value):
-  from certvae_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from certvae_jax.configs import schema as config_lib  # pylint: disable=import-outside-toplevel
   c = digits.get_config()
   section, leaf = field.split(".")
   with c.ignore_type():

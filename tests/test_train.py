@@ -9,8 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from certvae_jax import certificate, distributed, modes, train
-from certvae_jax.checkpoint import Checkpointer
+from certvae_jax import certificate, distributed, train
+from certvae_jax.training import modes
+from certvae_jax.training.checkpoint import Checkpointer
 from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,7 +3,7 @@
 They live in the package so that an installed ``certvae_jax`` (``pip install .``, not
 only ``-e``) finds them from any directory: ``--config=digits`` or
 ``--config=digits:smoke`` on the command line resolves to the file here (see
-:func:`certvae_jax.config.resolve_config_path`). The repository's top-level
+:func:`resolve_config_path`). The repository's top-level
 ``configs/`` holds thin files that re-export these, for the paths in the papers'
 commands.
 """
@@ -27,3 +27,15 @@ def is_smoke(arg: str | None) -> bool:
   if arg in (None, ""):
     return False
   raise ValueError(f"config: unknown argument {arg!r}; expected nothing or 'smoke'")
+
+
+def resolve_config_path(spec: str) -> str:
+  """``--config`` value -> a config file path (the ``:arg`` suffix kept).
+
+  A bare shipped name (``digits``, ``digits:smoke``, ``cifar100``, ...) resolves to the
+  file inside the installed package; anything else is a path, returned unchanged.
+  """
+  name, sep, arg = spec.partition(":")
+  if name in NAMES and not os.path.exists(name):
+    return os.path.join(DIRECTORY, name + ".py") + sep + arg
+  return spec

@@ -53,7 +53,7 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
   """Certificate and diagnostics on one split, streamed in batches.
 
   Args:
-    eval_step: from :func:`certvae_jax.step.make_eval_step`.
+    eval_step: from :func:`certvae_jax.training.step.make_eval_step`.
     params: the model parameters.
     x: the split's inputs (uint8 pixels or floats in [0, 1]).
     t: the teacher's rows on ``x``.

@@ -17,7 +17,6 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
-from certvae_jax import modes
 from certvae_jax.models import registry
 from certvae_jax.models.vae import TeacherGuidedVAE
 from certvae_jax.objectives import (
@@ -29,6 +28,7 @@ from certvae_jax.objectives import (
 )
 from certvae_jax.rng_streams import PREFIT_CODE
 from certvae_jax.simplex.theory import SimplexWitness, analytic_code_unchecked
+from certvae_jax.training import modes
 
 
 @register("code_regression")

@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 
 from certvae_jax import artifact, data as data_lib, distributed, row_teacher, teacher as teacher_lib
-from certvae_jax.checkpoint import check_compatible
-from certvae_jax.engine import Engine
 from certvae_jax.evaluation.splits import map_batches
-from certvae_jax.rundir import RunDir, fingerprint
+from certvae_jax.training.checkpoint import check_compatible
+from certvae_jax.training.engine import Engine
+from certvae_jax.training.rundir import RunDir, fingerprint
 
 _log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The objectives of paper 1's baselines (section 4.3, table 3; appendix C).
 
 Each keeps the raw z-only head (so the certificate can be read) and its balance term;
-the modes (:mod:`certvae_jax.modes`) never align it. Registered on import of
+the modes (:mod:`certvae_jax.training.modes`) never align it. Registered on import of
 :mod:`certvae_jax.objectives`:
 
 * ``free_bits``: the teacher-guided loss with the free-bits KL (Kingma et al. 2016);
@@ -17,9 +17,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from certvae_jax import losses
 from certvae_jax.models.vae import TeacherGuidedVAE
-from certvae_jax.objectives import Objective, guided, guided_total, reconstruction_nll, register
+from certvae_jax.objectives import (
+  Objective,
+  guided,
+  guided_total,
+  reconstruction_nll,
+  register,
+  terms as losses,
+)
 
 
 def free_bits_kl(mu: jnp.ndarray, logvar: jnp.ndarray, nats: float) -> jnp.ndarray:

@@ -2,7 +2,7 @@
 
 Paper 1's figures are margin trajectories: the prevention -> collapse -> rescue story
 is told by ``G_tau`` over training steps. Each function takes plain data (from
-:mod:`certvae_jax.run_report`) and writes one PNG of a fixed size, so that the figures
+:mod:`certvae_jax.experiments.report_page`) and writes one PNG of a fixed size, so that the figures
 of two runs line up on a page. Colours are fixed per variant across every figure; the
 train split is drawn solid, the test split dashed.
 """

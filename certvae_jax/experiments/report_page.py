@@ -22,8 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certvae_jax import baselines as baselines_lib, figures, modes, protocol
-from certvae_jax.writers import read_jsonl
+from certvae_jax.experiments import baselines as baselines_lib, figures, protocol
+from certvae_jax.training import modes
+from certvae_jax.training.writers import read_jsonl
 
 ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit")
 

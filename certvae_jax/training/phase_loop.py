@@ -1,10 +1,10 @@
-"""One phase of a run: its loop (hooks, writers, guard) and its summary.
+"""One phase of a run: its loop (hooks, writers, extensions) and its summary.
 
-:class:`certvae_jax.train.Runner` decides *which* phase runs from which state; this
-module builds the :class:`~certvae_jax.loop.Loop` that trains it and the summary
-written when it ends. A guarded phase (:mod:`certvae_jax.guard`) trains on the
-training split minus its guard set, with the guard's hooks before the evaluation and
-the checkpoint of each step.
+:class:`certvae_jax.training.runner.Runner` decides *which* phase runs from which
+state; this module builds the :class:`~certvae_jax.training.loop.Loop` that trains it
+and the summary written when it ends. The phase's extension plans
+(:mod:`~certvae_jax.training.extensions`, such as the guard) may hold training rows
+out, and their hooks run before the evaluation and the checkpoint of each step.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-from certvae_jax import guard as guard_lib, hooks as hooks_lib, modes, writers as writers_lib
 from certvae_jax.evaluation.splits import evaluate_splits, final_analyses
-from certvae_jax.loop import Loop
-from certvae_jax.writers import truncate_jsonl
+from certvae_jax.training import extensions, hooks as hooks_lib, modes, writers as writers_lib
+from certvae_jax.training.loop import Loop
+from certvae_jax.training.writers import truncate_jsonl
 
 
 class Phase(NamedTuple):
@@ -27,10 +27,10 @@ class Phase(NamedTuple):
   mode: modes.Mode
   target: str                   # 'live', 'fixed', or 'none' (warm-up)
   total_steps: int
-  weights: dict[str, float]     # the mode's base weights (and the guard's)
+  weights: dict[str, float]     # the mode's base weights (and its extensions')
   data_seed: int
   meta: dict[str, Any]          # must match on restore
-  guard: guard_lib.Plan | None = None
+  plans: tuple[extensions.PhasePlan, ...] = ()  # the extensions acting on the phase
   # () -> entries added to the summary, called once the phase is known to run
   # (a rescue's diagnostics at its starting state).
   extra: Callable[[], dict[str, Any]] | None = None
@@ -41,24 +41,19 @@ class RunParts(NamedTuple):
   this module depends on these parts, not on :class:`certvae_jax.train.Runner`."""
   config: Any                   # the run's ml_collections.ConfigDict
   data: Any                     # certvae_jax.data.Dataset
-  engine: Any                   # certvae_jax.engine.Engine
-  teachers: Any                 # certvae_jax.teacher_stage.TeacherStage
-  dir: Any                      # certvae_jax.rundir.RunDir
+  engine: Any                   # certvae_jax.training.engine.Engine
+  teachers: Any                 # certvae_jax.training.teacher_stage.TeacherStage
+  dir: Any                      # certvae_jax.training.rundir.RunDir
   hooks: tuple[Any, ...] = ()   # extra loop hooks, after the config's train.hooks
   writers: tuple[Any, ...] = ()  # extra metric writers (process 0 only)
 
 
-def guard_plan(config, mode: modes.Mode) -> guard_lib.Plan | None:
-  """How ``config.guard`` guards ``mode`` (None: unguarded)."""
-  return guard_lib.plan(config, mode.name, mode.weights(config), mode.init == "continue")
-
-
 def phase_name(config, mode_name: str, target: str = "live") -> str:
-  """The directory of ``mode_name``'s phase under ``config``: the mode's tag and the
-  guard's (``full_guard_raise``, ``rescue_sf200``) keep each setting apart."""
+  """The directory of ``mode_name``'s phase under ``config``: the tags of the mode and of
+  its extensions (``full_guard_raise``, ``rescue_sf200``) keep each setting apart."""
   mode = modes.get(mode_name)
-  guard = guard_plan(config, mode)
-  tag = "_".join(t for t in (mode.tag(config), guard and guard.tag) if t)
+  tags = (mode.tag(config), *(plan.tag for plan in extensions.plans(config, mode)))
+  tag = "_".join(t for t in tags if t)
   return modes.phase_dir(mode_name, target, tag)
 
 
@@ -66,31 +61,24 @@ class PhaseLoop(NamedTuple):
   """A built loop and the hooks the summary reads."""
   loop: Loop
   timing: hooks_lib.Timing
-  guard: guard_lib.GuardHook | None
 
 
-def guard_hooks(run: RunParts, phase: Phase, k: int, t_train: np.ndarray):
-  """``(training rows or None, hooks, the guard hook or None)`` of a phase."""
-  plan, cfg = phase.guard, run.config
-  if plan is None:
-    return None, [], None
-  hooks: list[Any] = []
-  if plan.student_first_steps:
-    start = phase.total_steps - phase.mode.steps(cfg)
-    hooks.append(guard_lib.StudentFirstEnd(start + plan.student_first_steps))
-  if not plan.measures:
-    return None, hooks, None
-  x_train = run.data.x_train
-  rows, held = guard_lib.split_rows(len(x_train), float(cfg.guard.fraction), int(cfg.seed))
-  if len(rows) < cfg.train.batch_size:
-    raise ValueError(f"config.guard.fraction: holding out {len(held)} of {len(x_train)} "
-                     f"training rows as the guard set leaves {len(rows)}, fewer than "
-                     f"train.batch_size ({cfg.train.batch_size})")
-  witness = run.engine.objective(phase.mode.objective, k).witness_logits
-  margin = guard_lib.margin_fn(witness, x_train[held], t_train[held], float(cfg.eval.tau),
-                               int(cfg.eval.batch_size), run.engine.batch_sharding)
-  hook = guard_lib.GuardHook(cfg.guard, margin, phase.weights, int(cfg.train.checkpoint_every))
-  return rows, hooks + [hook], hook
+def extension_hooks(run: RunParts, phase: Phase, k: int, t_train: np.ndarray):
+  """``(training rows or None for all, hooks)`` of the phase's extension plans."""
+  if not phase.plans:
+    return None, []
+  inputs = extensions.PhaseInputs(
+      run.config, run.data.x_train, t_train,
+      run.engine.objective(phase.mode.objective, k).witness_logits,
+      run.engine.batch_sharding, phase.total_steps - phase.mode.steps(run.config),
+      phase.weights)
+  rows, hooks = None, []
+  for plan in phase.plans:
+    held, more = plan.hooks(inputs)
+    if held is not None:
+      rows = held if rows is None else np.intersect1d(rows, held)
+    hooks += more
+  return rows, hooks
 
 
 def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any],
@@ -102,9 +90,8 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
     raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
                      "code takes log T); use a smoothed teacher")
   live = phase.target == "live" and run.teachers.teacher is not None
-  rows, guarding, guard_hook = guard_hooks(run, phase, k, t_train)
-  step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg),
-                              guarded=phase.guard is not None)
+  rows, extension_hooks_ = extension_hooks(run, phase, k, t_train)
+  step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg), phase.plans)
   advance = engine.stepper(phase.name, step_fn, phase.data_seed,
                            run.teachers.teacher if live else None, t_train, k, rows)
   eval_step = engine.eval_step(phase.mode.objective, k)
@@ -135,7 +122,7 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
   hooks = [hooks_lib.FiniteCheck(phase.name), timing,
            hooks_lib.Progress(phase.name, int(state.step), phase.total_steps,
                               cfg.train.progress and main),
-           hooks_lib.StepMetrics(cfg.train.log_every), *guarding,
+           hooks_lib.StepMetrics(cfg.train.log_every), *extension_hooks_,
            *hooks_lib.create(cfg.train.hooks, cfg), *run.hooks,
            hooks_lib.PeriodicEvaluation(cfg.eval.every),
            hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every)]
@@ -148,11 +135,11 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
               restore=restore, put_weights=engine.put_weights, writers=writers,
               name=phase.name, steps_per_call=cfg.train.steps_per_call,
               resumed_meta=resumed_meta, checkpointer=ckpt)
-  return PhaseLoop(loop, timing, guard_hook)
+  return PhaseLoop(loop, timing)
 
 
 def summary(run: RunParts, phase: Phase, state, built: PhaseLoop) -> dict[str, Any]:
-  """The phase's summary: its last evaluation, the final analyses, the guard's counts."""
+  """The phase's summary: its last evaluation, the final analyses, the extensions' parts."""
   _, splits, arrays = built.loop.last_eval
   if run.dir.main:
     np.savez(os.path.join(run.dir.phase(phase.name), "predictions.npz"),
@@ -169,9 +156,8 @@ def summary(run: RunParts, phase: Phase, state, built: PhaseLoop) -> dict[str, A
                      for k, v in jax.device_get(state.weights).items()},
          "skipped_batches": int(state.skipped), "collapse": collapse,
          "train": splits["train"], "test": splits["test"]}
-  if built.guard is not None:
-    out["guard"] = built.guard.summary()
-    out["guard_interventions"] = out["guard"]["interventions"]
+  for plan in phase.plans:
+    out.update(plan.summary())
   return out
 
 
@@ -182,7 +168,7 @@ def failure_message(rundir: Any, phase: str, error: BaseException, step: int | N
   checkpoint is step 2000 of noalign; rerun to resume``.
 
   Args:
-    rundir: the seed's :class:`certvae_jax.rundir.RunDir`.
+    rundir: the seed's :class:`certvae_jax.training.rundir.RunDir`.
     phase: the failed phase's directory name.
     error: the exception.
     step: the step the phase had reached (``None``: unknown).

@@ -1,124 +1,22 @@
-"""Guarded training: keep the certificate while training (paper 1, appendices G and H).
+"""The guard's hooks and its measurement: the guard set, its margin, the policy's rule.
 
-Appendix H shows that, under gradient flow, a large enough alignment weight
-``lambda_TS`` near the boundary ``G_tau = 0`` makes the certified region forward
-invariant, and that re-enabling alignment can rescue a collapsed run while the encoder
-and head still respond to the teacher. A guard turns this into a training procedure:
-
-* **Guard set**: a fixed slice of the training split (``guard.fraction``), held out of
-  the training batches, on which the raw witness's margin ``G_tau`` is computed from the
-  mergeable certificate sums every ``guard.every`` steps and at every checkpoint (a
-  forward pass of the encoder and head: XLA drops the decoder, whose outputs are unused).
-* **Policy** (``guard.policy``):
-
-  - ``raise``: when ``G_tau < gamma``, ``lambda_TS`` is multiplied by ``factor`` (capped
-    at ``max_lambda``); when ``G_tau > gamma_release`` it decays back towards its base
-    value by the same factor. With ``guard.student_first``, the steps taken while the
-    weight is raised are student-first steps (:mod:`certvae_jax.guard_objective`).
-  - ``rollback``: as ``raise``, and when ``G_tau < 0`` the run restores the last
-    checkpoint at which the guard margin was positive (kept past checkpoint retention),
-    discards the checkpoints after it, and continues from it with the raised weight; at
-    most ``max_rollbacks`` times.
-  - ``barrier``: appendix G's ``-kappa log G_batch`` in the loss
-    (:func:`certvae_jax.guard_objective.barrier`); the guard set is still measured.
-  - ``off``: no guard; runs and numbers are those of an unguarded run.
-
-Every intervention is an event row of ``metrics.jsonl`` (``"event": "guard"``), and the
-guard's counters and last certified checkpoint are saved with each checkpoint, so a
-guarded run killed and resumed continues exactly.
+See :mod:`certvae_jax.guard` for the policies.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 
 from certvae_jax import certificate, data as data_lib
-from certvae_jax.certificate.validation import (
-  boolean,
-  non_negative,
-  non_negative_int,
-  one_of,
-  positive,
-  positive_int,
-)
 from certvae_jax.evaluation.splits import padded_batches
-from certvae_jax.guard_objective import STUDENT_FIRST
-from certvae_jax.loop import Event, Hook, Loop, Restore, Rows, SetWeights
+from certvae_jax.guard.objective import STUDENT_FIRST
 from certvae_jax.rng_streams import GUARD_STREAM
-
-POLICIES = ("off", "raise", "rollback", "barrier")
-
-FIELDS = {
-    "policy": one_of(*POLICIES), "every": positive_int, "gamma": non_negative,
-    "gamma_release": non_negative, "factor": positive, "max_lambda": positive,
-    "student_first": boolean, "kappa": non_negative, "barrier_floor": positive,
-    "max_rollbacks": non_negative_int, "student_first_steps": non_negative_int,
-}
-
-
-def check_settings(guard: ml_collections.ConfigDict) -> None:
-  """Checks ``config.guard`` field by field, then the fields against each other.
-
-  Raises:
-    ValueError: naming the field and the problem.
-  """
-  for name, check in FIELDS.items():
-    check(f"config.guard.{name}", guard[name])
-  if not (isinstance(guard.fraction, (int, float)) and 0 < guard.fraction < 1):
-    raise ValueError(f"config.guard.fraction: expected a fraction in (0, 1), got "
-                     f"{guard.fraction!r}")
-  if guard.gamma_release < guard.gamma:
-    raise ValueError(f"config.guard.gamma_release: must be >= guard.gamma ({guard.gamma}), "
-                     f"got {guard.gamma_release}")
-  if guard.factor <= 1:
-    raise ValueError(f"config.guard.factor: the weight is multiplied by it; expected > 1, "
-                     f"got {guard.factor}")
-  if guard.policy == "barrier" and guard.kappa <= 0:
-    raise ValueError("config.guard.kappa: the barrier policy needs kappa > 0")
-
-
-class Plan(NamedTuple):
-  """How one phase is guarded (see :func:`plan`)."""
-  policy: str                # one of POLICIES
-  student_first_steps: int   # rescue only: student-first steps at the start
-  tag: str                   # added to the phase directory's name
-
-  @property
-  def measures(self) -> bool:
-    """Whether a guard set is held out and measured."""
-    return self.policy != "off"
-
-
-def plan(config: ml_collections.ConfigDict, mode_name: str, weights: dict[str, float],
-         continues: bool) -> Plan | None:
-  """The guard of a phase, or None for an unguarded one.
-
-  Only phases that align the raw head (``lambda_TS > 0``) are guarded: warm-up,
-  ``noalign`` and the baselines run unguarded under any guard config, so that a
-  protocol run guards ``full`` and ``rescue`` and keeps its controls.
-  ``guard.student_first_steps`` applies to modes that continue another run (``rescue``).
-  """
-  g = config.guard
-  if mode_name in ("warmup", "prefit") or weights.get("lambda_ts", 0.0) <= 0:
-    return None
-  first = int(g.student_first_steps) if continues else 0
-  if g.policy == "off" and first == 0:
-    return None
-  parts = ([f"guard_{g.policy}"] if g.policy != "off" else []) + (
-      [f"sf{first}"] if first else [])
-  return Plan(str(g.policy), first, "_".join(parts))
-
-
-def meta(config: ml_collections.ConfigDict, guard_plan: Plan) -> dict[str, Any]:
-  """The guard settings a checkpoint of a guarded phase must match."""
-  g = config.guard
-  return {"guard": {**{k: g[k] for k in (*FIELDS, "fraction")},
-                    "student_first_steps": guard_plan.student_first_steps}}
+from certvae_jax.training.loop import Event, Hook, Loop, Restore, Rows, SetWeights
 
 
 def split_rows(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +158,7 @@ class GuardHook(Hook):
              "old_lambda_ts": weight, "new_lambda_ts": new, "fired_at": step,
              "rollback_to": target}
     # The row goes at the step training resumes from, after the restore truncates the
-    # rows of the abandoned steps (see certvae_jax.writers.truncate_jsonl).
+    # rows of the abandoned steps (see certvae_jax.training.writers.truncate_jsonl).
     return [Restore(target), SetWeights(self._weights(new)), Event(event, target)]
 
   def checkpoint_meta(self, loop: Loop, step: int) -> dict[str, Any]:

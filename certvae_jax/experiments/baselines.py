@@ -1,6 +1,6 @@
 """Paper 1's baselines table (section 4.3, table 3; appendix C): raw and post-hoc margins.
 
-Each baseline is a mode (:mod:`certvae_jax.modes`: ``vanilla_vae``, ``beta_vae``,
+Each baseline is a mode (:mod:`certvae_jax.training.modes`: ``vanilla_vae``, ``beta_vae``,
 ``kl_anneal``, ``free_bits``, ``vq_vae``, ``gmvae``) trained on the same encoder/decoder
 family, from the same initialisation rule and data stream as the teacher-guided runs of
 the seed, with the raw z-only head attached but never aligned (as ``noalign``). The table sets each run's
@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from certvae_jax import protocol, train as train_lib
+from certvae_jax import train as train_lib
+from certvae_jax.experiments import protocol
 
 BASELINE_KEYS = ("teacher_mi", "alignment", "tau", "psnr", "active_units", "kl",
                  "probe_accuracy", "posthoc_margin", "posthoc_student_mi")

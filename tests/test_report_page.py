@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from certvae_jax import figures, protocol, run_report
-from certvae_jax.writers import read_jsonl
+from certvae_jax.experiments import figures, protocol, report_page
+from certvae_jax.training.writers import read_jsonl
 from tests.conftest import tiny_config
 
 SEEDS = (0, 1)
@@ -58,7 +58,7 @@ def mean_std(cell: str) -> tuple[float, float]:
 
 
 def test_report_files_figures_and_every_number(protocol_dir, tmp_path):
-  files = run_report.render(protocol_dir, out_dir=str(tmp_path))
+  files = report_page.render(protocol_dir, out_dir=str(tmp_path))
   assert set(files) == {"report.md", "report.html", "margin_trajectories.png", "diagnostics.png"}
   assert png_size(files["margin_trajectories.png"]) == figures.figure_size(len(SEEDS), 1)
   assert png_size(files["diagnostics.png"]) == figures.figure_size(len(SEEDS), 2)
@@ -103,7 +103,7 @@ def test_report_from_a_partial_directory(protocol_dir, tmp_path):
                   ignore=shutil.ignore_patterns("checkpoints"))
   shutil.rmtree(os.path.join(root, "seed0", "rescue"))
   shutil.rmtree(os.path.join(root, "seed0", "noalign"))
-  files = run_report.render(root)
+  files = report_page.render(root)
   assert png_size(files["margin_trajectories.png"]) == figures.figure_size(1, 1)
   tables = md_tables(open(files["report.md"]).read())
   assert [r["variant"] for r in tables["Means over seeds"]] == ["full", "full"]
@@ -111,7 +111,7 @@ def test_report_from_a_partial_directory(protocol_dir, tmp_path):
 
 def test_report_of_an_empty_directory_says_so(tmp_path):
   with pytest.raises(ValueError, match="no finished run"):
-    run_report.render(str(tmp_path))
+    report_page.render(str(tmp_path))
 
 
 def _events(logdir: str) -> dict[tuple[int, str], float]:
@@ -142,7 +142,8 @@ def test_tensorboard_holds_the_scalars_of_metrics_jsonl(protocol_dir, phase):
 
 
 def test_missing_tensorboardx_names_the_extra(monkeypatch):
-  from certvae_jax import train, writers  # pylint: disable=import-outside-toplevel
+  from certvae_jax import train  # pylint: disable=import-outside-toplevel
+  from certvae_jax.training import writers
   monkeypatch.setattr(writers, "_has_tensorboardx", lambda: False)
   c = tiny_config()
   c.log.tensorboard = True

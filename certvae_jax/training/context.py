@@ -13,15 +13,11 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from certvae_jax import (
-  config as config_lib,
-  data as data_lib,
-  hooks as hooks_lib,
-  losses,
-  row_teacher,
-  writers as writers_lib,
-)
+from certvae_jax import data as data_lib, row_teacher
+from certvae_jax.configs import schema
 from certvae_jax.models.vae import build_model
+from certvae_jax.objectives import terms as losses
+from certvae_jax.training import hooks as hooks_lib, writers as writers_lib
 
 
 class Context(NamedTuple):
@@ -38,7 +34,7 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
   Raises:
     ValueError: naming the config field or data problem.
   """
-  config_lib.validate(config)
+  schema.validate(config)
   data = data_lib.load_dataset(config.data.source, test_fraction=config.data.test_fraction,
                                split_seed=config.data.split_seed,
                                data_dir=config.data.data_dir or None)

@@ -23,15 +23,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from certvae_jax import (
   data as data_lib,
   distributed,
-  guard_objective,
   objectives,
-  step as step_lib,
   teacher as teacher_lib,
 )
-from certvae_jax.checkpoint import Checkpointer
 from certvae_jax.evaluation import recon_check
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
 from certvae_jax.rng_streams import OBJECTIVE_PARAMS_CODE
+from certvae_jax.training import extensions, step as step_lib
+from certvae_jax.training.checkpoint import Checkpointer
 
 _log = logging.getLogger(__name__)
 
@@ -60,24 +59,19 @@ class Engine:
   def optimizer(self) -> optax.GradientTransformation:
     return self._cached(("tx",), lambda: optax.adam(self.config.train.learning_rate))
 
-  def objective(self, name: str, k: int, guarded: bool = False) -> objectives.Objective:
-    """The registered objective ``name``; ``guarded``: with the training guard's changes
-    (:func:`certvae_jax.guard_objective.guarded`: student-first, and the barrier when
-    ``guard.policy='barrier'``)."""
-    if not guarded:
-      return self._cached(("objective", name, k),
-                          lambda: objectives.build(name, self.model(k), self.config))
-    g = self.config.guard
-    kappa = float(g.kappa) if g.policy == "barrier" else 0.0
-    return self._cached(("guarded", name, k), lambda: guard_objective.guarded(
-        self.objective(name, k), tau=float(self.config.eval.tau), kappa=kappa,
-        floor=float(g.barrier_floor)))
+  def objective(self, name: str, k: int) -> objectives.Objective:
+    """The registered objective ``name``."""
+    return self._cached(("objective", name, k),
+                        lambda: objectives.build(name, self.model(k), self.config))
 
   def train_step(self, name: str, k: int, schedule: step_lib.WeightSchedule | None = None,
-                 guarded: bool = False):
-    """The objective's jitted step (state donated)."""
-    return self._cached(("step", name, k, schedule, guarded), lambda: step_lib.make_train_step(
-        self.objective(name, k, guarded), self.optimizer(),
+                 plans: tuple[extensions.PhasePlan, ...] = ()):
+    """The jitted step (state donated) of the objective as the phase's extension plans
+    change it."""
+    # A plan's objective depends on the run's config (fixed here) and on what it is.
+    key = ("step", name, k, schedule, tuple((type(p).__name__, p.tag) for p in plans))
+    return self._cached(key, lambda: step_lib.make_train_step(
+        extensions.transform(self.objective(name, k), plans), self.optimizer(),
         bool(self.config.train.skip_nonfinite), schedule))
 
   def eval_step(self, name: str, k: int):

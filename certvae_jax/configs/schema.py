@@ -1,4 +1,4 @@
-"""Run configs: finding a config file, and checking one once, section by section.
+"""The one config schema: every field of a run config, checked once, section by section.
 
 A run reads a ``ml_collections.ConfigDict`` with the sections ``data``, ``model``,
 ``warmup``, ``teacher``, ``train``, ``eval`` and ``protocol`` (see
@@ -9,12 +9,10 @@ fails in a second with a message naming the field, never after an hour of traini
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import ml_collections
 
-from certvae_jax import configs, guard
 from certvae_jax.certificate.validation import (
   boolean,
   choices_tuple,
@@ -30,20 +28,6 @@ from certvae_jax.certificate.validation import (
   positive_int,
   unit_interval,
 )
-from certvae_jax.modes import BASELINES
-from certvae_jax.teacher import COVARIANCE_TYPES, pca_dims
-
-
-def resolve_config_path(spec: str) -> str:
-  """``--config`` value -> a config file path (the ``:arg`` suffix kept).
-
-  A bare shipped name (``digits``, ``digits:smoke``, ``cifar100``, ...) resolves to the
-  file inside the installed package; anything else is a path, returned unchanged.
-  """
-  name, sep, arg = spec.partition(":")
-  if name in configs.NAMES and not os.path.exists(name):
-    return os.path.join(configs.DIRECTORY, name + ".py") + sep + arg
-  return spec
 
 
 def teacher_kind(name: str, value: Any) -> None:
@@ -52,6 +36,29 @@ def teacher_kind(name: str, value: Any) -> None:
   if not (isinstance(value, str) and value.startswith("npz:") and len(value) > 4):
     raise ValueError(f"{name}: expected 'gmm', 'label_smoothed' or 'npz:PATH' (rows 'train' "
                      f"and 'test' of your own teacher), got {value!r}")
+
+
+# The values a field may take, where the code that reads the field imports them from here.
+# scikit-learn's GaussianMixture covariance types (teacher.covariance_types).
+COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
+# The training guard's policies (paper 1, appendices G and H; see certvae_jax.guard).
+GUARD_POLICIES = ("off", "raise", "rollback", "barrier")
+# Paper 1's baselines, each a mode (baselines.methods).
+BASELINES = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits", "vq_vae", "gmvae")
+
+
+def pca_dims(features: Any, name: str = "feature_space") -> int | None:
+  """``None`` for ``'mu'`` (the GMM on the encoder means), ``N`` for ``'pca:N'``.
+
+  Raises:
+    ValueError: any other value, naming ``name``.
+  """
+  if features == "mu":
+    return None
+  kind, _, n = str(features).partition(":")
+  if kind == "pca" and n.isdigit() and int(n) >= 1:
+    return int(n)
+  raise ValueError(f"{name}: expected 'mu' or 'pca:N' with an integer N >= 1, got {features!r}")
 
 
 # -- the sections --------------------------------------------------------------------
@@ -89,6 +96,13 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "model": {"decoder_reads_teacher": boolean},
     "data": {"on_device": boolean},
     "log": {"tensorboard": boolean},
+    "guard": {
+        "policy": one_of(*GUARD_POLICIES), "every": positive_int, "gamma": non_negative,
+        "gamma_release": non_negative, "factor": positive, "max_lambda": positive,
+        "student_first": boolean, "kappa": non_negative, "barrier_floor": positive,
+        "max_rollbacks": non_negative_int, "student_first_steps": non_negative_int,
+        "fraction": open_unit_interval,
+    },
     "baselines": {
         "methods": choices_tuple(BASELINES),
         "beta": non_negative,
@@ -116,4 +130,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for section, fields in SECTIONS.items():
     for field, check in fields.items():
       check(f"config.{section}.{field}", config[section][field])
-  guard.check_settings(config.guard)
+  _check_guard(config.guard)
+
+
+def _check_guard(guard: ml_collections.ConfigDict) -> None:
+  """The guard's fields against each other (each was checked alone above)."""
+  if guard.gamma_release < guard.gamma:
+    raise ValueError(f"config.guard.gamma_release: must be >= guard.gamma ({guard.gamma}), "
+                     f"got {guard.gamma_release}")
+  if guard.factor <= 1:
+    raise ValueError(f"config.guard.factor: the weight is multiplied by it; expected > 1, "
+                     f"got {guard.factor}")
+  if guard.policy == "barrier" and guard.kappa <= 0:
+    raise ValueError("config.guard.kappa: the barrier policy needs kappa > 0")

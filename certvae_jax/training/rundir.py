@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 import ml_collections
 
 from certvae_jax import distributed
-from certvae_jax.checkpoint import Checkpointer, IncompatibleCheckpoint
+from certvae_jax.training.checkpoint import Checkpointer, IncompatibleCheckpoint
 
 LOCK_NAME = ".lock"
 _log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def fingerprint(config: ml_collections.ConfigDict, stage: str,
 
   Returns:
     ``{"fingerprint": hash, "fingerprint_fields": {name: value}}``; the fields let a
-    mismatch name what differs (see :func:`certvae_jax.checkpoint.check_compatible`).
+    mismatch name what differs (see :func:`certvae_jax.training.checkpoint.check_compatible`).
   """
   fields = {"stage": stage, "seed": config.seed}
   fields.update(_flat("data", {k: v for k, v in config.data.to_dict().items()

@@ -1,0 +1,324 @@
+"""The papers' protocols over several seeds, and paper 2's KL-weight stress test.
+
+Paper 1 (section 4; ``config.protocol.variants = ('full', 'noalign', 'rescue')``): for
+each seed, warm-up, teacher search, then ``full``, ``noalign`` and ``rescue``
+(restarted exactly from ``noalign``'s final checkpoint), all against the seed's one
+teacher artifact. Seeds whose teacher search found no feasible candidate are stress
+cases: listed, but kept out of the means (paper 1, appendix E.5).
+
+Paper 2 (``configs/digits_simplex.py``; variants ``vae``, ``full`` = RST-VAE,
+``rst_prefit``): the same loop, reported with paper 2's columns and the analytic code
+energy ``E*`` and escape force of the teacher.
+
+Writes ``protocol.json`` (one row per seed x variant x split) and ``protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+
+from certvae_jax import simplex, train as train_lib
+from certvae_jax.training import modes, phase_loop
+
+ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
+            "certified", "psnr", "active_units", "kl", "rec", "probe_accuracy",
+            "mean_sq_norm_mu", "mi_estimate", "tau_sensitivity", "bounds", "recon_alignment",
+            "recon_margin", "witness_recon_kl", "posthoc_margin", "posthoc_student_mi",
+            "posthoc_certified")
+DISPLAY = {"vae": "VAE", "full": "full", "noalign": "noalign", "rescue": "rescue",
+           "rst_prefit": "RST-prefit"}
+
+
+def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
+  """Paper 2's teacher quantities for a simplex-witness run: ``E*`` and the escape force.
+
+  Empty for other heads, or for teachers with zero entries (``E*`` needs ``log T``).
+  """
+  cfg = runner.config
+  if cfg.model.head != "simplex":
+    return {}
+  t_train, _ = runner.teacher_targets()
+  beta, lam = float(cfg.model.witness_beta), float(cfg.train.lambda_ts)
+  ef = simplex.escape_force(t_train, beta, lam)
+  out = {"escape_force_mean_sq": ef.closed_form}
+  if (np.asarray(t_train) > 0).all():
+    out["analytic_code_energy"] = simplex.analytic_code_energy(t_train, beta)
+  return out
+
+
+def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
+                 target: str = "live", overwrite: bool = False,
+                 fresh: bool = False) -> list[dict[str, Any]]:
+  """Runs every seed and variant (reusing finished runs, resuming interrupted ones) and
+  writes the tables. Each row says whether its run was ``reused``.
+
+  Args:
+    config: the run config; ``config.seed`` is replaced by each seed.
+    root: directory holding ``seed<s>/`` workdirs and the protocol tables.
+    seeds: the seeds to run.
+    target: ``'live'`` or ``'fixed'`` teacher targets.
+    overwrite: clear seed workdirs made by an incompatible run instead of refusing.
+    fresh: refuse seed workdirs that already hold runs, instead of reusing them.
+
+  Returns:
+    The rows written to ``protocol.json``.
+  """
+  if not seeds:
+    raise ValueError("seeds: expected at least one seed")
+  if fresh:
+    refuse_existing([seed_workdir(root, seed) for seed in seeds])
+  variants = tuple(config.protocol.variants)
+  for v in variants:
+    if v not in modes.CLI_MODES or v == "warmup":
+      raise ValueError(f"config.protocol.variants: unknown variant {v!r}")
+  rows = []
+  for seed in seeds:
+    runner = train_lib.Runner(with_seed(config, seed), seed_workdir(root, seed),
+                              overwrite=overwrite)
+    for variant in variants:
+      rows.extend(_rows(runner, variant, target))
+  paper2 = config.model.head == "simplex"
+  write_tables(root, table_stem(config, target), rows,
+               paper2_table(rows) if paper2 else markdown_table(rows, variants))
+  return rows
+
+
+def table_stem(config: ml_collections.ConfigDict, target: str = "live") -> str:
+  """The protocol tables' file stem in the root: ``protocol[_guard_<policy>][_fixed]``.
+
+  A guarded protocol's tables sit beside the unguarded ones, never over them.
+  """
+  guard = "" if config.guard.policy == "off" else f"_guard_{config.guard.policy}"
+  return "protocol" + guard + ("" if target == "live" else "_fixed")
+
+
+def refuse_existing(workdirs: Sequence[str]) -> None:
+  for wd in workdirs:
+    if os.path.isdir(wd) and any(name != ".lock" for name in os.listdir(wd)):
+      raise ValueError(f"--fresh: {wd!r} already holds runs; use another --workdir, or drop "
+                       "--fresh to reuse them")
+
+
+def reuse_report(rows: Sequence[dict[str, Any]]) -> str:
+  """One line each for the runs reused and the runs made, e.g. ``reused: seed 0 full``."""
+  done = {(r["seed"], r["variant"], r["reused"]) for r in rows}
+  out = []
+  for reused, word in ((True, "reused (finished before)"), (False, "ran")):
+    runs = sorted((s, v) for s, v, flag in done if flag == reused)
+    if runs:
+      out.append(f"{word}: " + ", ".join(f"seed {s} {v}" for s, v in runs))
+  return "\n".join(out)
+
+
+def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.seed = int(seed)
+  return cfg
+
+
+def seed_workdir(root: str, seed: int) -> str:
+  """A seed's run directory under a protocol root: ``ROOT/seed<s>``."""
+  return os.path.join(root, f"seed{seed}")
+
+
+def run_phase(runner: train_lib.Runner, mode: str, target: str = "live"
+              ) -> tuple[str, bool, dict[str, Any]]:
+  """Runs ``mode`` in the runner's workdir, or reuses its finished run:
+  ``(phase, reused, summary)``. The one per-seed step of every table over seeds."""
+  phase = phase_loop.phase_name(runner.config, mode, target)
+  reused = runner.dir.read_summary(phase) is not None
+  return phase, reused, runner.run_mode(mode, target)
+
+
+def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str, Any]]:
+  phase, reused, summary = run_phase(runner, variant, target)
+  qc = runner.teacher_info["selected_scores"]
+  geometry = teacher_geometry(runner)
+  rows = []
+  for split in ("train", "test"):
+    row = {"seed": int(runner.config.seed), "variant": variant, "phase": phase,
+           "split": split, "guard_interventions": summary.get("guard_interventions"),
+           "target": target, "step": summary["step"], "stress_case": summary["stress_case"],
+           "teacher_id": summary["teacher_id"], "teacher_qc": qc,
+           "collapse": summary.get("collapse"),
+           "alpha_kl": float(runner.config.train.alpha_kl), "reused": reused, **geometry}
+    row.update({k: summary[split].get(k) for k in ROW_KEYS})
+    rows.append(row)
+  return rows
+
+
+def write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: str) -> None:
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, f"{stem}.json"), "w") as fh:
+    json.dump(rows, fh, indent=1)
+  with open(os.path.join(root, f"{stem}.md"), "w") as fh:
+    fh.write(markdown)
+
+
+def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
+                  alphas: Sequence[float], overwrite: bool = False,
+                  fresh: bool = False) -> list[dict[str, Any]]:
+  """Paper 2's KL-weight stress test: RST-VAE (``full``) at several ``alpha_KL``.
+
+  Does the certificate stay positive as the KL weight grows? Beside each measured
+  margin it reports the escape force (which does not depend on ``alpha_KL``) and the
+  energy balance at the analytic code, ``lambda_TS * I_T - alpha_KL * E*``: the
+  alignment a perfect code gains against the KL it costs (our heuristic predictor;
+  the decoder's side of the trade-off is left out). Writes ``kl_stress.json`` / ``.md``.
+  """
+  if not alphas:
+    raise ValueError("kl_stress: expected at least one KL weight")
+  if fresh:
+    refuse_existing([os.path.join(root, f"alpha{float(a):g}", f"seed{s}")
+                      for a in alphas for s in seeds])
+  rows = []
+  for alpha in alphas:
+    if not np.isfinite(alpha) or alpha < 0:
+      raise ValueError(f"kl_stress: KL weights must be finite and >= 0, got {alpha}")
+    for seed in seeds:
+      cfg = with_seed(config, seed)
+      cfg.train.alpha_kl = float(alpha)
+      runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"),
+                                overwrite=overwrite)
+      rows.extend(_rows(runner, "full", "live"))
+  write_tables(root, "kl_stress", rows, kl_stress_table(rows, float(config.train.lambda_ts)))
+  return rows
+
+
+def kl_stress_table(rows: list[dict[str, Any]], lambda_ts: float) -> str:
+  """Means over seeds per KL weight, with the predictors of :func:`run_kl_stress`."""
+  out = ("| alpha_KL | split | seeds | G_T (bare) | certified | active units | E‖mu‖² | "
+         "escape force ||F||^2 | lambda_TS I_T - alpha_KL E* |\n"
+         "|---|---|---|---|---|---|---|---|---|\n")
+  for alpha in sorted({r["alpha_kl"] for r in rows}):
+    for split in ("train", "test"):
+      sel = [r for r in rows if r["alpha_kl"] == alpha and r["split"] == split]
+      g = np.array([r["bare_margin"] for r in sel], float)
+      balance = "-"
+      if "analytic_code_energy" in sel[0]:
+        gain = np.mean([lambda_ts * r["teacher_mi"] for r in sel])
+        balance = f"{gain - alpha * sel[0]['analytic_code_energy']:+.3f}"
+      out += (f"| {alpha:g} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
+              f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
+              f"{np.mean([r['active_units'] for r in sel]):.1f} | "
+              f"{np.mean([r['mean_sq_norm_mu'] for r in sel]):.2f} | "
+              f"{sel[0].get('escape_force_mean_sq', float('nan')):.3f} | {balance} |\n")
+  return out
+
+
+def mean_std(values: Sequence[float]) -> str:
+  v = np.asarray(values, float)
+  return f"{v.mean():+.3f} ± {v.std():.3f}"
+
+
+def _fmt(v: Any, spec: str = "+.3f") -> str:
+  if v is None:
+    return "-"
+  if isinstance(v, bool):
+    return "yes" if v else "no"
+  return format(v, spec)
+
+
+def paper2_table(rows: list[dict[str, Any]]) -> str:
+  """Paper 2's columns (its MNIST table), means ± std over seeds, per split."""
+  out = ("| model | split | seeds | I_T | L_TS | G_T | certified | rec. | KL | E‖mu‖² | AU "
+         "| E* |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+  variants = list(dict.fromkeys(r["variant"] for r in rows))
+  for variant in variants:
+    for split in ("train", "test"):
+      sel = [r for r in rows if r["variant"] == variant and r["split"] == split]
+      mean = lambda key: np.mean([r[key] for r in sel])  # noqa: E731
+      g = np.array([r["bare_margin"] for r in sel], float)
+      energy = sel[0].get("analytic_code_energy")
+      out += (f"| {'RST-VAE' if variant == 'full' else DISPLAY[variant]} | {split} | {len(sel)} "
+              f"| {mean('teacher_mi'):.4f} | {mean('alignment'):.4f} | {g.mean():+.4f} ± "
+              f"{g.std():.4f} | {sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
+              f"{mean('rec'):.2f} | {mean('kl'):.2f} | {mean('mean_sq_norm_mu'):.2f} | "
+              f"{mean('active_units'):.1f} | {_fmt(energy, '.4f')} |\n")
+  return out + ("\nG_T = I_T - L_TS (no tau), as in paper 2; `certified` uses G_tau > 0 with "
+                "tau = 0.05. rec. is the Bernoulli negative log-likelihood per image (nats).\n")
+
+
+def markdown_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
+  """Per-seed rows, then means over the feasible seeds (stress cases apart)."""
+  head = ("| seed | variant | split | I_T | L_TS | G_tau | certified | I_S | post-hoc G_tau | "
+          "collapse | PSNR | AU | probe acc | stress |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+  lines = [f"| {r['seed']} | {r['variant']} | {r['split']} | {_fmt(r['teacher_mi'], '.3f')} | "
+           f"{_fmt(r['alignment'], '.3f')} | {_fmt(r['margin'])} | {_fmt(r['certified'])} | "
+           f"{_fmt(r['student_mi'], '.3f')} | {_fmt(r.get('posthoc_margin'))} | "
+           f"{r.get('collapse') or '-'} | {_fmt(r['psnr'], '.2f')} | {r['active_units']} | "
+           f"{_fmt(r['probe_accuracy'], '.3f')} | {_fmt(r['stress_case'])} |" for r in rows]
+  out = head + "\n".join(lines) + "\n"
+  feasible = [r for r in rows if not r["stress_case"]]
+  if feasible:
+    out += ("\nMeans over feasible seeds (± standard deviation):\n\n"
+            "| variant | split | seeds | G_tau | certified | I_S | post-hoc G_tau | "
+            "active units |\n|---|---|---|---|---|---|---|---|\n")
+    for variant in variants:
+      for split in ("train", "test"):
+        sel = [r for r in feasible if r["variant"] == variant and r["split"] == split]
+        if not sel:
+          continue
+        g = np.array([r["margin"] for r in sel], float)
+        i_s = np.array([r["student_mi"] for r in sel], float)
+        au = np.array([r["active_units"] for r in sel], float)
+        post = [r["posthoc_margin"] for r in sel if r.get("posthoc_margin") is not None]
+        out += (f"| {variant} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
+                f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | {i_s.mean():.3f} | "
+                f"{mean_std(post) if post else '-'} | {au.mean():.1f} |\n")
+  out += bounds_table(feasible, variants) + recon_table(feasible, variants)
+  stress = sorted({r["seed"] for r in rows if r["stress_case"]})
+  if stress:
+    out += f"\nStress-case seeds (no feasible teacher; not pooled): {stress}\n"
+  return out
+
+
+def _mean_std(values: Sequence[float]) -> str:
+  v = np.array(values, float)
+  return f"{v.mean():+.3f} ± {v.std():.3f}"
+
+
+def bounds_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
+  """The test split's margin and its population lower bounds, means over seeds."""
+  sel = {v: [r for r in rows if r["variant"] == v and r["split"] == "test" and r.get("bounds")]
+         for v in variants}
+  if not any(sel.values()):
+    return ""
+  first = next(r for v in variants for r in sel[v])["bounds"]
+  out = (f"\nTest split: the margin on these rows and its lower bounds for the population at "
+         f"confidence {1 - first['delta']:g} ({first['num_resamples']} bootstrap resamples; "
+         f"distribution-free for the witness floored at eta = {first['student_floor']:g}):\n\n"
+         "| variant | n | G_tau on the test rows | bootstrap bound | distribution-free bound |\n"
+         "|---|---|---|---|---|\n")
+  for v in variants:
+    b = [r["bounds"] for r in sel[v]]
+    if b:
+      out += (f"| {v} | {b[0]['n']} | {_mean_std([x['sample'] for x in b])} | "
+              f"{_mean_std([x['bootstrap'] for x in b])} | "
+              f"{_mean_std([x['distribution_free'] for x in b])} |\n")
+  return out
+
+
+def recon_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
+  """The reconstruction-side diagnostics (never a certificate), means over seeds."""
+  sel = [r for r in rows if r.get("recon_alignment") is not None]
+  if not sel:
+    return ""
+  out = ("\nReconstruction side (diagnostics, not a certificate): L_rec = mean KL(T(x) || "
+         "T(x_hat)), its margin I_T - tau - L_rec, and mean KL(s(mu) || T(x_hat)):\n\n"
+         "| variant | split | L_rec | reconstruction margin | KL(s ‖ T(x_hat)) |\n"
+         "|---|---|---|---|---|\n")
+  for v in variants:
+    for split in ("train", "test"):
+      part = [r for r in sel if r["variant"] == v and r["split"] == split]
+      if part:
+        out += (f"| {v} | {split} | {_mean_std([r['recon_alignment'] for r in part])} | "
+                f"{_mean_std([r['recon_margin'] for r in part])} | "
+                f"{_mean_std([r['witness_recon_kl'] for r in part])} |\n")
+  return out

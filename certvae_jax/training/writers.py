@@ -1,0 +1,202 @@
+"""Metric writers: where a run's scalars go.
+
+A writer has CLU's ``metric_writers`` methods (``write_scalars(step, scalars)``,
+``flush()``, ``close()``) without depending on CLU, whose writers import TensorFlow.
+Scalars are flat ``{name: float}`` dicts with ``/``-separated names:
+``train_step/loss`` (the training step's terms, every ``train.log_every`` steps),
+``train/margin`` and ``test/margin`` (the certificate and diagnostics of each
+evaluation), and so on. The run writes one call per step, so a step's row is whole.
+
+``metrics.jsonl`` is one writer (:class:`JsonLinesWriter`). Another plugs in by name::
+
+    writers.register("mine", lambda phase_dir: MyWriter(phase_dir))
+
+and ``--config.train.writers=jsonl,mine`` (or ``train.train(..., writers=[...])``).
+``tensorboard`` (:class:`TensorBoardWriter`) ships too; ``--config.log.tensorboard=True``
+adds it. Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from certvae_jax import plugins
+
+
+class MetricWriter(Protocol):
+  """What a run calls; CLU's ``MetricWriter`` names."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    ...
+
+  def flush(self) -> None:
+    ...
+
+  def close(self) -> None:
+    ...
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """Nested metrics -> flat scalars: dicts and lists become ``/``-joined names.
+
+  Booleans become 0.0 / 1.0; ``None`` and strings are left out.
+  """
+  out: dict[str, float] = {}
+  for key, value in tree.items():
+    name = f"{prefix}/{key}" if prefix else str(key)
+    if isinstance(value, Mapping):
+      out.update(flatten(value, name))
+    elif isinstance(value, (list, tuple)):
+      out.update(flatten({str(i): v for i, v in enumerate(value)}, name))
+    elif isinstance(value, (bool, np.bool_)):
+      out[name] = float(value)
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+      out[name] = float(value)
+  return out
+
+
+class JsonLinesWriter:
+  """``metrics.jsonl``: one JSON object per written step, ``{"step": s, name: value, ...}``.
+
+  Appends, so that a resumed run continues the file (after :func:`truncate_jsonl` drops
+  the rows past the checkpoint it resumes from). The file is opened for each row, so a
+  truncation between rows is always seen. Non-finite values are written as JSON's
+  ``NaN`` / ``Infinity`` (Python's ``json`` reads them back).
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    with open(self.path, "a") as fh:
+      fh.write(json.dumps({"step": int(step), **scalars}) + "\n")
+
+  def write_event(self, step: int, event: Mapping[str, Any]) -> None:
+    """One event row, ``{"step": s, "event": kind, ...}`` (strings kept)."""
+    self.write_scalars(step, event)
+
+  def flush(self) -> None:
+    """Rows are written when given; nothing is held back."""
+
+  def close(self) -> None:
+    """Nothing stays open between rows."""
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The rows of a ``metrics.jsonl`` (empty if the file does not exist)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as fh:
+    return [json.loads(line) for line in fh if line.strip()]
+
+
+def truncate_jsonl(path: str, last_step: int, resuming: bool = True) -> None:
+  """Keeps the rows up to ``last_step`` (left by a run that died after writing them).
+
+  A rollback's event row sits at the step it rolled back to (``rollback_to``). The
+  checkpoint of that step was saved before the rollback, so a run resuming from it
+  replays the rollback and writes the row again: ``resuming`` drops such rows at
+  ``last_step``. A rollback inside the run (``resuming=False``) keeps them.
+  """
+  if not os.path.exists(path):
+    return
+
+  def keep(row: dict[str, Any]) -> bool:
+    if resuming and "rollback_to" in row and row["step"] == last_step:
+      return False
+    return row["step"] <= last_step
+
+  with open(path) as fh:
+    rows = [line for line in fh if line.strip() and keep(json.loads(line))]
+  with open(path + ".tmp", "w") as fh:
+    fh.writelines(rows)
+  os.replace(path + ".tmp", path)
+
+
+TENSORBOARD_EXTRA = 'pip install -e ".[tensorboard]"'
+
+
+def _has_tensorboardx() -> bool:
+  return importlib.util.find_spec("tensorboardX") is not None
+
+
+def require_tensorboard(field: str = "config.log.tensorboard") -> None:
+  """Raises ``ValueError`` naming the extra when tensorboardX is not installed."""
+  if not _has_tensorboardx():
+    raise ValueError(f"{field}: TensorBoard event files need tensorboardX, which is not "
+                     f"installed: {TENSORBOARD_EXTRA} (or pip install tensorboardX)")
+
+
+class TensorBoardWriter:
+  """TensorBoard event files in the phase directory, the same scalars as ``metrics.jsonl``.
+
+  Uses ``tensorboardX`` (neither TensorFlow nor PyTorch needed). The file is opened at
+  the first row with ``purge_step`` set to that row's step, so a resumed run's events
+  replace those a killed run wrote past its checkpoint, as ``metrics.jsonl`` is
+  truncated.
+  """
+
+  def __init__(self, logdir: str):
+    require_tensorboard()
+    self.logdir = logdir
+    self._writer = None
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if self._writer is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._writer = SummaryWriter(self.logdir, purge_step=int(step), flush_secs=30)
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, float(value), int(step))
+
+  def flush(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+
+WriterFactory = Callable[[str], MetricWriter]
+_REGISTRY = plugins.Registry("config.train.writers", "writer", {
+    "jsonl": lambda phase_dir: JsonLinesWriter(os.path.join(phase_dir, "metrics.jsonl")),
+    "tensorboard": TensorBoardWriter,
+})
+
+
+def register(name: str, factory: WriterFactory) -> None:
+  """Registers ``factory(phase_dir) -> MetricWriter`` for ``config.train.writers``."""
+  _REGISTRY.register(name, factory)
+
+
+def check_names(names: Any) -> None:
+  """Raises ``ValueError`` unless every name is registered or an import path that loads."""
+  _REGISTRY.check(names)
+
+
+def run_writer_names(config: Any) -> str:
+  """``config.train.writers``, plus ``tensorboard`` when ``config.log.tensorboard``."""
+  names = str(config.train.writers)
+  log = config.get("log")
+  if log is not None and log.get("tensorboard") and "tensorboard" not in names.split(","):
+    names = f"{names},tensorboard" if names else "tensorboard"
+  return names
+
+
+def create(names: Any, phase_dir: str) -> list[MetricWriter]:
+  """The writers named in ``config.train.writers`` for one phase directory.
+
+  Each name is registered (:func:`register`) or an import path ``package.module:Name``
+  of a writer class or factory, called with the phase directory.
+
+  Raises:
+    ValueError: an unknown name or a path that does not load.
+  """
+  return _REGISTRY.create(names, phase_dir)

@@ -10,6 +10,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = sorted(glob.glob(os.path.join(ROOT, "certvae_jax", "**", "*.py"), recursive=True))
 SUBPACKAGES = ["certvae_jax.certificate", "certvae_jax.evaluation", "certvae_jax.models",
+               "certvae_jax.teachers", "certvae_jax.objectives", "certvae_jax.guard",
+               "certvae_jax.baselines", "certvae_jax.experiments",
                "certvae_jax.training",
                "certvae_jax.simplex"]
 

@@ -7,8 +7,8 @@ from scipy.special import log_softmax, logsumexp
 from sklearn.mixture import GaussianMixture
 
 from certvae_jax.evaluation import recon_check
-from certvae_jax.frozen_teacher import FrozenTeacher, freeze_sklearn_gmm
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
+from certvae_jax.teachers.frozen import FrozenTeacher, freeze_sklearn_gmm
 from tests.conftest import tiny_config
 
 K = 4

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture
 
-from certvae_jax import artifact, certificate, teacher
+from certvae_jax import certificate, teacher
+from certvae_jax.teachers import artifact
 from configs import digits
 
 

@@ -139,7 +139,7 @@ def test_rescue_continues_exactly_from_noalign_final_state(workdir):
   assert meta["lambda_ts"] == cfg.train.lambda_ts
   weights = modes.get("rescue").weights(cfg)
   step_fn = runner.engine.train_step("teacher_guided", 10)
-  advance = runner.engine.stepper("replay", step_fn, meta["data_seed"], runner.teachers.teacher,
+  advance = runner.engine.stepper("replay", step_fn, meta["data_seed"], runner.teachers.function,
                                   None, 10)
   state = noalign.replace(weights=runner.engine.put_weights(weights))
   for t in range(cfg.train.steps, 2 * cfg.train.steps):

@@ -29,15 +29,6 @@ from certvae_jax.certificate.validation import (
   unit_interval,
 )
 
-
-def teacher_kind(name: str, value: Any) -> None:
-  if value in ("gmm", "label_smoothed"):
-    return
-  if not (isinstance(value, str) and value.startswith("npz:") and len(value) > 4):
-    raise ValueError(f"{name}: expected 'gmm', 'label_smoothed' or 'npz:PATH' (rows 'train' "
-                     f"and 'test' of your own teacher), got {value!r}")
-
-
 # The values a field may take, where the code that reads the field imports them from here.
 # scikit-learn's GaussianMixture covariance types (teacher.covariance_types).
 COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
@@ -66,7 +57,6 @@ def pca_dims(features: Any, name: str = "feature_space") -> int | None:
 SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "warmup": {"steps": positive_int, "alpha_kl": non_negative},
     "teacher": {
-        "kind": teacher_kind,
         "eps": unit_interval,
         "components": non_empty_tuple(lambda k: is_int(k) and k >= 2, "an integer K >= 2"),
         "covariance_types": choices_tuple(COVARIANCE_TYPES),
@@ -117,11 +107,24 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
 }
 
 
+# The teacher search's fields: certvae_jax.teacher.fit_teacher's keyword for each
+# config.teacher field that sets it (the same name, but for two keywords that predate
+# the config fields), each checked by SECTIONS["teacher"] under the keyword's name.
+TEACHER_SEARCH = {
+    "num_components": "components", "covariance_types": "covariance_types", "seeds": "seeds",
+    "max_iter": "max_iter", "reg_covar": "reg_covar", "high_margin": "high_margin",
+    "min_mass": "min_mass", "min_mi": "min_mi", "min_mean_margin": "min_mean_margin",
+    "max_hard_balance_kl": "max_hard_balance_kl", "max_soft_usage_kl": "max_soft_usage_kl",
+    "feature_space": "features",
+}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every value a run depends on, section by section (see :data:`SECTIONS`).
 
   The model and data sections are checked further where they are used (the model is
-  built, the data loaded) before any training.
+  built, the data loaded) before any training; so is ``teacher.kind``, by the registry of
+  teacher kinds (:func:`certvae_jax.teachers.kinds.parse`), which a plug-in may extend.
 
   Raises:
     ValueError: naming the config field and the problem.

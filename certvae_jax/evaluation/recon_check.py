@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from certvae_jax import data as data_lib
-from certvae_jax.frozen_teacher import FrozenTeacher, teacher_logits
 from certvae_jax.models.vae import TeacherGuidedVAE
+from certvae_jax.teachers.frozen import FrozenTeacher, teacher_logits
 
 PER_EXAMPLE = ("recon_teacher_kl", "witness_recon_kl")
 

@@ -8,7 +8,8 @@ The modes of the papers (:mod:`~certvae_jax.training.modes`); the pure step
 (:mod:`~certvae_jax.training.checkpoint`, :mod:`~certvae_jax.training.rundir`); the
 teacher stage (:mod:`~certvae_jax.training.teacher_stage`); one phase
 (:mod:`~certvae_jax.training.phase_loop`) and the run (:mod:`~certvae_jax.training.runner`).
-The entry point is :func:`certvae_jax.train.train`.
+The entry point is :func:`certvae_jax.train.train` (and ``certvae_jax.train.Runner``),
+which registers the built-in plug-ins first (:mod:`certvae_jax.registrations`).
 """
 
 from certvae_jax.training.hooks import Timing
@@ -23,8 +24,7 @@ from certvae_jax.training.loop import (
   TrainingDiverged,
 )
 from certvae_jax.training.modes import Mode
-from certvae_jax.training.runner import Runner
 from certvae_jax.training.writers import MetricWriter
 
-__all__ = ["Event", "Hook", "Loop", "MetricWriter", "Mode", "PhaseFailed", "Restore", "Runner",
+__all__ = ["Event", "Hook", "Loop", "MetricWriter", "Mode", "PhaseFailed", "Restore",
            "SetWeights", "Stop", "Timing", "TrainingDiverged"]

@@ -13,10 +13,11 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from certvae_jax import data as data_lib, row_teacher
+from certvae_jax import data as data_lib
 from certvae_jax.configs import schema
 from certvae_jax.models.vae import build_model
 from certvae_jax.objectives import terms as losses
+from certvae_jax.teachers import kinds
 from certvae_jax.training import hooks as hooks_lib, writers as writers_lib
 
 
@@ -39,23 +40,8 @@ def make_context(config: ml_collections.ConfigDict) -> Context:
                                split_seed=config.data.split_seed,
                                data_dir=config.data.data_dir or None)
   data_lib.steps_per_epoch(len(data.x_train), config.train.batch_size)
-  if config.teacher.kind == "label_smoothed":
-    if data.y_train is None or data.y_test is None:
-      raise ValueError("config.teacher.kind: 'label_smoothed' needs labels (y and y_test) in "
-                       f"the data source {config.data.source!r}")
-    if data.num_classes < 2:
-      raise ValueError("config.teacher.kind: 'label_smoothed' needs at least 2 classes")
-    k = data.num_classes
-  elif row_teacher.npz_path(config.teacher.kind) is not None:
-    train_rows, _ = row_teacher.load_rows(row_teacher.npz_path(config.teacher.kind),
-                                          len(data.x_train), len(data.x_test))
-    k = int(train_rows.shape[1])
-  else:
-    for kk in config.teacher.components:
-      if int(kk) > len(data.x_train):
-        raise ValueError(f"config.teacher.components: K={kk} exceeds the {len(data.x_train)} "
-                         "training examples")
-    k = int(config.teacher.components[0])
+  kind, arg = kinds.parse(config.teacher.kind)
+  k = kind.num_classes(config.teacher, data, arg)
   # A bad model config fails now, before any work.
   build_model(config.model, int(data.x_train.shape[1]), k, data.example_shape)
   losses.reconstruction_nll(config.model.likelihood, float(config.model.gaussian_scale))

@@ -24,7 +24,7 @@ from certvae_jax import (
   data as data_lib,
   distributed,
   objectives,
-  teacher as teacher_lib,
+  teachers as teacher_lib,
 )
 from certvae_jax.evaluation import recon_check
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params

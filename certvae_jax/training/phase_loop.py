@@ -89,21 +89,22 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
   if phase.mode.name == "prefit" and (t_train <= 0).any():
     raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
                      "code takes log T); use a smoothed teacher")
-  live = phase.target == "live" and run.teachers.teacher is not None
+  teacher_fn = run.teachers.function  # T(x); None for a teacher given by its rows
+  live = phase.target == "live" and teacher_fn is not None
   rows, extension_hooks_ = extension_hooks(run, phase, k, t_train)
   step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg), phase.plans)
   advance = engine.stepper(phase.name, step_fn, phase.data_seed,
-                           run.teachers.teacher if live else None, t_train, k, rows)
+                           teacher_fn if live else None, t_train, k, rows)
   eval_step = engine.eval_step(phase.mode.objective, k)
   objective = engine.objective(phase.mode.objective, k)
   d = run.data
   splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
   labels = {"train": d.y_train, "test": d.y_test}
-  # T(x_hat) needs a teacher that is a function of any input: not a label-smoothed one.
+  # T(x_hat) needs a teacher that is a function of any input, not one given by its rows.
   # An objective with parameters of its own (a VQ codebook) decodes its own code, not
   # dec(mu), which the check assumes.
-  probes = ([engine.reconstruction_check(k, run.teachers.teacher)]
-            if cfg.eval.reconstruction_check and run.teachers.teacher is not None
+  probes = ([engine.reconstruction_check(k, teacher_fn)]
+            if cfg.eval.reconstruction_check and teacher_fn is not None
             and objective.init_params is None else [])
 
   def evaluate(st, step):

@@ -18,6 +18,7 @@ import numpy as np
 from certvae_jax import data as data_lib, distributed
 from certvae_jax.evaluation.rescue_diagnostics import rescue_diagnostics
 from certvae_jax.rng_streams import data_seed
+from certvae_jax.teachers.kinds import Teacher
 from certvae_jax.training import extensions, modes, phase_loop
 from certvae_jax.training.checkpoint import check_compatible
 from certvae_jax.training.context import make_context
@@ -63,14 +64,14 @@ class Runner:
   def teacher_info(self) -> dict[str, Any] | None:
     return self.teachers.info
 
-  def ensure_teacher(self):
-    """``(teacher, info)`` of the seed, made when missing (see :mod:`teacher_stage`)."""
+  def ensure_teacher(self) -> Teacher:
+    """The seed's teacher, made when missing (see :mod:`teacher_stage`)."""
     return self.dir.guarded(self.teachers.ensure, on_clear=self.teachers.forget)
 
   @property
   def num_classes(self) -> int:
     """K of the seed's teacher (loads or makes the teacher)."""
-    return int(self.ensure_teacher()[1]["num_components"])
+    return self.ensure_teacher().num_classes
 
   def teacher_targets(self, target: str = "live") -> tuple[np.ndarray, np.ndarray]:
     """The teacher's rows on the train and test splits (making the teacher if needed)."""
@@ -129,8 +130,8 @@ class Runner:
     mode.check(self.config)
     if mode.init == "continue" and not mode.run_source:
       self._require_finished_source(mode, target)
-    _, info = self.ensure_teacher()
-    return self._run(mode, target, self.num_classes, info)
+    teacher = self.ensure_teacher()
+    return self._run(mode, target, teacher.num_classes, teacher.info)
 
   def _warmup_fingerprint(self) -> dict[str, Any]:
     return fingerprint(self.config, "warmup", {"warmup.alpha_kl": self.config.warmup.alpha_kl})

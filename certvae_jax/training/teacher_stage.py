@@ -2,23 +2,24 @@
 
 GMM teacher: warm up the VAE, collect its encoder means on the training split, fit the
 candidate grid on the host (scikit-learn), pick by the QC thresholds, freeze the GMM
-and the warm-up encoder as arrays, and cache ``T_fix`` on the training split. Label-
-smoothed teacher (paper 2): ``(1 - eps) e_y + eps / K`` from the labels, cached on both
-splits. Either way the artifact lives in ``WORKDIR/teacher/`` and every mode of the
-seed shares it.
+and the warm-up encoder as arrays, and cache ``T_fix`` on the training split. A teacher
+given by its rows (label smoothing, paper 2; your own rows): its kind makes the rows of
+both splits (:mod:`certvae_jax.teachers.kinds`), cached as the artifact. Either way the
+artifact lives in ``WORKDIR/teacher/`` and every mode of the seed shares it, read as one
+:class:`~certvae_jax.teachers.kinds.Teacher`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable
 
 import ml_collections
 import numpy as np
 
-from certvae_jax import artifact, data as data_lib, distributed, row_teacher, teacher as teacher_lib
+from certvae_jax import data as data_lib, distributed, teachers as teacher_lib
 from certvae_jax.evaluation.splits import map_batches
+from certvae_jax.teachers import artifact, kinds
 from certvae_jax.training.checkpoint import check_compatible
 from certvae_jax.training.engine import Engine
 from certvae_jax.training.rundir import RunDir, fingerprint
@@ -41,8 +42,8 @@ class TeacherStage:
                rundir: RunDir, engine: Engine, warmup_encoder: Callable[[], Any]):
     self.config, self.data, self.dir, self.engine = config, data, rundir, engine
     self._warmup_encoder = warmup_encoder
-    self.teacher: teacher_lib.FrozenTeacher | None = None
-    self.info: dict[str, Any] | None = None
+    self.kind, self.kind_arg = kinds.parse(config.teacher.kind)
+    self.current: kinds.Teacher | None = None
 
   @property
   def directory(self) -> str:
@@ -50,12 +51,22 @@ class TeacherStage:
 
   def forget(self) -> None:
     """Drops the cached teacher (after ``--overwrite`` cleared the workdir)."""
-    self.teacher = self.info = None
+    self.current = None
 
-  def ensure(self) -> tuple[teacher_lib.FrozenTeacher | None, dict[str, Any]]:
-    """``(teacher, info)``: the teacher is ``None`` for a label-smoothed one."""
-    if self.info is not None:
-      return self.teacher, self.info
+  @property
+  def info(self) -> dict[str, Any] | None:
+    """The teacher artifact's record, once loaded or made."""
+    return None if self.current is None else self.current.info
+
+  @property
+  def function(self) -> teacher_lib.FrozenTeacher | None:
+    """``T(x)`` of the loaded teacher; ``None`` for one given by its rows (or none yet)."""
+    return None if self.current is None else self.current.function
+
+  def ensure(self) -> kinds.Teacher:
+    """The seed's teacher, loaded, or made when the workdir has none."""
+    if self.current is not None:
+      return self.current
     teacher_fp = fingerprint(self.config, "teacher", {"teacher": self._teacher_fields()})
     # Every process must take the same branch below: look only after all arrived, and let
     # nobody write before all have looked.
@@ -63,16 +74,13 @@ class TeacherStage:
     exists = artifact.teacher_exists(self.directory)
     distributed.barrier("teacher-looked")
     if exists:
-      teacher, info = artifact.load_teacher(self.directory)
-      check_compatible(info, teacher_fp, f"the teacher in {self.directory!r}")
-    elif self.config.teacher.kind == "label_smoothed":
-      teacher, info = self._make_label_smoothed(teacher_fp)
-    elif row_teacher.npz_path(self.config.teacher.kind) is not None:
-      teacher, info = self._make_from_rows(teacher_fp)
+      self.current = kinds.load(self.directory)
+      check_compatible(self.current.info, teacher_fp, f"the teacher in {self.directory!r}")
+    elif self.kind.make_rows is not None:
+      self.current = self._make_from_rows(teacher_fp)
     else:
-      teacher, info = self._make_gmm(teacher_fp)
-    self.teacher, self.info = teacher, info
-    return teacher, info
+      self.current = self._make_gmm(teacher_fp)
+    return self.current
 
   def _teacher_fields(self) -> dict[str, Any]:
     """``config.teacher`` for the fingerprint. ``features='mu'`` (the only choice before
@@ -80,40 +88,23 @@ class TeacherStage:
     fields = self.config.teacher.to_dict()
     if fields.get("features") == "mu":
       del fields["features"]
-    path = row_teacher.npz_path(fields["kind"])
-    if path is not None:
-      fields["rows_digest"] = row_teacher.file_digest(path)
+    if self.kind.fingerprint is not None:
+      fields.update(self.kind.fingerprint(self.kind_arg))
     return fields
 
-  def _make_label_smoothed(self, teacher_fp: dict[str, Any]):
-    d, eps = self.data, float(self.config.teacher.eps)
-    k = d.num_classes
-    train_t = teacher_lib.label_smoothed(d.y_train, k, eps)
-    test_t = teacher_lib.label_smoothed(d.y_test, k, eps)
-    info = {**teacher_fp, "seed": self.config.seed, "eps": eps,
-            "stress_case": False, "selected_scores": teacher_lib.score_teacher(train_t)}
+  def _make_from_rows(self, teacher_fp: dict[str, Any]) -> kinds.Teacher:
+    made = self.kind.make_rows(self.config.teacher, self.data, self.kind_arg)
+    info = {**teacher_fp, "seed": self.config.seed, **made.info, "stress_case": False}
     if self.dir.main:
-      artifact.save_label_teacher(self.directory, train_t, test_t, info)
+      artifact.save_rows_teacher(self.directory, made.train, made.test, info,
+                                  kind=self.kind.name)
     distributed.barrier("teacher-saved")
-    teacher, info = artifact.load_teacher(self.directory)
-    _log.info("teacher: label smoothing eps=%s, K=%d, I_T=%.4f", eps, k,
-              info["selected_scores"]["teacher_mi"])
-    return teacher, info
+    teacher = kinds.load(self.directory)
+    _log.info("teacher: %s, K=%d, I_T=%.4f", made.description, teacher.num_classes,
+              teacher.info["selected_scores"]["teacher_mi"])
+    return teacher
 
-  def _make_from_rows(self, teacher_fp: dict[str, Any]):
-    path = row_teacher.npz_path(self.config.teacher.kind)
-    train_t, test_t = row_teacher.load_rows(path, len(self.data.x_train), len(self.data.x_test))
-    info = {**teacher_fp, "seed": self.config.seed, "path": os.path.abspath(path),
-            "stress_case": False, "selected_scores": teacher_lib.score_teacher(train_t)}
-    if self.dir.main:
-      artifact.save_label_teacher(self.directory, train_t, test_t, info, kind="rows")
-    distributed.barrier("teacher-saved")
-    teacher, info = artifact.load_teacher(self.directory)
-    _log.info("teacher: rows from %s, K=%d, I_T=%.4f", path, train_t.shape[1],
-              info["selected_scores"]["teacher_mi"])
-    return teacher, info
-
-  def _make_gmm(self, teacher_fp: dict[str, Any]):
+  def _make_gmm(self, teacher_fp: dict[str, Any]) -> kinds.Teacher:
     encoder_params = self._warmup_encoder()
     k = int(self.config.teacher.components[0])
     features = map_batches(lambda xb: self.engine.encode(k)(encoder_params, xb),
@@ -138,12 +129,13 @@ class TeacherStage:
               "selected_scores": search.candidates[search.selected]["scores"]}
       artifact.save_teacher(self.directory, teacher, info, train_targets=targets)
     distributed.barrier("teacher-saved")
-    teacher, info = artifact.load_teacher(self.directory)
+    teacher = kinds.load(self.directory)
+    info = teacher.info
     sel = info["candidates"][info["selected"]]
     _log.info("teacher: selected K=%d %s seed %d, I_T=%.3f%s", sel["components"],
               sel["covariance_type"], sel["seed"], sel["scores"]["teacher_mi"],
               " (STRESS CASE: no feasible candidate)" if info["stress_case"] else "")
-    return teacher, info
+    return teacher
 
   def split_targets(self, target: str, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Teacher rows of the train and test splits, for evaluation (and fixed targets).
@@ -154,14 +146,13 @@ class TeacherStage:
     if target == "none":
       return (np.full((len(d.x_train), k), 1.0 / k, np.float32),
               np.full((len(d.x_test), k), 1.0 / k, np.float32))
-    if self.teacher is None:  # label-smoothed or saved rows: the rows are the teacher
-      return (artifact.load_train_targets(self.directory),
-              artifact.load_test_targets(self.directory))
+    teacher = self.ensure()
+    if teacher.function is None:  # given by its rows: the rows are the teacher
+      return teacher.cached_rows("train"), teacher.cached_rows("test")
     probs = self.engine.teacher_probs(k)
 
     def live(x):
-      return map_batches(lambda xb: probs(self.teacher, xb), x, self.config.eval.batch_size)
+      return map_batches(lambda xb: probs(teacher.function, xb), x, self.config.eval.batch_size)
 
-    train = (artifact.load_train_targets(self.directory) if target == "fixed"
-             else live(d.x_train))
+    train = teacher.cached_rows("train") if target == "fixed" else live(d.x_train)
     return train, live(d.x_test)

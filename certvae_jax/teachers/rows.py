@@ -18,13 +18,6 @@ import numpy as np
 
 from certvae_jax.certificate.validation import validate_simplex
 
-PREFIX = "npz:"
-
-
-def npz_path(kind: str) -> str | None:
-  """The path of a ``'npz:PATH'`` teacher kind, or None for the other kinds."""
-  return kind[len(PREFIX):] if str(kind).startswith(PREFIX) else None
-
 
 def load_rows(path: str, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
   """The ``train`` and ``test`` rows of ``path``, checked against the split sizes.
@@ -33,7 +26,7 @@ def load_rows(path: str, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndar
     ValueError: a missing or unreadable file, a missing array, wrong shapes, fewer than
       2 classes, or rows off the simplex (naming the array and the problem).
   """
-  where = f"config.teacher.kind: {PREFIX}{path}"
+  where = f"config.teacher.kind: npz:{path}"
   if not os.path.isfile(path):
     raise ValueError(f"{where}: no such file")
   try:

@@ -18,7 +18,7 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 
-from certvae_jax.frozen_teacher import FrozenGMM, FrozenPCA, FrozenTeacher
+from certvae_jax.teachers.frozen import FrozenGMM, FrozenPCA, FrozenTeacher
 
 _ARRAYS = "teacher.npz"
 _INFO = "teacher.json"
@@ -86,7 +86,8 @@ def _atomic_write(path: str, write: Callable[[Any], Any]) -> None:
   os.replace(tmp, path)
 
 
-ROW_KINDS = ("label_smoothed", "rows")  # teachers whose rows on both splits are the artifact
+# Artifacts of 0.2 and before record no "given_by"; these kinds were given by their rows.
+_ROW_KINDS_0_2 = ("label_smoothed", "rows")
 
 
 def _targets_id(train_targets: np.ndarray, test_targets: np.ndarray) -> str:
@@ -97,10 +98,10 @@ def _targets_id(train_targets: np.ndarray, test_targets: np.ndarray) -> str:
   return h.hexdigest()[:16]
 
 
-def save_label_teacher(directory: str, train_targets: np.ndarray, test_targets: np.ndarray,
-                       info: dict[str, Any], kind: str = "label_smoothed") -> str:
+def save_rows_teacher(directory: str, train_targets: np.ndarray, test_targets: np.ndarray,
+                      info: dict[str, Any], kind: str) -> str:
   """Writes a teacher given by its rows on both splits: paper 2's label smoothing
-  (``kind='label_smoothed'``) or a user's saved rows (``kind='rows'``).
+  (``kind='label_smoothed'``), a user's saved rows (``kind='rows'``), or another kind's.
 
   Such a teacher is not a function of ``x`` we can evaluate, so its rows are the
   artifact: ``targets_train.npy`` and ``targets_test.npy``.
@@ -113,7 +114,7 @@ def save_label_teacher(directory: str, train_targets: np.ndarray, test_targets: 
   for name, arr in ((_TARGETS, train_targets), (_TEST_TARGETS, test_targets)):
     _atomic_write(os.path.join(directory, name),
                   lambda fh, a=arr: np.save(fh, np.asarray(a, np.float32)))
-  info = dict(info, teacher_id=tid, kind=kind,
+  info = dict(info, teacher_id=tid, kind=kind, given_by="rows",
               num_components=int(np.shape(train_targets)[1]))
   _atomic_write(os.path.join(directory, _INFO),
                 lambda fh: fh.write(json.dumps(info, indent=1).encode()))
@@ -121,7 +122,7 @@ def save_label_teacher(directory: str, train_targets: np.ndarray, test_targets: 
 
 
 def load_test_targets(directory: str) -> np.ndarray:
-  """The cached test-split rows of a label-smoothed teacher."""
+  """The cached test-split rows of a teacher given by its rows."""
   path = os.path.join(directory, _TEST_TARGETS)
   if not os.path.isfile(path):
     raise ValueError(f"teacher: no test-target cache {path!r}")
@@ -133,7 +134,7 @@ def teacher_exists(directory: str) -> bool:
 
 
 def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
-  """Reads an artifact written by :func:`save_teacher` (or :func:`save_label_teacher`,
+  """Reads an artifact written by :func:`save_teacher` (or :func:`save_rows_teacher`,
   returned as ``(None, info)``) and checks its content hash.
 
   Raises:
@@ -144,7 +145,7 @@ def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
     raise ValueError(f"teacher: no teacher artifact in {directory!r}")
   with open(info_path) as fh:
     info = json.load(fh)
-  if info.get("kind") in ROW_KINDS:
+  if info.get("given_by") == "rows" or info.get("kind") in _ROW_KINDS_0_2:
     found = _targets_id(load_train_targets(directory), load_test_targets(directory))
     if found != info["teacher_id"]:
       raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "

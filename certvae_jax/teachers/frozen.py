@@ -3,7 +3,7 @@
 Paper 1, sections 2.2 and 3: the GMM fitted on the host on warm-up encoder means is
 frozen beside a snapshot of the warm-up encoder, so that ``T(x)`` is a jit-able
 function of any input, equal to scikit-learn's ``predict_proba`` on the same features.
-The search that fits it is :mod:`certvae_jax.teacher`.
+The search that fits it is :mod:`certvae_jax.teachers.gmm`.
 """
 
 from __future__ import annotations

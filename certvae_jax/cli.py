@@ -80,7 +80,9 @@ def enable_compilation_cache() -> None:
                         os.path.join(os.path.expanduser("~"), ".cache", "certvae_jax", "xla"))
   if path:
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Every executable, however quick to compile: a run makes about a hundred small ones
+    # (evaluation, diagnostics, the guard) whose compiles add up to seconds per launch.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def parse(argv: list[str], doc: str = "") -> flags.FlagValues:

@@ -16,7 +16,7 @@ os.environ.setdefault("CERTVAE_JAX_COMPILATION_CACHE", os.path.join(
 import jax  # noqa: E402  (after the environment above)
 
 jax.config.update("jax_compilation_cache_dir", os.environ["CERTVAE_JAX_COMPILATION_CACHE"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import pytest  # noqa: E402
 

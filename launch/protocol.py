@@ -56,9 +56,10 @@ def main() -> int:
     rows = protocol.run_protocol(f.config, root, seeds, target=target, overwrite=f.overwrite,
                                  fresh=f.fresh)
     stem = os.path.join(root, protocol.table_stem(f.config, target))
+  name = "method" if f.baselines else "variant"
   with open(stem + ".md") as fh:
     print(fh.read())
-  print(protocol.reuse_report(rows))
+  print(protocol.reuse_report(rows, name))
   print(f"tables: {stem}.json and {stem}.md")
   return 0
 

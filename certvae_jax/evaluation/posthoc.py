@@ -68,7 +68,7 @@ def _lbfgs(x, t, max_iter: int, tol: float):
   return params, otu.tree_get(state, "count")
 
 
-class LinearHead:
+class PosthocHead:
   """A linear z-only head ``softmax(standardise(mu) W + b)`` fitted by :func:`fit_head`."""
 
   def __init__(self, params: dict[str, Any], mean: np.ndarray, scale: np.ndarray,
@@ -81,7 +81,7 @@ class LinearHead:
 
 
 def fit_head(mu: np.ndarray, teacher: np.ndarray, max_iter: int = DEFAULT_MAX_ITER,
-             tol: float = DEFAULT_TOL) -> LinearHead:
+             tol: float = DEFAULT_TOL) -> PosthocHead:
   """The linear head minimising ``mean KL(T || softmax(mu W + b))`` on these rows.
 
   Args:
@@ -97,7 +97,7 @@ def fit_head(mu: np.ndarray, teacher: np.ndarray, max_iter: int = DEFAULT_MAX_IT
   scale = np.where(std > 0, std, 1.0).astype(np.float32)
   params, count = _lbfgs(jnp.asarray((mu - mean) / scale), jnp.asarray(teacher, jnp.float32),
                          int(max_iter), float(tol))
-  return LinearHead(params, mean, scale, int(count))
+  return PosthocHead(params, mean, scale, int(count))
 
 
 def posthoc_metrics(mu_train: np.ndarray, t_train: np.ndarray, splits: dict[str, tuple],

@@ -51,7 +51,7 @@ def run_baselines(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
       name, reused, summary = protocol.run_phase(runners[key], mode)
       for split in ("train", "test"):
         m = summary[split]
-        rows.append({"seed": int(seed), "method": name, "variant": name, "split": split,
+        rows.append({"seed": int(seed), "method": name, "split": split,
                      "reused": reused, "stress_case": summary["stress_case"],
                      "collapse": summary["collapse"], "raw_margin": m["margin"],
                      "raw_student_mi": m["student_mi"], "raw_certified": m["certified"],

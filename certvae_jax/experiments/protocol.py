@@ -104,9 +104,10 @@ def refuse_existing(workdirs: Sequence[str]) -> None:
                        "--fresh to reuse them")
 
 
-def reuse_report(rows: Sequence[dict[str, Any]]) -> str:
-  """One line each for the runs reused and the runs made, e.g. ``reused: seed 0 full``."""
-  done = {(r["seed"], r["variant"], r["reused"]) for r in rows}
+def reuse_report(rows: Sequence[dict[str, Any]], name: str = "variant") -> str:
+  """One line each for the runs reused and the runs made, e.g. ``reused: seed 0 full``;
+  ``name``: the rows' key naming the run (``'method'`` in the baselines table)."""
+  done = {(r["seed"], r[name], r["reused"]) for r in rows}
   out = []
   for reused, word in ((True, "reused (finished before)"), (False, "ran")):
     runs = sorted((s, v) for s, v, flag in done if flag == reused)

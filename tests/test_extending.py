@@ -204,9 +204,8 @@ def test_every_mode_of_a_run_shares_one_compiled_train_step(tmp_path, registries
 
 def _readme_extending_blocks():
   with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "README.md")) as fh:
-    text = fh.read()
-  section = text[text.index("## Extending"):text.index("## Layout")]
+                         "docs", "extending.md")) as fh:
+    section = fh.read()
   return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
 
 

@@ -4,14 +4,14 @@
 ``conv``; ``linear``, ``mlp``, ``simplex``) or an import path ``package.module:Name``.
 The interface of each part (flax.linen modules, inputs flattened per example):
 
-=========  ===================================  ========================================
-part       called as                            returns
-=========  ===================================  ========================================
-encoder    ``module(x)``, ``x`` ``(B, D)``        ``(mu, logvar)``, each ``(B, latent_dim)``
-decoder    ``module(z)`` (``module(z, t)`` if     ``(B, D)`` logits (Bernoulli) or
-           its ``reads_teacher`` is True)       pre-sigmoid means (Gaussian)
-head       ``module(z)``, ``z`` ``(B, latent)``   ``(B, K)`` witness logits; must read z only
-=========  ===================================  ========================================
+=========  ======================================  ========================================
+part       called as                               returns
+=========  ======================================  ========================================
+encoder    ``module(x)``, ``x`` ``(B, D)``         ``(mu, logvar)``, each ``(B, latent_dim)``
+decoder    ``module(z)`` (``module(z, t)`` if its  ``(B, D)`` logits (Bernoulli) or
+           ``reads_teacher`` is True)              pre-sigmoid means (Gaussian)
+head       ``module(z)``, ``z`` ``(B, latent)``    ``(B, K)`` witness logits; must read z only
+=========  ======================================  ========================================
 
 An import path may name a ``flax.linen.Module`` subclass, built with one keyword
 argument (encoder ``latent_dim``, decoder ``out_dim``, head ``num_classes``), or a

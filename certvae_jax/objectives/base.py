@@ -74,6 +74,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def names() -> tuple[str, ...]:
+  """The registered objectives' names."""
   return _REGISTRY.names()
 
 

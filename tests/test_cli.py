@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from certvae_jax import train
+from configs import digits
 from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,3 +71,14 @@ def test_default_workdir_follows_the_data_and_the_log_counts_right(tmp_path):
   assert os.path.isfile(tmp_path / "runs" / "digits_smoke-faces" / "seed0" / "full" /
                         "summary.json")
   assert "fitting 1 GMM candidate on 48x16 warm-up means" in r.stderr
+
+
+def test_get_config_gives_a_shipped_config_by_name_as_the_flag_does():
+  from certvae_jax import configs  # pylint: disable=import-outside-toplevel
+  smoke = configs.get_config("digits:smoke")
+  assert smoke.to_dict() == digits.get_config("smoke").to_dict()
+  assert configs.get_config("cifar100").model.encoder == "conv"
+  with pytest.raises(ValueError, match="unknown shipped config 'mnist'"):
+    configs.get_config("mnist")
+  with pytest.raises(ValueError, match="unknown argument 'smokey'"):
+    configs.get_config("digits:smokey")

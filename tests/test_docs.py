@@ -32,6 +32,16 @@ def test_readme_own_model_block_certifies():
   assert certificate.report(ns["t"], ns["logits"], from_logits=True).certified
 
 
+# docs/extending.md's blocks need a config and a workdir: tests/test_extending.py runs them.
+DOC_BLOCKS = [(os.path.relpath(p, ROOT), i) for p in PAGES[1:]
+              if not p.endswith("extending.md") for i in range(len(python_blocks(p)))]
+
+
+@pytest.mark.parametrize("page, index", DOC_BLOCKS)
+def test_docs_python_blocks_run_as_pasted(page, index):
+  exec(python_blocks(os.path.join(ROOT, page))[index], {})  # pylint: disable=exec-used
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_relative_links_resolve(page):
   with open(page, encoding="utf-8") as fh:

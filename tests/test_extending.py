@@ -210,7 +210,10 @@ def _readme_extending_blocks():
 
 
 def test_readme_extending_blocks_run(seed_dir, tmp_path, registries, capsys):
-  objective, hook, writer = _readme_extending_blocks()
+  setup, objective, hook, writer = _readme_extending_blocks()
+  ns: dict = {}
+  exec(setup, ns)  # pylint: disable=exec-used  (the shipped smoke config, by name)
+  assert ns["config"].train.steps == 60 and ns["workdir"]
 
   ns = {"config": tiny_config(), "workdir": copy_seed(seed_dir, str(tmp_path / "o"))}
   exec(objective, ns)  # pylint: disable=exec-used

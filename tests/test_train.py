@@ -182,6 +182,7 @@ def test_cli_full_prints_one_line_certificate_and_reuses_finished_run(tmp_path):
     metrics = fh.read()
   again = run_cli("--mode=full", f"--workdir={wd}", *SMOKE)
   assert again.returncode == 0 and again.stdout == r.stdout
+  assert f"full: already finished at step 60 in {os.path.join(wd, 'full')}" in again.stderr
   with open(os.path.join(wd, "full", "metrics.jsonl")) as fh:
     assert fh.read() == metrics  # a finished run is returned as it is, its rows untouched
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import ml_collections
+
 NAMES = ("digits", "digits_simplex", "cifar100", "tiny_imagenet")
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,3 +41,25 @@ def resolve_config_path(spec: str) -> str:
   if name in NAMES and not os.path.exists(name):
     return os.path.join(DIRECTORY, name + ".py") + sep + arg
   return spec
+
+
+def get_config(spec: str = "digits") -> ml_collections.ConfigDict:
+  """A shipped config by name, with its argument after a colon, as ``--config`` takes it:
+  ``get_config("digits:smoke")``, ``get_config("cifar100")``.
+
+  Raises:
+    ValueError: an unknown name or argument.
+  """
+  # The config modules import this package's helpers: import them once it is loaded.
+  from certvae_jax.configs import (  # pylint: disable=import-outside-toplevel
+    cifar100,
+    digits,
+    digits_simplex,
+    tiny_imagenet,
+  )
+  shipped = {"digits": digits, "digits_simplex": digits_simplex, "cifar100": cifar100,
+             "tiny_imagenet": tiny_imagenet}
+  name, _, arg = str(spec).partition(":")
+  if name not in shipped:
+    raise ValueError(f"config: unknown shipped config {name!r}; expected one of {NAMES}")
+  return shipped[name].get_config(arg or None)

@@ -73,3 +73,13 @@ def test_bad_inputs():
     simplex.escape_force(np.full((2, 2), 0.5), 1.0, -1.0)
   with pytest.raises(ValueError, match="K >= 2"):
     simplex.simplex_vertices(1)
+
+
+def test_prefit_refuses_a_teacher_with_zero_entries_before_training():
+  """The analytic code takes log T: the prefit mode checks the teacher's rows first."""
+  from certvae_jax import registrations  # noqa: F401  pylint: disable=import-outside-toplevel
+  from certvae_jax.training import modes  # pylint: disable=import-outside-toplevel
+  prefit = modes.get("prefit")
+  prefit.check_targets(np.array([[0.9, 0.1], [0.2, 0.8]]))
+  with pytest.raises(ValueError, match="rst_prefit needs a teacher without zero entries"):
+    prefit.check_targets(np.array([[1.0, 0.0], [0.2, 0.8]]))

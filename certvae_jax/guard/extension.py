@@ -87,7 +87,7 @@ def plan(config: ml_collections.ConfigDict, mode: Any) -> GuardPlan | None:
   ``guard.student_first_steps`` applies to modes that continue another run (``rescue``).
   """
   g = config.guard
-  if mode.name in ("warmup", "prefit") or mode.weights(config).get("lambda_ts", 0.0) <= 0:
+  if mode.weights(config).get("lambda_ts", 0.0) <= 0:
     return None
   first = int(g.student_first_steps) if mode.init == "continue" else 0
   if g.policy == "off" and first == 0:

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from certvae_jax.models import registry
 from certvae_jax.models.vae import TeacherGuidedVAE
@@ -73,10 +74,16 @@ def needs_simplex_head(c: ml_collections.ConfigDict) -> None:
                      "analytic code; it needs --config.model.head=simplex")
 
 
+def positive_teacher(t_train: np.ndarray) -> None:
+  if (np.asarray(t_train) <= 0).any():
+    raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
+                     "code takes log T); use a smoothed teacher")
+
+
 registry.register("head", "simplex", simplex_head)
 modes.register(modes.Mode("prefit", "code_regression", lambda c: {},
                           steps=lambda c: int(c.train.prefit_steps), data_code=PREFIT_CODE,
-                          check=needs_simplex_head,
+                          check=needs_simplex_head, check_targets=positive_teacher,
                           meta=lambda c: {"beta": float(c.model.witness_beta)}))
 modes.register(modes.Mode("rst_prefit", "teacher_guided",
                           modes.guided_weights(modes.train_alpha, align=True, balance=True),

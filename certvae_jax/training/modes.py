@@ -58,6 +58,8 @@ class Mode(NamedTuple):
     tag: ``config -> str``, a variant tag for the directory, so that two settings of
       one seed never share a phase directory ("" for none).
     check: ``config -> None``, raises ``ValueError`` when the config cannot run it.
+    check_targets: ``train rows -> None``, raises ``ValueError`` when the teacher's rows
+      on the training split cannot train it (checked before the phase's loop is built).
     meta: ``config -> dict``, extra metadata a checkpoint of this mode must match.
   """
   name: str
@@ -72,6 +74,7 @@ class Mode(NamedTuple):
   schedule: Callable[[Config], WeightSchedule | None] = lambda c: None
   tag: Callable[[Config], str] = lambda c: ""
   check: Callable[[Config], None] = lambda c: None
+  check_targets: Callable[[Any], None] = lambda t: None
   meta: Callable[[Config], dict[str, Any]] = lambda c: {}
 
 

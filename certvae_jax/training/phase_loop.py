@@ -38,7 +38,8 @@ class Phase(NamedTuple):
 
 class RunParts(NamedTuple):
   """What a phase's loop and summary read of the run (one seed's workdir): typed, so that
-  this module depends on these parts, not on :class:`certvae_jax.train.Runner`."""
+  this module depends on these parts, not on
+  :class:`certvae_jax.training.runner.Runner`."""
   config: Any                   # the run's ml_collections.ConfigDict
   data: Any                     # certvae_jax.data.Dataset
   engine: Any                   # certvae_jax.training.engine.Engine
@@ -58,7 +59,7 @@ def phase_name(config, mode_name: str, target: str = "live") -> str:
 
 
 class PhaseLoop(NamedTuple):
-  """A built loop and the hooks the summary reads."""
+  """A built loop and its timing hook (the summary reads it)."""
   loop: Loop
   timing: hooks_lib.Timing
 
@@ -86,12 +87,10 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
   """The loop of one phase, with the run's hooks and writers."""
   cfg, engine = run.config, run.engine
   t_train, t_test = run.teachers.split_targets(phase.target, k)
-  if phase.mode.name == "prefit" and (t_train <= 0).any():
-    raise ValueError("mode: rst_prefit needs a teacher without zero entries (the analytic "
-                     "code takes log T); use a smoothed teacher")
+  phase.mode.check_targets(t_train)
   teacher_fn = run.teachers.function  # T(x); None for a teacher given by its rows
   live = phase.target == "live" and teacher_fn is not None
-  rows, extension_hooks_ = extension_hooks(run, phase, k, t_train)
+  rows, plan_hooks = extension_hooks(run, phase, k, t_train)
   step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg), phase.plans)
   advance = engine.stepper(phase.name, step_fn, phase.data_seed,
                            teacher_fn if live else None, t_train, k, rows)
@@ -123,7 +122,7 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
   hooks = [hooks_lib.FiniteCheck(phase.name), timing,
            hooks_lib.Progress(phase.name, int(state.step), phase.total_steps,
                               cfg.train.progress and main),
-           hooks_lib.StepMetrics(cfg.train.log_every), *extension_hooks_,
+           hooks_lib.StepMetrics(cfg.train.log_every), *plan_hooks,
            *hooks_lib.create(cfg.train.hooks, cfg), *run.hooks,
            hooks_lib.PeriodicEvaluation(cfg.eval.every),
            hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every)]

@@ -4,7 +4,7 @@
     python launch/train.py --mode=full --config=configs/cifar100.py --config.data.data_dir=/data/tfds
 
 Reads ``tfds:cifar100`` through ``tfds.data_source`` (ArrayRecord; prepare it once on a
-machine with internet access, see the README). Conv encoder 32-64-128-256 (stride 2, the
+machine with internet access; docs/scale_out.md says how). Conv encoder 32-64-128-256 (stride 2, the
 exact fast rewrites on CPU), latent 64, Gaussian likelihood with fixed scale 0.1, GMM
 teacher with K = 100 (diagonal covariance, 3 seeds) on the warm-up means, linear raw head.
 The weights follow the digits recipe scaled for natural images; they have not been tuned

@@ -84,12 +84,12 @@ def _continued(runs: dict[str, Any], name: str, key: str) -> tuple[list, list]:
 
 
 def _bound_proxies(ax, delta: float) -> None:
-  """Legend entries for the bound markers, in a neutral colour (the markers take the
-  variant's colour)."""
-  ax.plot([], [], marker="_", markersize=12, color="0.3", linestyle="none",
-          label=f"test: bootstrap lower bound at {1 - delta:g} (bar)")
-  ax.plot([], [], marker="v", color="0.3", linestyle="none",
-          label=f"test: distribution-free lower bound at {1 - delta:g}")
+  """Legend entries for the bound markers, drawn as the markers are but in a neutral
+  colour: each marker takes its variant's colour, which the label says."""
+  ax.plot([], [], marker="_", markersize=14, markeredgewidth=2.2, color="0.3",
+          linestyle="none", label=f"test: bootstrap bound ({1 - delta:g})")
+  ax.plot([], [], marker="v", markersize=6, color="0.3", linestyle="none",
+          label=f"test: distribution-free bound ({1 - delta:g})")
 
 
 def margin_trajectories(path: str, seeds: Sequence[dict[str, Any]]) -> tuple[int, int]:
@@ -114,10 +114,14 @@ def margin_trajectories(path: str, seeds: Sequence[dict[str, Any]]) -> tuple[int
       b = run.get("bounds")
       if b and run["step"]:
         last = run["step"][-1]
+        # The bootstrap bound sits close under the sample margin: a wide, thick tick at it
+        # (and the bar down to it) keeps it visible beside the final point.
         ax.errorbar([last], [b["sample"]], yerr=[[b["sample"] - b["bootstrap"]], [0.0]],
-                    color=_color(name), capsize=4, linewidth=1.2, fmt="none")
+                    color=_color(name), capsize=0, linewidth=1.2, fmt="none")
+        ax.plot([last], [b["bootstrap"]], marker="_", markersize=14, markeredgewidth=2.2,
+                color=_color(name), linestyle="none")
         ax.plot([last], [b["distribution_free"]], marker="v", color=_color(name),
-                markersize=5, linestyle="none")
+                markersize=6, linestyle="none")
         delta = b["delta"]
     ax.axhline(0.0, color="black", linewidth=0.9, label="certification threshold G_tau = 0")
     ax.axhline(seed["teacher_mi"]["train"] - seed["tau"], color="0.5", linewidth=0.9,
@@ -153,6 +157,8 @@ def diagnostics_trajectories(path: str, seeds: Sequence[dict[str, Any]]) -> tupl
       ax.set_title(f"seed {seed['seed']}", fontsize=10)
       ax.set_xlabel("training step")
       ax.set_ylabel(label)
+      if key == "active_units":  # a count: whole-number ticks
+        ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
       ax.grid(alpha=0.25)
   _legend(fig, axes)
   return _save(plt, fig, path)

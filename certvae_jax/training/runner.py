@@ -65,7 +65,7 @@ class Runner:
     return self.teachers.info
 
   def ensure_teacher(self) -> Teacher:
-    """The seed's teacher, made when missing (see :mod:`teacher_stage`)."""
+    """The seed's teacher, made when missing (see :mod:`~certvae_jax.training.teacher_stage`)."""
     return self.dir.guarded(self.teachers.ensure, on_clear=self.teachers.forget)
 
   @property

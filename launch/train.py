@@ -17,6 +17,7 @@ Warm-up and teacher search run first when the workdir lacks them; a finished run
 prints its summary again; an interrupted one resumes from its latest checkpoint.
 """
 
+import json
 import os
 import sys
 
@@ -33,6 +34,15 @@ flags.DEFINE_enum("mode", "full", list(modes.CLI_MODES),
 cli.define_common_flags()
 
 
+def _finished_step(summary_path: str) -> int | None:
+  """The step of a phase's summary already on disk, or None."""
+  try:
+    with open(summary_path) as fh:
+      return int(json.load(fh)["step"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
 def main() -> int:
   f, target = cli.setup(sys.argv, __doc__)
   config = f.config
@@ -42,9 +52,14 @@ def main() -> int:
   # pylint: disable-next=import-outside-toplevel
   from certvae_jax import distributed, train
   from certvae_jax.training.phase_loop import phase_name  # pylint: disable=import-outside-toplevel
+  phase = phase_name(config, f.mode, target)
+  before = _finished_step(os.path.join(workdir, phase, "summary.json"))
   summary = train.train(config, f.mode, workdir, target=target, overwrite=f.overwrite)
   if distributed.is_main():
-    phase = phase_name(config, f.mode, target)
+    if before == summary["step"]:
+      print(f"{phase}: already finished at step {before} in {os.path.join(workdir, phase)}; "
+            "showing its summary (more steps continue it; delete the directory to train it "
+            "again)", file=sys.stderr)
     print(f"{summary['mode']} ({summary['target']}) step {summary['step']}, seed "
           f"{summary['seed']}, {summary['dataset']}; summary: "
           f"{os.path.join(workdir, phase, 'summary.json')}")

@@ -293,9 +293,6 @@ class Runner:
                            f"requested {phase.total_steps} steps")
         summary = self.dir.read_summary(phase.name) if step == phase.total_steps else None
         if summary is not None:  # finished: nothing to redo, nothing to rewrite
-          _log.info("%s: already finished at step %d in %s; showing its summary (more steps "
-                    "continue it; delete the directory to train it again)", phase.name, step,
-                    pdir)
           return summary
         if main:  # rows after the checkpoint are written again; a final row is redone
           truncate_jsonl(metrics_path, step if step < phase.total_steps else step - 1)

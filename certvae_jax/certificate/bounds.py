@@ -1,43 +1,12 @@
-"""Population lower bounds on the certificate margin, at a stated confidence.
+"""Population lower bounds on the certificate margin at confidence ``1 - delta``.
 
-On the evaluation set itself the certificate is exact (Lemma 1 holds for any
-distribution, the empirical one included): ``G_tau > 0`` with ``Tbar`` taken from those
-rows proves the witness non-constant on them. To say the same of the data
-*distribution*, the sample margin needs a lower confidence bound. Paper 1 (section 2.3,
-appendix B) uses a fixed buffer ``tau`` and states no confidence; this module gives two
-bounds at level ``1 - delta``.
-
-Both rest on one identity. With ``CE_i = -sum_k T_ik log s_ik`` (the cross-entropy of
-row ``i``) and ``H`` the Shannon entropy::
-
-    G = I_T - L_TS = H(Tbar) - mean_i CE_i,
-
-because the ``sum T log T`` terms of ``I_T`` and ``L_TS`` cancel. The population margin
-is ``H(E[T]) - E[CE]``.
-
-Assumptions (both bounds): the rows are independent draws from the population, and
-the teacher and the witness were fixed without looking at them (a held-out test split,
-with the teacher fitted and the witness trained on the training split).
-
-* **Bootstrap** (approximate): the ``delta``-quantile of ``G_tau`` over
-  ``num_resamples`` resamples of the rows (``T`` and ``s`` together, ``Tbar``
-  recomputed inside each), a one-sided percentile bound. Its coverage is asymptotic;
-  the tests measure it by simulation.
-* **Distribution-free** (exact at its level, for a floored witness): the witness is
-  replaced by ``s' = (1 - K eta) s + eta``. This ``s'`` is itself a z-only witness, an
-  injective function of ``s``, so a positive population margin for ``s'`` proves the
-  code non-constant just as one for ``s`` would. Flooring costs little: since
-  ``s' >= (1 - K eta) s``, ``L_TS(s') <= L_TS(s) - log(1 - K eta)`` on every set of
-  rows. With ``s' >= eta`` every ``CE_i`` lies in ``[0, log(1/eta)]``, so
-  ``E[CE]`` is bounded above by the smaller of Hoeffding's bound and the empirical
-  Bernstein bound (Maurer and Pontil 2009, theorem 4), each at ``delta / 4``. For the
-  entropy term, ``E[H(Tbar_hat)] <= H(E[T])`` (concavity: the plug-in is biased low on
-  average), and replacing one row moves ``Tbar_hat`` by total variation at most
-  ``1/n``, which moves ``H`` by at most ``log(K - 1)/n + h(1/n)`` (the sharp continuity
-  bound of Shannon entropy, Zhang 2007; ``h`` the binary entropy), so McDiarmid's
-  inequality at ``delta / 2`` bounds a single draw's overshoot. A union bound joins the
-  two: with probability at least ``1 - delta`` the population ``G_tau`` of ``s'`` is
-  at least the returned value.
+The sample margin is exact for the evaluation rows (Lemma 1 holds for the empirical
+distribution); these bound the margin of the data distribution, for held-out rows drawn
+independently of the teacher and the witness (paper 1, section 2.3 and appendix B use a
+fixed buffer ``tau`` instead). Two bounds: a percentile **bootstrap** (approximate) and a
+**distribution-free** one for the floored witness ``s' = (1 - K eta) s + eta`` (exact at
+its level). Their derivation is in the documentation (docs/certificate.md, "Derivation of
+the bounds").
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import pytest
 
 from certvae_jax import objectives, train
 from certvae_jax.models.vae import TeacherGuidedVAE
-from certvae_jax.training import hooks, loop, modes, writers
+from certvae_jax.teachers import kinds
+from certvae_jax.training import extensions, hooks, loop, modes, writers
 from certvae_jax.training.checkpoint import Checkpointer
 from tests.conftest import copy_seed, tiny_config
 
@@ -26,7 +27,7 @@ def registries():
   """Leaves the registries as the test found them."""
   # pylint: disable=protected-access
   live = (objectives.base._REGISTRY.entries, modes._MODES.entries, writers._REGISTRY.entries,
-          hooks._REGISTRY.entries)
+          hooks._REGISTRY.entries, extensions._REGISTRY.entries, kinds._REGISTRY.entries)
   saved = [dict(r) for r in live]
   yield
   for registry, old in zip(live, saved):
@@ -322,3 +323,64 @@ def test_hooks_and_writers_by_import_path_from_the_command_line(tmp_path):
   collected = writers.read_jsonl(str(tmp_path / "full" / "collected.jsonl"))
   assert collected == writers.read_jsonl(str(tmp_path / "full" / "metrics.jsonl"))
   assert collected[-1]["step"] == 30
+
+
+class _CountSteps(extensions.PhasePlan):
+  """A user's phase extension: a directory tag, a checkpointed setting and a summary entry."""
+  tag = "counted"
+
+  def __init__(self):
+    self.hook = None
+
+  def meta(self):
+    return {"counting": True}
+
+  def hooks(self, inputs):
+    class Count(loop.Hook):
+      seen = 0
+
+      def on_sync(self, lp, step, rows):
+        Count.seen += len(rows)
+    self.hook = Count
+    return None, [Count()]
+
+  def summary(self):
+    return {"counted_rows": self.hook.seen}
+
+
+def test_a_phase_extension_plugs_into_every_phase_it_chooses(seed_dir, tmp_path, registries):
+  """A user's extension, registered by name, tags the phase directory, saves its setting
+  with the checkpoints and adds to the summary, with no change to the run."""
+  extensions.register("count", extensions.PhaseExtension(
+      lambda config, mode: _CountSteps() if mode.name == "full" else None))
+  wd = copy_seed(seed_dir, str(tmp_path / "w"))
+  summary = train.train(tiny_config(), "full", wd)
+  assert summary["counted_rows"] > 0
+  assert os.path.isfile(os.path.join(wd, "full_counted", "summary.json"))
+  with Checkpointer(os.path.join(wd, "full_counted", "checkpoints")) as ckpt:
+    assert ckpt.read_meta()["counting"] is True
+  assert not os.path.exists(os.path.join(wd, "noalign_counted"))
+  assert train.train(tiny_config(), "noalign", wd)["step"] == 40  # other phases: untouched
+  assert os.path.isdir(os.path.join(wd, "noalign"))
+
+
+def test_a_teacher_kind_plugs_in_by_name(tmp_path, registries):
+  """A user's teacher given by its rows (here one-hot labels), registered as a kind and
+  named in the config as any built-in kind is."""
+  def one_hot(t, data, arg):
+    k = int(data.num_classes)
+    return kinds.RowsMade(np.eye(k)[data.y_train] * 0.9 + 0.01,
+                          np.eye(k)[data.y_test] * 0.9 + 0.01, {"note": arg}, "one-hot")
+  kinds.register("onehot", kinds.TeacherKind(
+      "onehot", lambda t, data, arg: int(data.num_classes), one_hot, argument="a note"))
+  cfg = tiny_config()
+  cfg.teacher.kind = "onehot:mine"
+  wd = str(tmp_path / "w")
+  runner = train.Runner(cfg, wd)
+  teacher = runner.ensure_teacher()
+  assert teacher.kind == "onehot" and teacher.function is None and teacher.info["note"] == "mine"
+  assert teacher.num_classes == 10
+  np.testing.assert_allclose(teacher.cached_rows("test").sum(axis=1), 1.0, atol=1e-6)
+  with pytest.raises(ValueError, match="config.teacher.kind: 'onehot' needs a note"):
+    cfg.teacher.kind = "onehot"
+    train.Runner(cfg, str(tmp_path / "v"))

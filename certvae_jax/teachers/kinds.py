@@ -24,7 +24,6 @@ import numpy as np
 from certvae_jax import plugins
 from certvae_jax.teachers import artifact, rows as rows_lib
 from certvae_jax.teachers.frozen import FrozenTeacher, label_smoothed
-from certvae_jax.teachers.gmm import score_teacher
 
 
 class Teacher(NamedTuple):
@@ -72,7 +71,7 @@ class RowsMade(NamedTuple):
   """What a kind given by its rows makes: the rows of both splits and what to record."""
   train: np.ndarray
   test: np.ndarray
-  info: dict[str, Any]          # added to the artifact's record
+  info: dict[str, Any]          # added to the artifact's record (the run adds the QC scores)
   description: str              # for the log line, e.g. 'label smoothing eps=0.1'
 
 
@@ -121,8 +120,7 @@ def _label_rows(t: Any, data: Any, arg: str | None) -> RowsMade:
   del arg
   eps, k = float(t.eps), int(data.num_classes)
   train = label_smoothed(data.y_train, k, eps)
-  return RowsMade(train, label_smoothed(data.y_test, k, eps),
-                  {"eps": eps, "selected_scores": score_teacher(train)},
+  return RowsMade(train, label_smoothed(data.y_test, k, eps), {"eps": eps},
                   f"label smoothing eps={eps}")
 
 
@@ -135,9 +133,7 @@ def _rows_classes(t: Any, data: Any, path: str | None) -> int:
 def _rows_rows(t: Any, data: Any, path: str | None) -> RowsMade:
   del t
   train, test = rows_lib.load_rows(path, len(data.x_train), len(data.x_test))
-  return RowsMade(train, test, {"path": os.path.abspath(path),
-                                "selected_scores": score_teacher(train)},
-                  f"rows from {path}")
+  return RowsMade(train, test, {"path": os.path.abspath(path)}, f"rows from {path}")
 
 
 _REGISTRY = plugins.Registry("config.teacher.kind", "teacher kind", {

@@ -94,7 +94,9 @@ class TeacherStage:
 
   def _make_from_rows(self, teacher_fp: dict[str, Any]) -> kinds.Teacher:
     made = self.kind.make_rows(self.config.teacher, self.data, self.kind_arg)
-    info = {**teacher_fp, "seed": self.config.seed, **made.info, "stress_case": False}
+    # The QC scores of paper 1, section 3, for every kind: the protocol's tables read them.
+    info = {**teacher_fp, "seed": self.config.seed, **made.info, "stress_case": False,
+            "selected_scores": teacher_lib.score_teacher(made.train)}
     if self.dir.main:
       artifact.save_rows_teacher(self.directory, made.train, made.test, info,
                                   kind=self.kind.name)

@@ -381,6 +381,13 @@ def test_a_teacher_kind_plugs_in_by_name(tmp_path, registries):
   assert teacher.kind == "onehot" and teacher.function is None and teacher.info["note"] == "mine"
   assert teacher.num_classes == 10
   np.testing.assert_allclose(teacher.cached_rows("test").sum(axis=1), 1.0, atol=1e-6)
+  kinds.register("broken", kinds.TeacherKind(
+      "broken", lambda t, data, arg: int(data.num_classes),
+      lambda t, data, arg: kinds.RowsMade(np.eye(10)[data.y_train], np.eye(10)[data.y_test] * 2,
+                                          {}, "broken")))
+  cfg.teacher.kind = "broken"
+  with pytest.raises(ValueError, match="teacher kind 'broken': test rows"):
+    train.Runner(cfg, str(tmp_path / "b")).ensure_teacher()
   with pytest.raises(ValueError, match="config.teacher.kind: 'onehot' needs a note"):
     cfg.teacher.kind = "onehot"
     train.Runner(cfg, str(tmp_path / "v"))

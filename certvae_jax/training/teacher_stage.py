@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from certvae_jax import data as data_lib, distributed, teachers as teacher_lib
+from certvae_jax.certificate.validation import validate_simplex
 from certvae_jax.evaluation.splits import map_batches
 from certvae_jax.teachers import artifact, kinds
 from certvae_jax.training.checkpoint import check_compatible
@@ -94,6 +95,13 @@ class TeacherStage:
 
   def _make_from_rows(self, teacher_fp: dict[str, Any]) -> kinds.Teacher:
     made = self.kind.make_rows(self.config.teacher, self.data, self.kind_arg)
+    # A kind's rows are the teacher: checked as the npz loader checks a file's.
+    for split, rows, n in (("train", made.train, len(self.data.x_train)),
+                           ("test", made.test, len(self.data.x_test))):
+      rows = validate_simplex(f"teacher kind {self.kind.name!r}: {split} rows", rows)
+      if rows.shape[0] != n:
+        raise ValueError(f"teacher kind {self.kind.name!r}: {split} rows: expected {n} rows, "
+                         f"got {rows.shape[0]}")
     # The QC scores of paper 1, section 3, for every kind: the protocol's tables read them.
     info = {**teacher_fp, "seed": self.config.seed, **made.info, "stress_case": False,
             "selected_scores": teacher_lib.score_teacher(made.train)}

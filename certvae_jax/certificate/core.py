@@ -1,27 +1,11 @@
-"""The constant-collapse certificate: pure functions on probability arrays.
+"""The constant-collapse certificate: pure functions on probability arrays (paper 1, §2.3).
 
-Paper 1 ("A Testable Certificate for Constant Collapse in Teacher-Guided VAEs",
-section 2.3) fixes a teacher ``T(.|x)`` on the simplex and a raw witness ``s(z)``
-that sees only the latent code. With ``Tbar = mean_i T_i``:
-
-* teacher mutual information ``I_T = mean_i KL(T_i || Tbar)``;
-* raw alignment ``L_TS = mean_i KL(T_i || s_i)``;
-* Lemma 1 (exact): ``mean_i KL(T_i || c) = I_T + KL(Tbar || c)`` for every constant
-  ``c`` in the simplex, so the best constant student costs exactly ``I_T``;
-* Theorem 1: ``L_TS < I_T`` proves ``s`` (hence the code) is not constant. The
-  practical margin is ``G_tau = I_T - tau - L_TS``; certified iff ``G_tau > 0``.
-
-All quantities are in nats, with ``0 log 0 = 0``. A zero student probability where
-the teacher is positive gives ``+inf`` alignment (never NaN).
-
-Every function accepts NumPy or JAX arrays of shape ``(N, K)`` and works under
-``jax.jit``. Outside traced code the inputs are validated (see
-:func:`validate_simplex`); inside ``jit`` validation is skipped because the
-values are not known at trace time.
-
-For data that does not fit in memory, or that lives on many devices and hosts,
-:class:`CertificateStats` (:mod:`certvae_jax.stats`) accumulates six mergeable sums from
-which every quantity above follows, and :func:`certify` streams a data set through it.
+For teacher rows ``T_i`` and raw z-only witness rows ``s_i`` (arrays ``(N, K)``, NumPy or
+JAX, usable under ``jax.jit``): ``I_T = mean_i KL(T_i || Tbar)``, ``L_TS = mean_i KL(T_i ||
+s_i)``, Lemma 1's identity ``mean_i KL(T_i || c) = I_T + KL(Tbar || c)``, and the margin
+``G_tau = I_T - tau - L_TS`` (certified iff ``> 0``, Theorem 1). Nats, ``0 log 0 = 0``.
+Inputs are validated outside traced code; :class:`CertificateStats` and :func:`certify`
+stream data that does not fit in memory. The certificate page of the docs has the math.
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
 """The post-hoc head: where did the collapse happen, in the witness or in the code?
 
-Theorem 1 is one-directional: a negative raw margin proves nothing. In ``noalign`` the
-head is trained only by the balance term, so it can be constant while the encoder is
-healthy. Paper 1 (section 4.3, table 3) separates the two with a post-hoc head: freeze
-the encoder, fit a new linear z-only head ``s(mu) = softmax(mu W + b)`` on the training
-split's means against the same teacher, and certify it. Minimising
-``mean KL(T || s)`` over a linear head is a convex soft-label logistic regression; we
-solve it with L-BFGS (optax) to convergence, on standardised means (an affine change of
-variables, so the same family of linear heads, better conditioned when the code is
-nearly constant).
-
-``collapse`` reads the test split (the head is fitted on train, so its train margin is
-optimistic: it can read tiny variations of a nearly constant code that do not
-generalise):
-
-* ``none``: the raw witness is certified on test;
-* ``witness``: the raw witness is not, the post-hoc head is: the code still carries the
-  teacher's variation, only the head does not read it;
-* ``code``: neither: no linear z-only head fitted on train beats the constant student on
-  test. Evidence of a collapsed code, not a proof (a non-linear head might).
+Paper 1 (section 4.3, table 3): freeze the encoder, fit a new linear z-only head
+``softmax(mu W + b)`` on the training split's means against the teacher (a convex soft-label
+logistic regression, solved with L-BFGS on standardised means), and certify it on test.
+``collapse`` is ``none`` (raw witness certified), ``witness`` (only the post-hoc head is) or
+``code`` (neither: evidence, not proof). The certificate page of the docs has the details.
 """
 
 from __future__ import annotations
@@ -62,7 +48,7 @@ def _lbfgs(x, t, max_iter: int, tol: float):
     _, state = carry
     count = otu.tree_get(state, "count")
     grad = otu.tree_get(state, "grad")
-    return (count == 0) | ((count < max_iter) & (otu.tree_l2_norm(grad) >= tol))
+    return (count == 0) | ((count < max_iter) & (otu.tree_norm(grad) >= tol))
 
   params, state = jax.lax.while_loop(running, step, (params, opt.init(params)))
   return params, otu.tree_get(state, "count")

@@ -1,30 +1,10 @@
 """A reconstruction-side check for decoder bypass (paper 1, appendix I and conclusion).
 
-The certificate speaks about the raw z-only witness: a positive ``G_tau`` proves that
-the teacher-relative variation passes through the latent code. It says nothing of what
-the decoder does with the code. Paper 1 proposes, as future work, a reconstruction-side
-proxy ``T(x_hat)`` and a consistency test among ``T(x)``, ``s(mu(x))`` and ``T(x_hat)``.
-Our teacher is a pure function of any input (the frozen GMM on the warm-up encoder), so
-the proxy is computable: with ``x_hat = dec(mu(x))`` the decoded mean (the decoder also
-reads ``T(x)`` when ``model.decoder_reads_teacher``),
-
-* ``recon_alignment = L_rec_T = mean KL(T(x) || T(x_hat))``: how much of the teacher's
-  view of ``x`` survives reconstruction;
-* ``recon_margin = I_T - tau - L_rec_T``: the same comparison with the best constant as
-  the certificate, on the reconstruction side;
-* ``witness_recon_kl = mean KL(s(mu(x)) || T(x_hat))``: whether the witness and the
-  reconstruction agree (the triad's third edge).
-
-These are diagnostics, never a certificate: ``x_hat`` is not a function of ``z`` alone
-when the decoder reads the teacher, and the teacher was fitted on warm-up features of
-real inputs, not of reconstructions, so ``T(x_hat)`` can be off-distribution.
-
-Reading them together: a certified witness with a negative reconstruction margin is a
-code the decoder does not use for what the witness carries (reconstructions that the
-teacher cannot tell apart); a positive reconstruction margin with an uncertified witness
-means the reconstructions carry the teacher's information by another route, e.g. a
-decoder that reads ``T(x)`` itself. With a label-smoothed teacher there is no ``T`` of an
-arbitrary input, and the check is skipped.
+With ``x_hat = dec(mu(x))`` the decoded mean and ``T`` the frozen teacher (a function of
+any input): ``recon_alignment = mean KL(T(x) || T(x_hat))``, ``recon_margin = I_T - tau -
+recon_alignment`` and ``witness_recon_kl = mean KL(s(mu(x)) || T(x_hat))``. Diagnostics,
+never a certificate (``T(x_hat)`` can be off-distribution); skipped for a teacher given by
+rows. How to read them: the Training page, "The reconstruction side".
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """Can re-enabling alignment move the witness? Paper 1, appendix H's rescue conditions.
 
-At a collapsed checkpoint the KL-alignment gradient with respect to the witness's
-logits is ``s(z) - T(x)``; at a constant student ``s = c`` its descent direction
-``T(x) - c`` varies with the input whenever the teacher does. Appendix H's sufficient
-local-response condition: some small parameter perturbation changes the logits by a
-``delta_l(x)`` positively correlated with the centred teacher variation
-``T(x) - Tbar``. Two numbers tell a user, before a rescue runs, whether it can work:
-
-* ``align_grad_norm``: the norm of ``grad L_align`` with respect to the parameters a
-  student-first step trains (encoder and head). Zero means alignment cannot move them.
-* ``response_correlation``: for the perturbation alignment itself proposes,
-  ``delta_theta = -grad L_align``, the correlation between the induced logit change
-  ``delta_l = J delta_theta`` (a Jacobian-vector product) and ``T(x) - Tbar``, over all
-  rows and classes. ``delta_l`` is centred over classes (a softmax ignores a shift of all
-  logits) and over rows (a change shared by every input, such as a bias step, moves the
-  witness towards a better constant, not away from the constant basin), as the teacher
-  side is. Positive: the first alignment step moves the witness along the teacher's
-  variation. ``input_dependent_fraction`` says how much of the response varies with the
-  input at all.
-
-``L_align`` here is read at ``z = mu(x)``, the certificate's witness, so the numbers
-are deterministic.
+At a collapsed checkpoint, read at ``z = mu(x)``: ``align_grad_norm`` (the norm of
+``grad L_align`` over the parameters a student-first step trains; zero means alignment
+cannot move them), ``response_correlation`` (the correlation between the logit change
+``J (-grad L_align)``, centred over classes and rows, and the teacher's variation ``T(x) -
+Tbar``; positive means the first alignment step moves the witness along it) and
+``input_dependent_fraction``. The Training page of the docs explains them.
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """Convolutional encoder and decoder for 32x32 and 64x64 images, with exact fast rewrites.
 
-XLA:CPU runs stride-2 convolutions, and above all their transposes, through a slow
-dilated path (60-90 ms per op at 2x2 and 4x4 resolution, measured on a 2-core x86-64 CPU). The two layers
-here compute exactly the same function with the same parameters either way:
-
-* :class:`Downsample` - a 4x4, stride-2, padding-1 convolution. ``fast``: pad by 1,
-  space-to-depth by 2 (a 2x2 stride-1 convolution over 4 Cin channels, the kernel
-  rearranged by ``a = 2p + q``), then im2col and one matrix product.
-* :class:`Upsample` - the transposed convolution, defined as the exact adjoint of
-  ``Downsample`` (PyTorch's ``ConvTranspose2d(k=4, s=2, p=1)``). Per axis
-  ``y[2m] = w1 x[m] + w3 x[m-1]`` and ``y[2m+1] = w0 x[m+1] + w2 x[m]``; ``fast``
-  computes all 16 tap products in one matrix product and sums them into the four
-  output phases (GEMM + col2im), instead of XLA's dilated transpose; its backward pass
-  gathers the output gradient back into tap products with a written-out transpose.
-
-Matrix products, not convolutions, because XLA:CPU runs its dot far better than its
-convolutions here: per layer, forward and backward, batch 128, 2-core x86-64, the
-product forms took 10-61 ms against 47-141 ms for space-to-depth and sub-pixel
-convolutions (``benchmarks/conv_layers.py``).
-
-``fast=False`` is the plain formulation (``lax.conv`` and its VJP), kept for the
-equality test and as a reference on accelerators, where both paths are fast.
+:class:`Downsample` (4x4, stride 2, padding 1) and its adjoint :class:`Upsample`
+(PyTorch's ``ConvTranspose2d(k=4, s=2, p=1)``) compute the same function with the same
+parameters either way; ``fast=True`` writes them as matrix products (im2col after
+space-to-depth; one product of all 16 taps, then a sub-pixel sum), because XLA:CPU runs
+strided convolutions and their transposes through a slow dilated path. ``fast=False`` is
+``lax.conv`` and its VJP, the reference. Measured per layer: the Speed page of the docs.
 """
 
 from __future__ import annotations

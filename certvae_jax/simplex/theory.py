@@ -1,25 +1,11 @@
 """Paper 2: the fixed simplex witness, the analytic code and the escape force.
 
-"A Simplex Witness Certificate and Escape Force for Constant Collapse in VAEs"
-certifies the same collapse as paper 1 with a *fixed*, parameter-free witness
-
-    s(mu) = softmax(beta * W mu[:K-1]),
-
-where the rows of ``W`` (K x (K-1)) are the vertices of a centred regular simplex with
-unit norm, so ``W W^T = K/(K-1) (I - 11^T/K)`` and ``W^T W = K/(K-1) I``.
-
-* Analytic code: the least-norm ``mu*(x)`` with ``s(mu*(x)) = T(x)`` exactly is
-  ``mu* = (1/beta) W^+ C log T = (K-1)/(K beta) W^T C log T`` (``C`` centres a
-  K-vector); its latent energy is
-  ``E* = mean 1/2 ||mu*||^2 = (K-1)/(2 K beta^2) mean ||C log T||^2``.
-* Escape force (our derivation): at a collapsed code ``mu(x) = mu0`` the gradient of
-  ``lambda_TS KL(T(x) || s(mu))`` with respect to ``mu(x)[:K-1]`` is
-  ``lambda_TS beta W^T (s(mu0) - T(x))``; its input-dependent part
-  ``F(x) = -lambda_TS beta W^T (T(x) - Tbar)`` is what separates the inputs: a
-  gradient step moves ``mu(x)`` along ``-F(x)``, towards ``W^T (T(x) - Tbar)``, so
-  codes of inputs with different teacher rows move apart. Its size is
-  ``mean ||F||^2 = lambda_TS^2 beta^2 K/(K-1) mean ||T - Tbar||^2``; zero means the
-  teacher offers no escape.
+The witness ``s(mu) = softmax(beta * W mu[:K-1])`` is fixed: the rows of ``W`` (K x (K-1))
+are the unit vertices of a centred regular simplex, ``W^T W = K/(K-1) I``. The analytic
+code ``mu* = (K-1)/(K beta) W^T C log T`` (``C`` centres a K-vector) is the least-norm code
+with ``s(mu*) = T`` exactly, with energy ``E* = mean 1/2 ||mu*||^2``; the escape force
+``F(x) = -lambda_TS beta W^T (T(x) - Tbar)`` is the input-dependent part of the alignment
+gradient at a collapsed code. The Paper 2 page of the docs derives them.
 """
 
 from __future__ import annotations

@@ -1,32 +1,9 @@
 """The training loop: steps, and hooks called at fixed points.
 
-The loop only advances the state. Everything else a run does while training is a
-hook (:mod:`certvae_jax.training.hooks`): the non-finite check, the progress bar, timing,
-writing step metrics, periodic evaluation and checkpoints. A hook is called
-
-* ``on_start(loop)`` before the first step (``loop.resumed_meta`` holds the metadata
-  of the checkpoint the state was restored from, ``None`` for a fresh state);
-* ``on_sync(loop, step, rows)`` at each host sync: after the step where any hook's
-  ``wants_sync(step, last)`` is true, with the fetched metrics of every step since the
-  previous sync (``rows``: ``[(step, {name: float})]``, step counted after it ran);
-* ``on_eval(loop, step, results)`` after an evaluation (``results[split]`` holds the
-  certificate and diagnostics of that split);
-* ``on_checkpoint(loop, step)`` after a checkpoint is saved;
-* ``on_end(loop)`` when the loop returns.
-
-``checkpoint_meta(loop, step)`` returns JSON a hook wants saved with a checkpoint (under
-its own key); it comes back in ``loop.resumed_meta`` on resume, so a hook with state of
-its own (a training guard) continues exactly. A hook may write an event row
-(:meth:`Loop.write_event`) and reach the phase's checkpoints (``loop.checkpointer``).
-
-Between syncs the host only dispatches steps: nothing waits on the device. A hook may
-read ``loop.state`` and return an action, or a list of them run in order:
-:class:`SetWeights` (the new weights go into the state, so they are checkpointed and a
-restart keeps them), :class:`Stop` (after this sync; the run saves and summarises the
-state it reached), :class:`Restore` (a saved step; training continues from it, with
-its weights) or :class:`Event` (an event row).
-Hooks run in list order; the run puts checkpointing last, so a checkpoint holds every
-change made at its step.
+The loop only advances the state; everything else a run does while training (the
+non-finite check, progress, timing, step metrics, evaluation, checkpoints, the guard) is
+a :class:`Hook`, whose methods may return an action: :class:`SetWeights`, :class:`Stop`,
+:class:`Restore` or :class:`Event`. Between syncs the host only dispatches steps.
 """
 
 from __future__ import annotations
@@ -77,28 +54,51 @@ class Event(NamedTuple):
 
 
 class Hook:
-  """A no-op hook; subclasses override what they need. Methods may return an action."""
+  """A no-op hook; subclasses override what they need.
+
+  Hooks run in list order at each point; the run puts checkpointing last, so a
+  checkpoint holds every change made at its step. Every method but :meth:`wants_sync`,
+  :meth:`checkpoint_meta` and :meth:`on_end` may return an action or a list of them, run
+  in order: :class:`SetWeights` (the new weights go into the state, so they are
+  checkpointed and a restart keeps them), :class:`Stop` (after this sync; the run saves
+  and summarises the state it reached), :class:`Restore` (a saved step; training
+  continues from it, with its weights) or :class:`Event` (an event row). A hook may read
+  ``loop.state``, write an event row (:meth:`Loop.write_event`) and reach the phase's
+  checkpoints (``loop.checkpointer``).
+  """
 
   def wants_sync(self, step: int, last: bool) -> bool:
+    """Whether the loop should fetch metrics after ``step`` (``last``: the final step)."""
     del step, last
     return False
 
   def on_start(self, loop: "Loop") -> Any:
+    """Before the first step; ``loop.resumed_meta`` holds the metadata of the checkpoint
+    the state was restored from (``None`` for a fresh state)."""
     del loop
 
   def checkpoint_meta(self, loop: "Loop", step: int) -> Mapping[str, Any] | None:
+    """JSON this hook wants saved with a checkpoint (under its own key); it comes back
+    in ``loop.resumed_meta`` on resume, so a hook with state continues exactly."""
     del loop, step
 
   def on_sync(self, loop: "Loop", step: int, rows: Rows) -> Any:
+    """At each host sync (after a step where any hook wanted one), with the fetched
+    metrics of every step since the previous sync: ``rows = [(step, {name: float})]``,
+    each step counted after it ran."""
     del loop, step, rows
 
   def on_eval(self, loop: "Loop", step: int, results: Mapping[str, Any]) -> Any:
+    """After an evaluation; ``results[split]`` holds that split's certificate and
+    diagnostics."""
     del loop, step, results
 
   def on_checkpoint(self, loop: "Loop", step: int) -> Any:
+    """After a checkpoint of ``step`` is saved."""
     del loop, step
 
   def on_end(self, loop: "Loop") -> None:
+    """When the loop returns."""
     del loop
 
 
@@ -111,7 +111,7 @@ class Loop:
       ``metrics`` is one step's dict when ``n == 1``, else a list of ``n`` dicts or one
       dict of arrays stacked along a leading axis of length ``n``.
     total_steps: where to stop.
-    hooks: called in order at each point (see the module docstring).
+    hooks: called in order at each point (see :class:`Hook`).
     evaluate: ``(state, step) -> (results, arrays)``: the evaluation of :meth:`evaluate`.
     save: ``(step, state, extra_meta) -> None``: writes a checkpoint, with the hooks'
       :meth:`Hook.checkpoint_meta` merged into its metadata.

@@ -86,11 +86,11 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
     if objective.gate_updates is not None:
       updates = objective.gate_updates(updates, weights)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     skipped = state.skipped
     if skip_nonfinite:
       ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-            & jnp.isfinite(optax.global_norm(params)))
+            & jnp.isfinite(optax.tree.norm(params)))
       keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
       params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
       skipped = skipped + (~ok).astype(skipped.dtype)
@@ -98,7 +98,7 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
       loss, grad_norm = jnp.where(ok, loss, 0.0), jnp.where(ok, grad_norm, 0.0)
       terms = {k: jnp.where(ok, v, 0.0) for k, v in terms.items()}
     metrics = dict(terms, loss=loss, grad_norm=grad_norm,
-                   param_norm=optax.global_norm(params), skipped=skipped,
+                   param_norm=optax.tree.norm(params), skipped=skipped,
                    **{f"weight/{k}": v for k, v in weights.items()})
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          skipped=skipped), metrics

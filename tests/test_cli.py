@@ -1,8 +1,6 @@
 """The command line as a newcomer meets it: help, typos, reuse, mismatches, names."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,19 +8,18 @@ import pytest
 from certvae_jax import train
 from configs import digits
 from tests.conftest import tiny_config
+from tests.launcher import ROOT, launch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config.train.progress=False"]
 
 
-def run(script, *args, cwd=ROOT):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "launch", script), *args],
-                        cwd=cwd, capture_output=True, text=True, timeout=300)
+def run(script, *args, cwd=ROOT, subprocess_=False):
+  return launch(script, *args, code=None, cwd=cwd, subprocess_=subprocess_)
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h", "--helpfull"])
 def test_help_prints_modes_flags_and_config_doc_and_exits_0(flag):
-  r = run("train.py", flag)
+  r = run("train.py", flag, subprocess_=flag == "--help")
   assert r.returncode == 0, r.stderr[-2000:]
   for text in ("Modes: warmup", "--mode", "--workdir", "certvae_jax/configs/digits.py"):
     assert text in r.stdout, text

@@ -5,8 +5,6 @@ Nothing here edits the step, the loop or the run: each toy is registered or pass
 
 import json
 import os
-import subprocess
-import sys
 
 import flax.linen
 import jax
@@ -20,6 +18,7 @@ from certvae_jax.teachers import kinds
 from certvae_jax.training import extensions, hooks, loop, modes, writers
 from certvae_jax.training.checkpoint import Checkpointer
 from tests.conftest import copy_seed, tiny_config
+from tests.launcher import launch
 
 
 @pytest.fixture
@@ -311,13 +310,10 @@ def stop_full_at_30(config):
 
 
 def test_hooks_and_writers_by_import_path_from_the_command_line(tmp_path):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  r = subprocess.run(
-      [sys.executable, os.path.join(root, "launch", "train.py"), "--mode=full",
-       "--config=digits:smoke", "--config.train.progress=False", f"--workdir={tmp_path}",
-       "--config.train.writers=jsonl,tests.test_extending:FileWriter",
-       "--config.train.hooks=tests.test_extending:stop_full_at_30"],
-      cwd=root, capture_output=True, text=True, timeout=300)
+  r = launch("train.py", "--mode=full", "--config=digits:smoke",
+             "--config.train.progress=False", f"--workdir={tmp_path}",
+             "--config.train.writers=jsonl,tests.test_extending:FileWriter",
+             "--config.train.hooks=tests.test_extending:stop_full_at_30", code=None)
   assert r.returncode == 0, r.stderr[-2000:]
   assert "full (live) step 30" in r.stdout
   collected = writers.read_jsonl(str(tmp_path / "full" / "collected.jsonl"))

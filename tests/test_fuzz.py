@@ -4,9 +4,6 @@ Every malformed input must give a ``ValueError`` (on the command line: exit code
 and one ``error:`` line), never another exception, a deep JAX traceback or a hang.
 """
 
-import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -16,8 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from certvae_jax import certificate as cert, data, simplex, train
 from tests.conftest import tiny_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.launcher import launch
 
 dtypes = st.sampled_from([np.float16, np.float32, np.float64, np.int32, np.uint8, np.bool_,
                           np.complex64, "U3", "S2", "M8[D]"])
@@ -112,9 +108,7 @@ def test_config_values_fail_cleanly_before_training(changes):
     ("protocol.py", ["--kl_stress=a,b"], "--kl_stress"),
 ])
 def test_cli_malformed_flags_exit_2_with_one_line(tmp_path, script, args, match):
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "launch", script),
-                      f"--workdir={tmp_path}", *args], capture_output=True, text=True,
-                     timeout=120)
+  r = launch(script, f"--workdir={tmp_path}", *args, code=None)
   assert r.returncode == 2, r.stderr[-2000:]
   lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and match in lines[0], r.stderr[-2000:]

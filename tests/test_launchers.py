@@ -1,22 +1,22 @@
-"""The launch commands the README shows, run as a user runs them: ``launch/*.py`` in a
-subprocess, at smoke size, checking the exit code and the files each says it wrote.
+"""The launch commands the README shows, run as a user runs them: ``launch/*.py`` with
+arguments, at smoke size, checking the exit code and the files each says it wrote. The
+first command of each script runs in a subprocess, the rest in this process
+(:mod:`tests.launcher`).
 
 The image configs (``cifar100``, ``tiny_imagenet``) run the whole protocol, the
 baselines table and the report on the conv model: CIFAR-100 on
-``tfds.testing.mock_data`` (entered by a two-line wrapper around the launcher, since a
-subprocess cannot inherit it), Tiny-ImageNet on a synthetic npz.
+``tfds.testing.mock_data``, Tiny-ImageNet on a synthetic npz.
 """
 
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.launcher import Result, launch
+
 TINY = ["--config.train.progress=False", "--config.warmup.steps=10", "--config.train.steps=10",
         "--config.train.prefit_steps=10", "--config.train.checkpoint_every=10",
         "--config.eval.every=10", "--config.train.log_every=10",
@@ -25,25 +25,7 @@ TINY = ["--config.train.progress=False", "--config.warmup.steps=10", "--config.t
 DIGITS = ["--config=configs/digits.py:smoke", *TINY]
 
 
-def launch(script: str, *args: str, mock_examples: int | None = None, code: int = 0
-           ) -> subprocess.CompletedProcess:
-  """``python launch/<script> ARGS`` from the repository root, checked to exit with
-  ``code``; with ``mock_examples``, inside ``tfds.testing.mock_data(num_examples=...)``."""
-  path = os.path.join(ROOT, "launch", script)
-  if mock_examples is None:
-    cmd = [sys.executable, path, *args]
-  else:
-    cmd = [sys.executable, "-c",
-           "import runpy, sys, tensorflow_datasets as tfds\n"
-           f"sys.argv = {[path, *args]!r}\n"
-           f"with tfds.testing.mock_data(num_examples={mock_examples}):\n"
-           f"  runpy.run_path({path!r}, run_name='__main__')\n"]
-  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert r.returncode == code, f"{script} {' '.join(args)}\n{r.stderr[-3000:]}"
-  return r
-
-
-def written_summary(r: subprocess.CompletedProcess) -> str:
+def written_summary(r: Result) -> str:
   """The summary path ``launch/train.py`` says it wrote, checked to exist."""
   found = re.search(r"summary: (\S+summary\.json)", r.stdout)
   assert found, r.stdout
@@ -52,7 +34,7 @@ def written_summary(r: subprocess.CompletedProcess) -> str:
   return found.group(1)
 
 
-def written_tables(r: subprocess.CompletedProcess) -> list[str]:
+def written_tables(r: Result) -> list[str]:
   """The tables ``launch/protocol.py`` says it wrote, checked to exist."""
   found = re.search(r"^tables: (\S+\.json) and (\S+\.md)$", r.stdout, re.M)
   assert found, r.stdout
@@ -83,8 +65,8 @@ def test_train_py_modes_targets_and_guards_as_the_readme_shows_them(tmp_path):
        "full_guard_barrier"),
       (["--mode=rescue", "--config.guard.student_first_steps=5"], "rescue_sf5"),
   ]
-  for args, phase in commands:
-    r = launch("train.py", *DIGITS, *args, f"--workdir={wd}")
+  for i, (args, phase) in enumerate(commands):
+    r = launch("train.py", *DIGITS, *args, f"--workdir={wd}", subprocess_=i == 0)
     assert written_summary(r) == os.path.join(wd, phase, "summary.json")
   assert "rescue diagnostics at the start" in r.stdout
 
@@ -92,7 +74,7 @@ def test_train_py_modes_targets_and_guards_as_the_readme_shows_them(tmp_path):
 def test_protocol_py_variants_baselines_guard_and_report(tmp_path):
   root = str(tmp_path / "runs")
   common = [*DIGITS, "--seeds=1", f"--workdir={root}"]
-  first = launch("protocol.py", *common, "--fresh")
+  first = launch("protocol.py", *common, "--fresh", subprocess_=True)
   assert written_tables(first) == [os.path.join(root, "protocol.json"),
                                    os.path.join(root, "protocol.md")]
   assert "ran: seed 0 full, seed 0 noalign, seed 0 rescue" in first.stdout

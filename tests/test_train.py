@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -13,8 +11,8 @@ from certvae_jax import certificate, distributed, train
 from certvae_jax.training import modes
 from certvae_jax.training.checkpoint import Checkpointer
 from tests.conftest import tiny_config
+from tests.launcher import ROOT, launch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY_SPLIT_KEYS = {"teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
                       "certified", "psnr", "active_units", "kl", "probe_accuracy",
                       "tau_sensitivity", "mi_estimate", "mean_sq_norm_mu"}
@@ -148,9 +146,8 @@ def test_rescue_continues_exactly_from_noalign_final_state(workdir):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def run_cli(*args, cwd=ROOT):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
-                        cwd=cwd, capture_output=True, text=True, timeout=300)
+def run_cli(*args, cwd=ROOT, subprocess_=False):
+  return launch("train.py", *args, code=None, cwd=cwd, subprocess_=subprocess_)
 
 
 SMOKE = ["--config=" + os.path.join(ROOT, "configs", "digits.py") + ":smoke",
@@ -161,9 +158,11 @@ def test_exact_restart_across_processes_is_bit_identical(tmp_path):
   straight, split = str(tmp_path / "a"), str(tmp_path / "b")
   r = run_cli("--mode=warmup", f"--workdir={straight}", *SMOKE, "--config.warmup.steps=60")
   assert r.returncode == 0, r.stderr
-  r = run_cli("--mode=warmup", f"--workdir={split}", *SMOKE, "--config.warmup.steps=40")
+  r = run_cli("--mode=warmup", f"--workdir={split}", *SMOKE, "--config.warmup.steps=40",
+              subprocess_=True)
   assert r.returncode == 0, r.stderr
-  r = run_cli("--mode=warmup", f"--workdir={split}", *SMOKE, "--config.warmup.steps=60")
+  r = run_cli("--mode=warmup", f"--workdir={split}", *SMOKE, "--config.warmup.steps=60",
+              subprocess_=True)
   assert r.returncode == 0, r.stderr
   assert "resuming from step 40" in r.stderr
   a, _ = _params(os.path.join(straight, "warmup"), 60)

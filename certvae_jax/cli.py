@@ -6,6 +6,7 @@ exits with code 1. Everything a script does is one library call with the same na
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -231,16 +232,49 @@ def data_name(source: str) -> str:
 
 def run_guarded(fn: Callable[[], int | None]) -> None:
   """Runs ``fn``; ValueError -> exit 2, a diverged run -> exit 1, one line each; a bug
-  inside a phase -> its traceback, then one line saying where the run was left, exit 1."""
+  inside a phase -> its traceback, then one line saying where the run was left, exit 1.
+  A filesystem error (disk full, read-only, a damaged path) -> exit 2, one line
+  (:func:`disk_fault`). SIGTERM or SIGINT while a phase trains saves it and exits 143 or
+  130 with one line (:mod:`certvae_jax.training.preemption`); Ctrl-C elsewhere exits 130
+  with one line."""
   # pylint: disable-next=import-outside-toplevel
   from certvae_jax.training.loop import PhaseFailed, TrainingDiverged
+  from certvae_jax.training.preemption import Preempted  # pylint: disable=import-outside-toplevel
   try:
     code = fn()
+  except Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:
+    fail("interrupted (Ctrl-C) outside training; finished phases and checkpoints are kept; "
+         "rerun the same command to resume", code=130)
   except ValueError as e:
     fail(_first_line(e))
+  except OSError as e:
+    fail(disk_fault(e))
   except TrainingDiverged as e:
     fail(str(e), code=1)
   except PhaseFailed as e:
     traceback.print_exception(e.__cause__ or e)  # a bug report: keep it whole
     fail(str(e), code=1)
   sys.exit(code or 0)
+
+
+def disk_fault(e: OSError) -> str:
+  """One line for a filesystem error: the file, what went wrong, what to do. Run files
+  are written atomically and checkpoints are committed by a rename, so the last good
+  ones are intact whatever the fault."""
+  where = e.filename or "a run file"
+  if e.errno == errno.ENOSPC:
+    return (f"no space left on the device writing {where}; free space and rerun the same "
+            "command (finished phases and the last good checkpoint are kept)")
+  if e.errno == errno.EROFS:
+    return f"{where}: read-only file system; choose a writable --workdir"
+  if e.errno in (errno.EACCES, errno.EPERM):
+    return f"{where}: permission denied; choose a writable --workdir"
+  if e.errno in (errno.ENOTDIR, errno.EEXIST):
+    return (f"{where}: a file stands where a directory is expected; choose another "
+            "--workdir or move the file")
+  if e.errno == errno.ENOENT:
+    return f"{where}: no such file or directory"
+  return f"{where}: {e.strerror or e}"

@@ -152,8 +152,9 @@ def _load_npz(source: str, path: str, test_fraction: float, split_seed: int) -> 
   shape = tuple(arrays["x"].shape[1:])
   if "x_test" in arrays:
     x_test = _as_unit_float("x_test", arrays["x_test"])
-    if x_test.shape[1:] != x.shape[1:]:
-      raise ValueError(f"x_test: example size {x_test.shape[1:]} differs from x's {x.shape[1:]}")
+    if tuple(arrays["x_test"].shape[1:]) != shape:
+      raise ValueError(f"x_test: examples of shape {tuple(arrays['x_test'].shape[1:])} differ "
+                       f"from x's {shape}")
     y_test = _as_labels("y_test", arrays["y_test"], len(x_test)) if "y_test" in arrays else None
     if (y is None) != (y_test is None):
       raise ValueError("y / y_test: give labels for both splits or for neither")

@@ -97,7 +97,8 @@ def main():
 
   witness_fn = jax.jit(lambda xb: model.head(model.encode(xb)[0]))  # s(mu(x)): z only
   batches = [x_test[i:i + 128] for i in range(0, len(x_test), 128)]
-  print("test:", certificate.certify(witness_fn, teacher_fn, batches).summary_line())
+  print("test:", certificate.certify(witness_fn, teacher_fn, batches,
+                                           from_logits=True).summary_line())
 
 
 if __name__ == "__main__":

@@ -96,9 +96,16 @@ def test_bad_rows_are_refused():
     bounds.margin_bounds(t, s[:, :4])
 
 
-def test_one_row_has_no_distribution_free_bound():
+def test_one_row_or_a_bad_key_is_refused_with_a_reason():
   t, s = population(1, 3, seed=4)
-  assert math.isnan(bounds.margin_bounds(t, s, num_resamples=10).distribution_free)
+  with pytest.raises(ValueError, match="teacher: population bounds need at least two rows"):
+    bounds.margin_bounds(t, s, num_resamples=10)
+  t, s = population(20, 3, seed=4)
+  for key in (3, "a", np.zeros(3)):
+    with pytest.raises(ValueError, match="key: expected a JAX PRNG key"):
+      bounds.margin_bounds(t, s, num_resamples=10, key=key)
+  for key in (jax.random.PRNGKey(1), jax.random.key(1)):
+    assert np.isfinite(bounds.margin_bounds(t, s, num_resamples=10, key=key).bootstrap)
 
 
 # Coverage: each bound must lie below the population margin in at least 1 - delta of the

@@ -41,7 +41,7 @@ ZEROS = np.zeros((10, 3), np.float32)
     ({"x": ZEROS, "y": np.zeros(9, np.int64)}, r"y: expected shape \(10,\)"),
     ({"x": ZEROS, "y": np.zeros(10, np.float32)}, "y: expected integer"),
     ({"y": np.zeros(10, np.int64)}, "missing array 'x'"),
-    ({"x": ZEROS, "x_test": np.zeros((4, 5), np.float32)}, "x_test: example size"),
+    ({"x": ZEROS, "x_test": np.zeros((4, 5), np.float32)}, "x_test: examples of shape"),
     ({"x": np.zeros((2, 0), np.uint8)}, "x: examples have no features"),  # found by test_fuzz
     ({"x": np.zeros((10, 3, 0), np.float32)}, "x: examples have no features"),
 ])

@@ -116,7 +116,7 @@ def test_certify_streams_a_dataset_through_witness_and_teacher_functions():
   teacher_fn = lambda xb: jax.nn.softmax(xb @ w_t)  # noqa: E731
   witness_fn = lambda xb: xb @ w_s  # noqa: E731  logits
   batches = [x[i:i + 32] for i in range(0, 130, 32)]
-  rep = certificate.certify(witness_fn, teacher_fn, batches)
+  rep = certificate.certify(witness_fn, teacher_fn, batches, from_logits=True)
   full = certificate.report(np.asarray(teacher_fn(x)), np.asarray(witness_fn(x)),
                             from_logits=True)
   for key in ("teacher_mi", "alignment", "margin", "student_mi"):
@@ -126,12 +126,39 @@ def test_certify_streams_a_dataset_through_witness_and_teacher_functions():
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
   sharded = [jax.device_put(b, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
              for b in batches]
-  assert certificate.certify(witness_fn, teacher_fn, sharded).margin == pytest.approx(
-      rep.margin, abs=1e-6)
+  assert certificate.certify(witness_fn, teacher_fn, sharded, from_logits=True
+                             ).margin == pytest.approx(rep.margin, abs=1e-6)
   with pytest.raises(ValueError, match="batches: no batch"):
-    certificate.certify(witness_fn, teacher_fn, [])
+    certificate.certify(witness_fn, teacher_fn, [], from_logits=True)
   with pytest.raises(ValueError, match="batches: batch 0: teacher"):
-    certificate.certify(witness_fn, lambda xb: xb @ w_t, batches)
+    certificate.certify(witness_fn, lambda xb: xb @ w_t, batches, from_logits=True)
+
+
+def test_every_function_takes_probability_rows_by_default_and_refuses_the_wrong_kind():
+  """One default (probability rows) for margin, report, certify, the stats and the bounds;
+  logits passed as rows and rows passed as logits are both refused with a hint."""
+  t = _rows(50, 4)
+  logits = RNG.normal(size=(50, 4))
+  rows = np.asarray(jax.nn.softmax(logits))
+  reference = float(certificate.margin(t, rows))
+  stats = certificate.CertificateStats.zeros(4).update(t, rows).finalize()
+  bounds = certificate.margin_bounds(t, rows, num_resamples=50)
+  certified = certificate.certify(lambda i: rows[i], lambda i: t[i], [np.arange(50)])
+  for value in (float(certificate.report(t, rows).margin), stats.margin, certified.margin,
+                bounds.sample):
+    assert value == pytest.approx(reference, abs=1e-5)
+  for call in (lambda: certificate.margin(t, logits), lambda: certificate.report(t, logits),
+               lambda: certificate.certify(lambda i: logits[i], lambda i: t[i],
+                                           [np.arange(50)])):
+    with pytest.raises(ValueError, match="did you pass logits"):
+      call()
+  for call in (lambda: certificate.margin(t, rows, from_logits=True),
+               lambda: certificate.report(t, rows, from_logits=True),
+               lambda: certificate.margin_bounds(t, rows, from_logits=True),
+               lambda: certificate.certify(lambda i: rows[i], lambda i: t[i],
+                                           [np.arange(50)], from_logits=True)):
+    with pytest.raises(ValueError, match="did you pass probabilities"):
+      call()
 
 
 def test_checked_report_under_jit_turns_invalid_rows_into_nan():

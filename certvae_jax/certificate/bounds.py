@@ -44,7 +44,7 @@ class MarginBounds(NamedTuple):
       at level ``1 - delta`` (approximate coverage).
     distribution_free: lower bound on the population ``G_tau`` of the floored witness
       ``(1 - K eta) s + eta`` at level ``1 - delta``, valid for any distribution of
-      i.i.d. rows; NaN when it cannot be formed (fewer than 2 rows).
+      i.i.d. rows.
     floored_sample: ``G_tau`` of the floored witness on these rows.
     n: number of rows.
     delta: the miss probability of each bound.
@@ -143,7 +143,7 @@ def margin_bounds(teacher, student, *, tau: float = DEFAULT_TAU, delta: float = 
       rows give the same bound.
     student_floor: ``eta`` of the floored witness, in ``(0, 1/K)``; ``None`` picks
       ``0.01 / K``, which raises ``L_TS`` by at most ``-log(0.99) = 0.01`` nats.
-    from_logits: ``student`` holds logits.
+    from_logits: ``student`` holds logits (default False: probability rows).
 
   Returns:
     A :class:`MarginBounds` of Python numbers.
@@ -157,6 +157,13 @@ def margin_bounds(teacher, student, *, tau: float = DEFAULT_TAU, delta: float = 
   teacher, student = validate_pair(teacher, student, from_logits)
   t = jnp.asarray(teacher, jnp.float32)
   n, k = t.shape
+  if n < 2:
+    raise ValueError(f"teacher: population bounds need at least two rows (a bootstrap and "
+                     f"a concentration bound of one row say nothing), got {n}")
+  if key is not None and not (isinstance(key, jax.Array) and (
+      jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,))):
+    raise ValueError(f"key: expected a JAX PRNG key (jax.random.key or PRNGKey), got "
+                     f"{key!r:.60}")
   eta = FLOOR_BUDGET / k if student_floor is None else student_floor
   if not is_number(eta) or not 0.0 < eta < 1.0 / k:
     raise ValueError(f"student_floor: expected a number in (0, 1/K) = (0, {1.0 / k:.6g}), "
@@ -171,10 +178,8 @@ def margin_bounds(teacher, student, *, tau: float = DEFAULT_TAU, delta: float = 
   key = jax.random.PRNGKey(0) if key is None else key
   resampled = np.asarray(_bootstrap_margins(key, t, jnp.asarray(ce), int(num_resamples)))
   bootstrap = float(np.quantile(resampled.astype(np.float64), delta, method="lower")) - tau
-  distribution_free = math.nan
-  if n >= 2:
-    distribution_free = (entropy - entropy_deviation(n, k, delta / 2)
-                         - mean_upper_bound(ce_floored, math.log(1.0 / eta), delta / 2) - tau)
+  distribution_free = (entropy - entropy_deviation(n, k, delta / 2)
+                       - mean_upper_bound(ce_floored, math.log(1.0 / eta), delta / 2) - tau)
   return MarginBounds(sample=sample, bootstrap=bootstrap, distribution_free=distribution_free,
                       floored_sample=floored_sample, n=int(n), delta=float(delta),
                       tau=float(tau), num_resamples=int(num_resamples),

@@ -5,7 +5,8 @@ JAX, usable under ``jax.jit``): ``I_T = mean_i KL(T_i || Tbar)``, ``L_TS = mean_
 s_i)``, Lemma 1's identity ``mean_i KL(T_i || c) = I_T + KL(Tbar || c)``, and the margin
 ``G_tau = I_T - tau - L_TS`` (certified iff ``> 0``, Theorem 1). Nats, ``0 log 0 = 0``.
 Inputs are validated outside traced code; :class:`CertificateStats` and :func:`certify`
-stream data that does not fit in memory. The certificate page of the docs has the math.
+stream data that does not fit in memory. Every function takes probability rows by default
+and logits with ``from_logits=True``. The certificate page of the docs has the math.
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def margin(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
     teacher: ``(N, K)`` teacher rows.
     student: ``(N, K)`` raw z-only witness rows, or its logits with ``from_logits``.
     tau: safety buffer (nats), 0.05 in the paper.
-    from_logits: ``student`` holds logits (``L_TS`` from ``log_softmax``, stable).
+    from_logits: ``student`` holds logits (``L_TS`` from ``log_softmax``, stable;
+      default False: probability rows).
     validate: check the inputs (skipped automatically under jit).
 
   Returns:
@@ -201,7 +203,7 @@ def report(teacher: Array, student: Array, tau: float = DEFAULT_TAU, *,
     student: ``(N, K)`` raw z-only witness rows at the encoder mean, or its logits with
       ``from_logits``.
     tau: safety buffer for ``margin`` and ``certified``.
-    from_logits: ``student`` holds logits.
+    from_logits: ``student`` holds logits (default False: probability rows).
     validate: check the inputs (skipped automatically under jit).
     checked: inside jit, where the inputs cannot be validated, turn every quantity of
       a report whose rows are invalid (see :func:`valid_inputs`) into NaN and
@@ -254,19 +256,20 @@ def valid_inputs(teacher: Array, student: Array, *, from_logits: bool = False,
 
 
 def certify(witness_fn: Callable[[Any], Array], teacher_fn: Callable[[Any], Array],
-            batches: Iterable[Any], tau: float = DEFAULT_TAU, *, from_logits: bool = True,
+            batches: Iterable[Any], tau: float = DEFAULT_TAU, *, from_logits: bool = False,
             validate: bool = True) -> CertificateReport:
   """The certificate of a whole data set, streamed batch by batch (paper 1, section 2.3).
 
   Args:
     witness_fn: ``x -> (B, K)`` the raw z-only witness at the encoder mean,
-      ``s(mu(x))``: logits by default, probabilities with ``from_logits=False``. It
+      ``s(mu(x))``: probability rows by default, logits with ``from_logits=True``. It
       must read the input only through the latent code, or the certificate says
       nothing about the code.
     teacher_fn: ``x -> (B, K)`` teacher rows on the simplex.
     batches: any iterable of input batches (NumPy or JAX arrays, sharded or not).
     tau: the safety buffer.
-    from_logits: what ``witness_fn`` returns.
+    from_logits: ``witness_fn`` returns logits (default False: probability rows, the
+      default of every function of this module).
     validate: check each batch's rows (fully addressable arrays only).
 
   Returns:
@@ -277,6 +280,12 @@ def certify(witness_fn: Callable[[Any], Array], teacher_fn: Callable[[Any], Arra
     ValueError: an empty ``batches``, or invalid rows in a batch (naming it).
   """
   check_tau(tau)
+  for name, fn in (("witness_fn", witness_fn), ("teacher_fn", teacher_fn)):
+    if not callable(fn):
+      raise ValueError(f"{name}: expected a callable on a batch, got {type(fn).__name__}")
+  if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+    raise ValueError(f"batches: expected an iterable of input batches, got "
+                     f"{type(batches).__name__}")
   stats = None
   for i, x in enumerate(batches):
     t, s = teacher_fn(x), witness_fn(x)

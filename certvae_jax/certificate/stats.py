@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from certvae_jax.certificate.validation import Array, check_tau, is_traced, validate_pair
+from certvae_jax.certificate.validation import Array, check_tau, is_int, is_traced, validate_pair
 from certvae_jax.certificate.verdict import DEFAULT_TAU, CertificateReport, any_traced, certified
 
 
@@ -44,8 +44,8 @@ class CertificateStats(NamedTuple):
   @classmethod
   def zeros(cls, k: int) -> "CertificateStats":
     """An empty float64 host accumulator for ``k`` classes."""
-    if int(k) < 2:
-      raise ValueError(f"k: needs at least two classes, got {k}")
+    if not is_int(k) or k < 2:
+      raise ValueError(f"k: expected an integer number of classes >= 2, got {k!r}")
     z = np.zeros((), np.float64)
     return cls(np.zeros((), np.int64), np.zeros(int(k)), z, z.copy(), np.zeros(int(k)), z.copy())
 
@@ -55,7 +55,8 @@ class CertificateStats(NamedTuple):
 
   def update(self, teacher: Array, student: Array, *, from_logits: bool = False,
              validate: bool = True) -> "CertificateStats":
-    """Adds one batch. ``student`` may be logits when ``from_logits=True``."""
+    """Adds one batch: ``student`` holds probability rows, or logits when
+    ``from_logits=True`` (default False, as everywhere in the certificate)."""
     if validate:
       teacher, student = validate_pair(teacher, student, from_logits)
       if not is_traced(teacher) and np.shape(teacher)[1] != self.k:

@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Array = Any  # a jax.Array or np.ndarray
@@ -37,10 +38,12 @@ def validate_simplex(
     atol: allowed deviation of a row sum from 1.
     renormalize: divide each row by its sum instead of rejecting a row whose sum
       is off by more than ``atol`` (finite, non-negative rows with a positive sum
-      only). Meant for tiny drift, e.g. float16 softmax outputs.
+      only). Meant for tiny drift.
 
   Returns:
-    ``probs`` unchanged (or renormalised), or untouched when traced under jit.
+    ``probs`` unchanged (or renormalised), or untouched when traced under jit. Integer,
+    boolean, float16 and bfloat16 rows come back as float32; half-precision rows are
+    checked within ``max(atol, K * eps)`` of their dtype, then renormalised in float32.
 
   Raises:
     ValueError: naming ``name``, the offending row and the problem.
@@ -55,8 +58,13 @@ def validate_simplex(
     raise ValueError(f"{name}: needs at least one row (N >= 1), got shape {arr.shape}")
   if k < 2:
     raise ValueError(f"{name}: needs at least two classes (K >= 2), got shape {arr.shape}")
-  converted = False
-  if not np.issubdtype(arr.dtype, np.floating):
+  converted = half = False
+  if jnp.issubdtype(arr.dtype, jnp.floating) and arr.dtype.itemsize < 4:
+    # float16 / bfloat16 rows: a softmax in them never sums to 1 within 1e-4. They are
+    # cast up to float32 and checked at their own precision (K rounding errors at most).
+    atol = max(atol, arr.shape[1] * float(jnp.finfo(arr.dtype).eps))
+    arr, converted, half = arr.astype(np.float32), True, True
+  elif not np.issubdtype(arr.dtype, np.floating):
     if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
       arr, converted = arr.astype(np.float32), True  # e.g. one-hot rows given as ints
     else:
@@ -77,12 +85,14 @@ def validate_simplex(
   worst = int(np.argmax(err))
   if err[worst] > atol:
     if renormalize and (sums > 0).all():
-      return np.asarray(arr / sums[:, None], dtype=arr.dtype)
+      return np.asarray(arr / sums[:, None], dtype=arr.dtype)  # float32 for half rows
     hint = logits_hint or ("" if renormalize else " (for small drift, renormalise first with "
                            "certificate.validate_simplex(name, rows, renormalize=True))")
     raise ValueError(
         f"{name}: rows must sum to 1 within {atol:g}; worst is row {worst} with sum "
         f"{sums[worst]:.6g}{hint}")
+  if half:  # rows within their precision: renormalised in float32, so float32 checks pass
+    return np.asarray(arr / sums[:, None], dtype=np.float32)
   return arr if converted else probs
 
 
@@ -100,10 +110,22 @@ def validate_pair(teacher: Array, student: Array, from_logits: bool = False
   teacher = validate_simplex("teacher", teacher)
   if from_logits:
     validate_logits("student_logits", student)
+    _refuse_probabilities_as_logits(student)
   else:
     student = validate_simplex("student", student)
   check_pair(teacher, student, "student_logits" if from_logits else "student")
   return teacher, student
+
+
+def _refuse_probabilities_as_logits(logits: Array) -> None:
+  """Rows that are all non-negative and sum to 1, given as logits, are almost surely
+  probabilities: their softmax would be a much flatter witness and a wrong margin."""
+  if is_traced(logits):
+    return
+  arr = np.asarray(logits, np.float64)
+  if (arr >= 0).all() and np.allclose(arr.sum(axis=1), 1.0, atol=1e-4):
+    raise ValueError("student_logits: every row is non-negative and sums to 1: did you pass "
+                     "probabilities? Pass from_logits=False for probability rows (the default)")
 
 
 def validate_logits(name: str, logits: Array) -> None:

@@ -52,6 +52,13 @@ def pca_dims(features: Any, name: str = "feature_space") -> int | None:
   raise ValueError(f"{name}: expected 'mu' or 'pca:N' with an integer N >= 1, got {features!r}")
 
 
+def _widths(name: str, value: Any) -> None:
+  """A tuple of layer widths (integers >= 1; empty for no hidden layer)."""
+  if value == ():
+    return
+  non_empty_tuple(lambda w: is_int(w) and w >= 1, "a layer width >= 1")(name, value)
+
+
 # -- the sections --------------------------------------------------------------------
 
 SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
@@ -83,7 +90,11 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
              "active_unit_threshold": non_negative, "mi_batch_size": positive_int,
              "delta": open_unit_interval, "bootstrap_resamples": positive_int,
              "reconstruction_check": boolean, "posthoc_max_iter": positive_int},
-    "model": {"decoder_reads_teacher": boolean},
+    "model": {
+        "decoder_reads_teacher": boolean, "fast_conv": boolean, "latent_dim": positive_int,
+        "hidden": _widths, "head_hidden": _widths, "conv_channels": _widths,
+        "gaussian_scale": positive, "witness_beta": positive,
+    },
     "data": {"on_device": boolean},
     "log": {"tensorboard": boolean},
     "guard": {

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from certvae_jax import simplex, train as train_lib
+from certvae_jax import files, simplex, train as train_lib
 from certvae_jax.training import modes, phase_loop
 
 ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
@@ -155,10 +155,9 @@ def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str,
 
 def write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: str) -> None:
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, f"{stem}.json"), "w") as fh:
-    json.dump(rows, fh, indent=1)
-  with open(os.path.join(root, f"{stem}.md"), "w") as fh:
-    fh.write(markdown)
+  files.atomic_write(os.path.join(root, f"{stem}.json"),
+                     lambda fh: json.dump(rows, fh, indent=1), binary=False)
+  files.write_text(os.path.join(root, f"{stem}.md"), markdown)
 
 
 def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import re
 from typing import Any, Sequence
 
 import numpy as np
 
+from certvae_jax import files as files_lib
 from certvae_jax.experiments import baselines as baselines_lib, figures, protocol
 from certvae_jax.training import modes
 from certvae_jax.training.writers import read_jsonl
@@ -30,10 +30,7 @@ ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit")
 
 
 def _read(path: str) -> Any:
-  if not os.path.isfile(path):
-    return None
-  with open(path) as fh:
-    return json.load(fh)
+  return files_lib.read_json(path, expect=None)
 
 
 def seed_dirs(root: str) -> list[tuple[int, str]]:
@@ -226,11 +223,10 @@ def render(root: str, target: str = "live", out_dir: str | None = None) -> dict[
               protocol.kl_stress_table(data["kl_stress"], lam) if lam is not None else ""]
   markdown = "\n".join(p for p in parts if p)
   files["report.md"] = os.path.join(out_dir, "report.md")
-  with open(files["report.md"], "w") as fh:
-    fh.write(markdown)
+  files_lib.write_text(files["report.md"], markdown)
   files["report.html"] = os.path.join(out_dir, "report.html")
-  with open(files["report.html"], "w") as fh:
-    fh.write(to_html(markdown, out_dir, title=f"certvae_jax report: {root}"))
+  files_lib.write_text(files["report.html"],
+                       to_html(markdown, out_dir, title=f"certvae_jax report: {root}"))
   return files
 
 

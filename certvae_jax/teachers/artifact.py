@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Callable
+import zipfile
+from typing import Any
 
 import flax
 import jax.numpy as jnp
 import numpy as np
 
+from certvae_jax import files
 from certvae_jax.teachers.frozen import FrozenGMM, FrozenPCA, FrozenTeacher
 
 _ARRAYS = "teacher.npz"
@@ -68,22 +70,13 @@ def save_teacher(directory: str, teacher: FrozenTeacher, info: dict[str, Any],
   info = dict(info, teacher_id=tid, kind="gmm", covariance_type=teacher.gmm.covariance_type,
               num_components=teacher.num_classes)
   if train_targets is not None:
-    _atomic_write(os.path.join(directory, _TARGETS),
-                  lambda fh: np.save(fh, np.asarray(train_targets, np.float32)))
-  _atomic_write(os.path.join(directory, _ARRAYS),
+    save_train_targets(directory, train_targets)
+  files.atomic_write(os.path.join(directory, _ARRAYS),
                 lambda fh: np.savez(fh, **teacher_arrays(teacher)))
-  _atomic_write(os.path.join(directory, _INFO),
+  files.atomic_write(os.path.join(directory, _INFO),
                 lambda fh: fh.write(json.dumps(info, indent=1).encode()))
   return tid
 
-
-def _atomic_write(path: str, write: Callable[[Any], Any]) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as fh:
-    write(fh)
-    fh.flush()
-    os.fsync(fh.fileno())
-  os.replace(tmp, path)
 
 
 # Artifacts of 0.2 and before record no "given_by"; these kinds were given by their rows.
@@ -112,11 +105,11 @@ def save_rows_teacher(directory: str, train_targets: np.ndarray, test_targets: n
   os.makedirs(directory, exist_ok=True)
   tid = _targets_id(train_targets, test_targets)
   for name, arr in ((_TARGETS, train_targets), (_TEST_TARGETS, test_targets)):
-    _atomic_write(os.path.join(directory, name),
+    files.atomic_write(os.path.join(directory, name),
                   lambda fh, a=arr: np.save(fh, np.asarray(a, np.float32)))
   info = dict(info, teacher_id=tid, kind=kind, given_by="rows",
               num_components=int(np.shape(train_targets)[1]))
-  _atomic_write(os.path.join(directory, _INFO),
+  files.atomic_write(os.path.join(directory, _INFO),
                 lambda fh: fh.write(json.dumps(info, indent=1).encode()))
   return tid
 
@@ -126,7 +119,7 @@ def load_test_targets(directory: str) -> np.ndarray:
   path = os.path.join(directory, _TEST_TARGETS)
   if not os.path.isfile(path):
     raise ValueError(f"teacher: no test-target cache {path!r}")
-  return np.load(path)
+  return _load_arrays(path)[""]
 
 
 def teacher_exists(directory: str) -> bool:
@@ -141,18 +134,19 @@ def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
     ValueError: missing or damaged artifact (its content hash does not match).
   """
   info_path = os.path.join(directory, _INFO)
-  if not os.path.isfile(info_path):
+  info = files.read_json(info_path)
+  if info is None:
     raise ValueError(f"teacher: no teacher artifact in {directory!r}")
-  with open(info_path) as fh:
-    info = json.load(fh)
+  if not isinstance(info.get("teacher_id"), str):
+    raise files.DamagedFile(f"{info_path}: damaged (no teacher_id); delete it and rerun to "
+                            "rebuild it")
   if info.get("given_by") == "rows" or info.get("kind") in _ROW_KINDS_0_2:
     found = _targets_id(load_train_targets(directory), load_test_targets(directory))
     if found != info["teacher_id"]:
-      raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "
-                       f"{found} != recorded {info['teacher_id']})")
+      raise files.DamagedFile(f"teacher: the artifact in {directory!r} is damaged (content "
+                              f"hash {found} != recorded {info['teacher_id']})")
     return None, info
-  with np.load(os.path.join(directory, _ARRAYS)) as f:
-    arrays = {k: f[k] for k in f.files}
+  arrays = _load_arrays(os.path.join(directory, _ARRAYS))
   enc = flax.traverse_util.unflatten_dict(
       {tuple(k.split("/")[1:]): jnp.asarray(v) for k, v in arrays.items()
        if k.startswith("encoder/")})
@@ -165,14 +159,32 @@ def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
                 if "pca/mean" in arrays else None)
   teacher = FrozenTeacher(encoder_params=enc, gmm=gmm, projection=projection)
   if teacher_id(teacher) != info["teacher_id"]:
-    raise ValueError(f"teacher: the artifact in {directory!r} is damaged (content hash "
-                     f"{teacher_id(teacher)} != recorded {info['teacher_id']})")
+    raise files.DamagedFile(f"teacher: the artifact in {directory!r} is damaged (content "
+                            f"hash {teacher_id(teacher)} != recorded {info['teacher_id']})")
   return teacher, info
+
+
+def _load_arrays(path: str) -> dict[str, np.ndarray]:
+  """The arrays of an ``.npy`` or ``.npz`` file; a missing, truncated or foreign file is
+  a :class:`~certvae_jax.files.DamagedFile` naming it."""
+  try:
+    with open(path, "rb") as fh:
+      loaded = np.load(fh, allow_pickle=False)
+      if isinstance(loaded, np.ndarray):
+        return {"": loaded}
+      with loaded:
+        return {k: loaded[k] for k in loaded.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    raise files.DamagedFile(f"{path}: damaged or missing ({type(e).__name__}: {e}); delete "
+                            "it and rerun to rebuild it") from e
 
 
 def load_train_targets(directory: str) -> np.ndarray:
   """The cached fixed targets ``T_fix`` over the training split."""
-  path = os.path.join(directory, _TARGETS)
-  if not os.path.isfile(path):
-    raise ValueError(f"teacher: no fixed-target cache {path!r}")
-  return np.load(path)
+  return _load_arrays(os.path.join(directory, _TARGETS))[""]
+
+
+def save_train_targets(directory: str, train_targets: np.ndarray) -> None:
+  """Writes the fixed-target cache ``T_fix`` again (atomically)."""
+  files.atomic_write(os.path.join(directory, _TARGETS),
+                     lambda fh: np.save(fh, np.asarray(train_targets, np.float32)))

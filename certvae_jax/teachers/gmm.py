@@ -216,6 +216,13 @@ def frozen(encoder_fn: Callable[[Any], Any], fitted: FittedTeacher) -> Callable[
   Returns:
     ``teacher_fn(x) -> (N, K)`` rows on the simplex; jit-able.
   """
+  if not callable(encoder_fn):
+    raise ValueError(f"encoder_fn: expected a callable from inputs to features, got "
+                     f"{type(encoder_fn).__name__}")
+  if not isinstance(fitted, FittedTeacher):
+    raise ValueError(f"fitted: expected the FittedTeacher of fit_teacher, got "
+                     f"{type(fitted).__name__}")
+
   def teacher_fn(x):
     features = encoder_fn(x)
     if isinstance(features, (tuple, list)):
@@ -230,8 +237,8 @@ def _check_features(features: Any, components: Sequence[int]) -> np.ndarray:
     f = np.asarray(features, np.float64)
   except (TypeError, ValueError) as e:
     raise ValueError(f"features: expected a numeric (N, d) array ({e})") from e
-  if f.ndim != 2 or len(f) < 2:
-    raise ValueError(f"features: expected shape (N >= 2, d), got {f.shape}")
+  if f.ndim != 2 or len(f) < 2 or f.shape[1] < 1:
+    raise ValueError(f"features: expected shape (N >= 2, d >= 1), got {f.shape}")
   if not np.isfinite(f).all():
     raise ValueError("features: contain NaN or inf (did warm-up diverge?)")
   distinct = len(np.unique(f, axis=0))

@@ -193,6 +193,10 @@ class Checkpointer:
     self._manager.reload()
     return dst
 
+  def wait(self) -> None:
+    """Blocks until the write in progress, if any, is committed."""
+    self._manager.wait_until_finished()
+
   def close(self) -> None:
     """Waits for a write in progress, then releases the manager."""
     self._manager.wait_until_finished()

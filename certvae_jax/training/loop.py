@@ -181,7 +181,8 @@ class Loop:
     for n in range(1, self.steps_per_call + 1):
       step = self.step + n
       last = step >= self.total_steps
-      if last or any(h.wants_sync(step, last) for h in self.hooks):
+      # Every hook is asked (no short-circuit): a hook may count the steps it is shown.
+      if any([h.wants_sync(step, last) for h in self.hooks]) or last:
         return n, True
     return self.steps_per_call, False
 

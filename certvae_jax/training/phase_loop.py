@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
+from certvae_jax import files
 from certvae_jax.evaluation.splits import evaluate_splits, final_analyses
 from certvae_jax.training import extensions, hooks as hooks_lib, modes, writers as writers_lib
 from certvae_jax.training.loop import Loop
@@ -83,8 +84,9 @@ def extension_hooks(run: RunParts, phase: Phase, k: int, t_train: np.ndarray):
 
 
 def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any],
-          resumed_meta: dict[str, Any] | None) -> PhaseLoop:
-  """The loop of one phase, with the run's hooks and writers."""
+          resumed_meta: dict[str, Any] | None, last_hook: Any = None) -> PhaseLoop:
+  """The loop of one phase, with the run's hooks and writers; ``last_hook`` (the
+  preemption hook) runs after the checkpoint hook."""
   cfg, engine = run.config, run.engine
   t_train, t_test = run.teachers.split_targets(phase.target, k)
   phase.mode.check_targets(t_train)
@@ -125,7 +127,8 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
            hooks_lib.StepMetrics(cfg.train.log_every), *plan_hooks,
            *hooks_lib.create(cfg.train.hooks, cfg), *run.hooks,
            hooks_lib.PeriodicEvaluation(cfg.eval.every),
-           hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every)]
+           hooks_lib.PeriodicCheckpoint(cfg.train.checkpoint_every),
+           *([last_hook] if last_hook is not None else [])]
   writers = ([*writers_lib.create(writers_lib.run_writer_names(cfg),
                                   run.dir.phase(phase.name)), *run.writers]
              if main else [])
@@ -142,9 +145,10 @@ def summary(run: RunParts, phase: Phase, state, built: PhaseLoop) -> dict[str, A
   """The phase's summary: its last evaluation, the final analyses, the extensions' parts."""
   _, splits, arrays = built.loop.last_eval
   if run.dir.main:
-    np.savez(os.path.join(run.dir.phase(phase.name), "predictions.npz"),
-             **{f"{s}_{key}": arrays[s][key] for s in arrays
-                for key in ("teacher", "witness", "mu")})
+    predictions = {f"{s}_{key}": arrays[s][key] for s in arrays
+                   for key in ("teacher", "witness", "mu")}
+    files.atomic_write(os.path.join(run.dir.phase(phase.name), "predictions.npz"),
+                       lambda fh: np.savez(fh, **predictions))
   info = run.teachers.info or {}
   collapse = final_analyses(splits, arrays, run.config.eval, phase.mode.needs_teacher)
   out = {"mode": phase.mode.name, "target": phase.target, "step": int(state.step),

@@ -26,7 +26,7 @@ from typing import Any, Callable, TypeVar
 
 import ml_collections
 
-from certvae_jax import distributed
+from certvae_jax import distributed, files
 from certvae_jax.training.checkpoint import Checkpointer, IncompatibleCheckpoint
 
 LOCK_NAME = ".lock"
@@ -63,22 +63,6 @@ def _flat(prefix: str, tree: dict[str, Any]) -> dict[str, Any]:
     name = f"{prefix}.{key}"
     out.update(_flat(name, value) if isinstance(value, dict) else {name: value})
   return out
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Writes ``obj`` atomically (a temporary file, then a rename)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as fh:
-    json.dump(obj, fh, indent=1, allow_nan=True)
-  os.replace(tmp, path)
-
-
-def read_json(path: str) -> Any | None:
-  """The JSON at ``path``, or None if there is no such file."""
-  if not os.path.isfile(path):
-    return None
-  with open(path) as fh:
-    return json.load(fh)
 
 
 class WorkdirLock:
@@ -172,7 +156,13 @@ class RunDir:
       return ckpt.latest_step()
 
   def read_summary(self, name: str) -> dict[str, Any] | None:
-    return read_json(self.summary_path(name))
+    """Phase ``name``'s summary; None when there is none, or when it is damaged (with a
+    warning: the phase rebuilds it from its final checkpoint)."""
+    try:
+      return files.read_json(self.summary_path(name))
+    except files.DamagedFile as e:
+      _log.warning("%s (rebuilding it from the final checkpoint)", str(e).split("; delete")[0])
+      return None
 
   def guarded(self, fn: Callable[[], T], on_clear: Callable[[], None] = lambda: None) -> T:
     """Runs ``fn`` holding the workdir lock; with ``overwrite``, an incompatible workdir

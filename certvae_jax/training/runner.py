@@ -15,17 +15,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from certvae_jax import data as data_lib, distributed
+from certvae_jax import data as data_lib, distributed, files
 from certvae_jax.evaluation.rescue_diagnostics import rescue_diagnostics
 from certvae_jax.rng_streams import data_seed
 from certvae_jax.teachers.kinds import Teacher
-from certvae_jax.training import extensions, modes, phase_loop
+from certvae_jax.training import extensions, modes, phase_loop, preemption
 from certvae_jax.training.checkpoint import check_compatible
 from certvae_jax.training.context import make_context
 from certvae_jax.training.engine import Engine, transfer_params
 from certvae_jax.training.loop import Hook, PhaseFailed, TrainingDiverged
 from certvae_jax.training.phase_loop import Phase
-from certvae_jax.training.rundir import RunDir, fingerprint, write_json
+from certvae_jax.training.rundir import RunDir, fingerprint
 from certvae_jax.training.teacher_stage import TeacherStage
 from certvae_jax.training.writers import MetricWriter, truncate_jsonl
 
@@ -262,8 +262,8 @@ class Runner:
     at: dict[str, Any] = {"step": None, "loop": None}  # where a failure leaves the phase
     try:
       summary = self._train_phase(phase, k, init_fn, at)
-    except (ValueError, TrainingDiverged, PhaseFailed):
-      raise
+    except (ValueError, OSError, TrainingDiverged, PhaseFailed, preemption.Preempted):
+      raise  # reported as they are: one line each
     except Exception as e:  # a bug: say where it left the run, keep the traceback
       loop = at["loop"]
       step = loop.step if loop is not None else at["step"]
@@ -277,7 +277,16 @@ class Runner:
   def _train_phase(self, phase: Phase, k: int, init_fn: Callable[[], Any],
                    at: dict[str, Any]) -> dict[str, Any]:
     """Restores or initialises the state, runs the loop and writes the summary; records
-    in ``at`` the step and the loop it reached."""
+    in ``at`` the step and the loop it reached. SIGTERM or SIGINT meanwhile saves the step
+    reached and raises :class:`~certvae_jax.training.preemption.Preempted`."""
+    with preemption.watch() as notice:
+      summary = self._train_watched(phase, k, init_fn, at, notice)
+    if notice.signum is not None:  # came after the last step: the phase is done and saved
+      raise preemption.Preempted(phase.name, int(summary["step"]), notice.signum)
+    return summary
+
+  def _train_watched(self, phase: Phase, k: int, init_fn: Callable[[], Any],
+                     at: dict[str, Any], notice: preemption.Notice) -> dict[str, Any]:
     pdir, main = self.dir.phase(phase.name), self.dir.main
     metrics_path = self.dir.metrics_path(phase.name)
     meta = dict(phase.meta, phase=phase.name, data_seed=phase.data_seed)
@@ -304,7 +313,8 @@ class Runner:
           os.remove(metrics_path)
       at["step"] = int(state.step)
       extra = phase.extra() if phase.extra is not None else {}
-      built = phase_loop.build(self.parts, phase, k, state, ckpt, meta, resumed)
+      built = phase_loop.build(self.parts, phase, k, state, ckpt, meta, resumed,
+                               preemption.PreemptionHook(notice))
       loop = at["loop"] = built.loop
       try:
         state = loop.run()
@@ -317,5 +327,5 @@ class Runner:
     summary = dict(phase_loop.summary(self.parts, phase, state, built), **extra)
     summary["timing"] = built.timing.result(loop, self.config.train.batch_size, self.ctx.mesh)
     if main:
-      write_json(self.dir.summary_path(phase.name), summary)
+      files.write_json(self.dir.summary_path(phase.name), summary)
     return summary

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import ml_collections
 import numpy as np
 
-from certvae_jax import data as data_lib, distributed, teachers as teacher_lib
+from certvae_jax import data as data_lib, distributed, files, teachers as teacher_lib
 from certvae_jax.certificate.validation import validate_simplex
 from certvae_jax.evaluation.splits import map_batches
 from certvae_jax.teachers import artifact, kinds
@@ -75,7 +75,12 @@ class TeacherStage:
     exists = artifact.teacher_exists(self.directory)
     distributed.barrier("teacher-looked")
     if exists:
-      self.current = kinds.load(self.directory)
+      try:
+        self.current = kinds.load(self.directory)
+      except files.DamagedFile as e:  # made again: the same fit from the same warm-up
+        _log.warning("%s; making the teacher again", str(e).split("; delete")[0])
+        exists = False
+    if exists:
       check_compatible(self.current.info, teacher_fp, f"the teacher in {self.directory!r}")
     elif self.kind.make_rows is not None:
       self.current = self._make_from_rows(teacher_fp)
@@ -164,5 +169,17 @@ class TeacherStage:
     def live(x):
       return map_batches(lambda xb: probs(teacher.function, xb), x, self.config.eval.batch_size)
 
-    train = teacher.cached_rows("train") if target == "fixed" else live(d.x_train)
+    train = self._fixed_targets(teacher, live) if target == "fixed" else live(d.x_train)
     return train, live(d.x_test)
+
+  def _fixed_targets(self, teacher: kinds.Teacher, live) -> np.ndarray:
+    """The cached ``T_fix``; a damaged or missing cache is computed again, as it was made
+    (the frozen teacher on the training split), with a warning."""
+    try:
+      return teacher.cached_rows("train")
+    except files.DamagedFile as e:
+      _log.warning("%s; computing it again from the frozen teacher", str(e).split("; delete")[0])
+    train = live(self.data.x_train)
+    if self.dir.main:
+      artifact.save_train_targets(self.directory, train)
+    return train

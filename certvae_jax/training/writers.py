@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from certvae_jax import plugins
+from certvae_jax import files, plugins
+from certvae_jax.files import read_jsonl  # the log's reader, beside its writer
 
 
 class MetricWriter(Protocol):
@@ -88,14 +89,6 @@ class JsonLinesWriter:
     """Nothing stays open between rows."""
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """The rows of a ``metrics.jsonl`` (empty if the file does not exist)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as fh:
-    return [json.loads(line) for line in fh if line.strip()]
-
-
 def truncate_jsonl(path: str, last_step: int, resuming: bool = True) -> None:
   """Keeps the rows up to ``last_step`` (left by a run that died after writing them).
 
@@ -112,11 +105,8 @@ def truncate_jsonl(path: str, last_step: int, resuming: bool = True) -> None:
       return False
     return row["step"] <= last_step
 
-  with open(path) as fh:
-    rows = [line for line in fh if line.strip() and keep(json.loads(line))]
-  with open(path + ".tmp", "w") as fh:
-    fh.writelines(rows)
-  os.replace(path + ".tmp", path)
+  rows = [row for row in read_jsonl(path) if keep(row)]
+  files.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 TENSORBOARD_EXTRA = 'pip install -e ".[tensorboard]"'

@@ -1,6 +1,7 @@
 """The protocol runner (paper 1 and paper 2 tables) and paper 2's three models."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -61,6 +62,16 @@ def test_paper2_models_smoke_and_table(tmp_path):
   report_md = open(files["report.md"]).read()
   assert "## Paper 2 table" in report_md and "| RST-prefit | test |" in report_md
   assert "| label_smoothed |" in report_md  # the teacher QC row of a label-smoothed teacher
+  # Paper 2's margin-energy path: each model's point, the path per seed, its figure.
+  for r in rows:
+    mu = np.load(wd / r["phase"] / "predictions.npz")[f"{r['split']}_mu"]
+    assert r["witness_energy"] == pytest.approx(0.5 * np.mean(np.sum(mu[:, :9]**2, 1)), rel=1e-6)
+    assert 0 < r["path_alpha_certified"] < 1
+  paths = json.load(open(tmp_path / "margin_energy_path.json"))
+  assert paths["0"]["alpha_certified"] == rows[0]["path_alpha_certified"]
+  assert paths["0"]["energy"][-1] == pytest.approx(rows[0]["analytic_code_energy"], rel=1e-4)
+  assert "## Paper 2: the margin-energy path" in report_md
+  assert os.path.isfile(files["margin_energy_path.png"])
 
 
 def test_kl_stress_table(tmp_path):

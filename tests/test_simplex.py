@@ -83,3 +83,48 @@ def test_prefit_refuses_a_teacher_with_zero_entries_before_training():
   prefit.check_targets(np.array([[0.9, 0.1], [0.2, 0.8]]))
   with pytest.raises(ValueError, match="rst_prefit needs a teacher without zero entries"):
     prefit.check_targets(np.array([[1.0, 0.0], [0.2, 0.8]]))
+
+
+def _kl_rows(t, s):
+  return float(np.mean(np.sum(t * (np.log(t) - np.log(s)), axis=1)))
+
+
+@pytest.mark.parametrize("k,beta", [(3, 1.0), (10, 5.0)])
+def test_margin_energy_path_runs_from_the_constant_to_the_exact_code(k, beta):
+  """Both ends and the middle against NumPy float64: at alpha the witness is the tempered
+  teacher T^alpha / sum T^alpha; the energy is alpha^2 E*."""
+  rng = np.random.default_rng(k)
+  t = rng.dirichlet(np.ones(k), 200) * 0.9 + 0.1 / k  # no zero entries
+  alphas = (0.0, 0.37, 1.0)
+  path = simplex.margin_energy_path(t, beta, alphas, tau=0.05)
+  tbar = t.mean(0)
+  i_t = _kl_rows(t, np.broadcast_to(tbar, t.shape))
+  assert path.teacher_mi == pytest.approx(i_t, abs=1e-6)
+  for j, alpha in enumerate(alphas):
+    tempered = t**alpha / np.sum(t**alpha, axis=1, keepdims=True)
+    assert path.alignment[j] == pytest.approx(_kl_rows(t, tempered), abs=2e-5)
+    assert path.margin[j] == pytest.approx(i_t - 0.05 - _kl_rows(t, tempered), abs=2e-5)
+    assert path.energy[j] == pytest.approx(
+        alpha**2 * simplex.analytic_code_energy(t, beta), rel=1e-4, abs=1e-9)
+    assert simplex.tempered_alignment(t, alpha) == pytest.approx(_kl_rows(t, tempered),
+                                                                 abs=1e-10)
+  assert path.alignment[0] == pytest.approx(_kl_rows(t, np.full_like(t, 1.0 / k)), abs=1e-5)
+  assert abs(path.alignment[-1]) < 1e-5  # the exact code: zero alignment error
+  # The least certifiable scale: the closed-form margin crosses zero there.
+  a = path.alpha_certified
+  assert 0 < a < 1 and simplex.least_certifiable_alpha(t, 0.05) == a
+  assert i_t - 0.05 - simplex.tempered_alignment(t, a) == pytest.approx(0.0, abs=1e-7)
+  assert i_t - 0.05 - simplex.tempered_alignment(t, a - 1e-3) < 0
+  assert path.energy_certified == pytest.approx(
+      a**2 * simplex.analytic_code_energy(t, beta), rel=1e-5)
+  fine = simplex.margin_energy_path(t, beta)
+  assert np.all(np.diff(fine.margin) > -1e-6)  # the margin rises along the path
+
+
+def test_margin_energy_path_refuses_bad_scales_and_reports_an_uncertifiable_teacher():
+  t = np.full((10, 4), 0.25)
+  path = simplex.margin_energy_path(t, 2.0, (0.0, 1.0))
+  assert path.alpha_certified is None and path.energy_certified is None  # I_T = 0 <= tau
+  for alphas in ((1.5,), (-0.1,), (np.nan,), (), "a"):
+    with pytest.raises(ValueError, match="alphas: expected"):
+      simplex.margin_energy_path(t, 2.0, alphas)

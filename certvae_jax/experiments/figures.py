@@ -184,6 +184,38 @@ def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
   return _save(plt, fig, path)
 
 
+PAPER2_NAMES = {"vae": "VAE", "full": "RST-VAE", "rst_prefit": "RST-prefit"}
+
+
+def margin_energy_path(path: str, paths: dict[str, Any], rows: Sequence[dict[str, Any]]
+                       ) -> tuple[int, int]:
+  """Paper 2's margin-energy path (the codes ``alpha mu*``: witness margin against the
+  energy ``alpha^2 E*``), one line per seed, with each trained model's point."""
+  plt = pyplot()
+  fig, axes = _grid(plt, 1, 1)
+  ax = axes[0, 0]
+  for i, (seed, p) in enumerate(sorted(paths.items())):
+    ax.plot(p["energy"], p["margin"], color="grey", linewidth=1.2,
+            label="path alpha mu*, alpha in [0, 1]" if i == 0 else None)
+    if p["alpha_certified"] is not None:
+      ax.plot([p["energy_certified"]], [0.0], marker="|", markersize=12, color="black",
+              label="least certifiable alpha" if i == 0 else None)
+  for variant in dict.fromkeys(r["variant"] for r in rows):
+    for split in ("train", "test"):
+      sel = [r for r in rows if r["variant"] == variant and r["split"] == split
+             and "witness_energy" in r]
+      if sel:
+        ax.scatter([r["witness_energy"] for r in sel], [r["margin"] for r in sel],
+                   color=_color(variant), marker="o" if split == "train" else "^", zorder=3,
+                   label=f"{PAPER2_NAMES.get(variant, variant)} ({split})")
+  ax.axhline(0.0, color="black", linewidth=0.9)
+  ax.set_xlabel("energy in the witness subspace, 1/2 E||mu[:K-1]||^2")
+  ax.set_ylabel("witness margin G_tau (nats)")
+  ax.grid(alpha=0.25)
+  _legend(fig, axes)
+  return _save(plt, fig, path)
+
+
 def baselines_bars(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
   """Raw against post-hoc ``G_tau`` per method on the test split (paper 1, table 3):
   means over seeds with their standard deviation."""

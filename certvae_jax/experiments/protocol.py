@@ -48,7 +48,37 @@ def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
   out = {"escape_force_mean_sq": ef.closed_form}
   if (np.asarray(t_train) > 0).all():
     out["analytic_code_energy"] = simplex.analytic_code_energy(t_train, beta)
+    alpha = simplex.least_certifiable_alpha(t_train, float(cfg.eval.tau))
+    out["path_alpha_certified"] = alpha
+    out["path_energy_certified"] = (None if alpha is None
+                                    else alpha**2 * out["analytic_code_energy"])
   return out
+
+
+def margin_energy_paths(config: ml_collections.ConfigDict, root: str,
+                        seeds: Sequence[int]) -> dict[str, Any]:
+  """Each seed's margin-energy path on its training split (paper 2, v4), for the report:
+  ``{seed: {alphas, margin, energy, alpha_certified, energy_certified}}``."""
+  out = {}
+  for seed in seeds:
+    runner = train_lib.Runner(with_seed(config, seed), seed_workdir(root, seed))
+    t_train, _ = runner.teacher_targets()
+    if not (np.asarray(t_train) > 0).all():
+      continue
+    path = simplex.margin_energy_path(t_train, float(config.model.witness_beta),
+                                      tau=float(config.eval.tau))
+    out[str(seed)] = {"alphas": path.alphas.tolist(), "margin": path.margin.tolist(),
+                      "energy": path.energy.tolist(), "alpha_certified": path.alpha_certified,
+                      "energy_certified": path.energy_certified}
+  return out
+
+
+def witness_energies(runner: train_lib.Runner, phase: str) -> dict[str, float]:
+  """``{split: 1/2 E||mu[:K-1]||^2}`` of a finished simplex-witness phase: the model's
+  position on the margin-energy path's energy axis (from its ``predictions.npz``)."""
+  with np.load(os.path.join(runner.dir.phase(phase), "predictions.npz")) as f:
+    k = f["train_teacher"].shape[1]
+    return {split: simplex.witness_energy(f[f"{split}_mu"], k) for split in ("train", "test")}
 
 
 def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
@@ -85,6 +115,10 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
   paper2 = config.model.head == "simplex"
   write_tables(root, table_stem(config, target), rows,
                paper2_table(rows) if paper2 else markdown_table(rows, variants))
+  if paper2:
+    paths = margin_energy_paths(config, root, seeds)
+    files.atomic_write(os.path.join(root, "margin_energy_path.json"),
+                       lambda fh: json.dump(paths, fh, indent=1), binary=False)
   return rows
 
 
@@ -140,6 +174,7 @@ def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str,
   phase, reused, summary = run_phase(runner, variant, target)
   qc = runner.teacher_info["selected_scores"]
   geometry = teacher_geometry(runner)
+  energies = witness_energies(runner, phase) if geometry else {}
   rows = []
   for split in ("train", "test"):
     row = {"seed": int(runner.config.seed), "variant": variant, "phase": phase,
@@ -149,6 +184,8 @@ def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str,
            "collapse": summary.get("collapse"),
            "alpha_kl": float(runner.config.train.alpha_kl), "reused": reused, **geometry}
     row.update({k: summary[split].get(k) for k in ROW_KEYS})
+    if energies:
+      row["witness_energy"] = energies[split]
     rows.append(row)
   return rows
 

@@ -87,6 +87,7 @@ def collect(root: str, target: str = "live") -> dict[str, Any]:
   return {"root": root, "target": target, "seeds": seeds,
           "protocol": _read(os.path.join(root, f"protocol{suffix}.json")),
           "kl_stress": _read(os.path.join(root, "kl_stress.json")),
+          "paths": _read(os.path.join(root, "margin_energy_path.json")),
           "baselines": _read(os.path.join(root, "baselines.json"))}
 
 
@@ -277,6 +278,18 @@ def _seed_sections(data: dict[str, Any], out_dir: str, files: dict[str, str]) ->
     parts += ["## Teacher candidate grid\n", grid]
   if paper2:
     parts += ["## Paper 2 table\n", protocol.paper2_table(rows)]
+  if paper2 and data["paths"]:
+    files["margin_energy_path.png"] = os.path.join(out_dir, "margin_energy_path.png")
+    figures.margin_energy_path(files["margin_energy_path.png"], data["paths"], rows)
+    least = [p["alpha_certified"] for p in data["paths"].values()
+             if p["alpha_certified"] is not None]
+    parts += ["## Paper 2: the margin-energy path\n",
+              "![witness margin against code energy](margin_energy_path.png)\n",
+              "The scaled analytic codes alpha mu* (alpha from 0, the uniform constant "
+              "predictor, to 1, the exact teacher code) scored by the fixed witness: its margin "
+              "G_tau against the code's energy 1/2 E||mu[:K-1]||^2 = alpha^2 E*. Each trained "
+              "model sits at its own margin and witness-subspace energy. Least certifiable "
+              f"alpha per seed: {', '.join(f'{a:.3f}' for a in least) or '-'}.\n"]
   return parts
 
 

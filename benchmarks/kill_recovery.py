@@ -82,7 +82,10 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     ref = os.path.join(tmp, "ref")
     t0 = time.perf_counter()
-    run(ref).wait()
+    reference = run(ref)
+    _, err = reference.communicate()
+    if reference.returncode != 0:
+      sys.exit(f"the uninterrupted run failed:\n{err[-2000:]}")
     duration = time.perf_counter() - t0
     rng = np.random.default_rng(a.seed)
     cfg = digits.get_config("smoke")

@@ -97,6 +97,13 @@ def test_protocol_py_paper2_and_kl_stress(tmp_path):
   common = ["--config=configs/digits_simplex.py:smoke", *TINY, "--seeds=1",
             f"--workdir={root}"]
   assert written_tables(launch("protocol.py", *common))[0].endswith("protocol.json")
+  # Paper 2's unsupervised teacher: a PCA-GMM of the pixels, fitted before training.
+  pca_root = str(tmp_path / "simplex_pca")
+  pca = launch("protocol.py", "--config=configs/digits_simplex.py:pca_smoke", *TINY,
+               "--seeds=1", f"--workdir={pca_root}")
+  assert written_tables(pca)[0] == os.path.join(pca_root, "protocol.json")
+  assert "ran: seed 0 full, seed 0 vae" in pca.stdout
+  assert not os.path.exists(os.path.join(pca_root, "seed0", "warmup"))
   stress = written_tables(launch("protocol.py", *common, "--kl_stress=1,4"))
   assert stress[0] == os.path.join(root, "kl_stress", "kl_stress.json")
   check_report(root)

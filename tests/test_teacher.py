@@ -160,3 +160,34 @@ def test_config_refuses_bad_new_fields_naming_them(field, value):
     c[section][leaf] = value
   with pytest.raises(ValueError, match=f"config.{field}"):
     config_lib.validate(c)
+
+
+def test_a_teacher_of_the_inputs_is_fitted_before_training_and_equals_sklearn(tmp_path):
+  """``features='input_pca:N'`` (paper 2, v4): PCA of the training pixels, then the GMM
+  search; no warm-up runs for it, and ``T(x)`` is sklearn's PCA + predict_proba on x."""
+  from sklearn.decomposition import PCA  # pylint: disable=import-outside-toplevel
+
+  from certvae_jax import configs, data, train  # pylint: disable=import-outside-toplevel
+  cfg = configs.get_config("digits_simplex:pca_smoke")
+  cfg.teacher.components, cfg.teacher.covariance_types = (10,), ("diag",)
+  runner = train.Runner(cfg, str(tmp_path))
+  fitted = runner.ensure_teacher()
+  assert not (tmp_path / "warmup").exists()
+  assert fitted.info["warmup_step"] is None and fitted.num_classes == 10
+  d = data.load_dataset("digits")
+  x, x_test = (data.to_unit(a).astype(np.float64) for a in (d.x_train, d.x_test))
+  pca = PCA(n_components=8, svd_solver="full").fit(x)
+  gm = GaussianMixture(10, covariance_type="diag", random_state=0, max_iter=200,
+                       reg_covar=1e-6).fit(pca.transform(x))
+  probs = runner.engine.teacher_probs(10)
+  for split in (x, x_test):
+    np.testing.assert_allclose(np.asarray(probs(fitted.function,
+                                                jnp.asarray(split, jnp.float32))),
+                               gm.predict_proba(pca.transform(split)), atol=1e-5)
+  with pytest.raises(ValueError, match="config.teacher.features: expected 'mu', 'pca:N' or "
+                                       "'input_pca:N'"):
+    cfg.teacher.features = "input_pca:x"
+    train.Runner(cfg, str(tmp_path / "bad"))
+  cfg.teacher.features = "input_pca:65"  # digits have 64 pixels
+  with pytest.raises(ValueError, match="pca:65 needs N <= min"):
+    train.Runner(cfg, str(tmp_path / "big")).ensure_teacher()

@@ -38,6 +38,33 @@ GUARD_POLICIES = ("off", "raise", "rollback", "barrier")
 BASELINES = ("vanilla_vae", "beta_vae", "kl_anneal", "free_bits", "vq_vae", "gmvae")
 
 
+def teacher_features(features: Any, name: str = "config.teacher.features") -> tuple[str, str]:
+  """Where a GMM teacher's features come from, and the search's feature space:
+  ``('mu', features)`` for ``'mu'`` / ``'pca:N'`` (the warm-up encoder's means, as they are
+  or after a PCA to N axes), ``('input', 'pca:N')`` for ``'input_pca:N'`` (a PCA of the
+  training inputs themselves, before any training: paper 2, v4).
+
+  Raises:
+    ValueError: any other value, naming ``name``.
+  """
+  if isinstance(features, str) and features.startswith("input_pca:"):
+    space = features[len("input_"):]
+    try:
+      pca_dims(space, name)
+    except ValueError:
+      pass
+    else:
+      return "input", space
+    raise ValueError(f"{name}: expected 'mu', 'pca:N' or 'input_pca:N' with an integer "
+                     f"N >= 1, got {features!r}")
+  try:
+    pca_dims(features, name)
+  except ValueError:
+    raise ValueError(f"{name}: expected 'mu', 'pca:N' or 'input_pca:N' with an integer N >= 1, "
+                     f"got {features!r}") from None
+  return "mu", features
+
+
 def pca_dims(features: Any, name: str = "feature_space") -> int | None:
   """``None`` for ``'mu'`` (the GMM on the encoder means), ``N`` for ``'pca:N'``.
 
@@ -76,7 +103,7 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
         "min_mean_margin": finite,
         "max_hard_balance_kl": non_negative,
         "max_soft_usage_kl": non_negative,
-        "features": lambda name, value: pca_dims(value, name),
+        "features": lambda name, value: teacher_features(value, name),
     },
     "train": {
         "steps": positive_int, "batch_size": positive_int, "learning_rate": positive,

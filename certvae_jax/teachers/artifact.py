@@ -29,6 +29,8 @@ _TEST_TARGETS = "targets_test.npy"
 
 
 def _flatten(tree: Any) -> dict[str, np.ndarray]:
+  if not tree:  # a teacher of the inputs themselves keeps no encoder
+    return {}
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/")
   return {f"encoder/{k}": np.asarray(v) for k, v in flat.items()}
 
@@ -157,7 +159,7 @@ def load_teacher(directory: str) -> tuple[FrozenTeacher | None, dict[str, Any]]:
   projection = (FrozenPCA(mean=jnp.asarray(arrays["pca/mean"]),
                           components=jnp.asarray(arrays["pca/components"]))
                 if "pca/mean" in arrays else None)
-  teacher = FrozenTeacher(encoder_params=enc, gmm=gmm, projection=projection)
+  teacher = FrozenTeacher(encoder_params=enc or None, gmm=gmm, projection=projection)
   if teacher_id(teacher) != info["teacher_id"]:
     raise files.DamagedFile(f"teacher: the artifact in {directory!r} is damaged (content "
                             f"hash {teacher_id(teacher)} != recorded {info['teacher_id']})")

@@ -117,7 +117,8 @@ def project(projection: FrozenPCA | None, features: jnp.ndarray) -> jnp.ndarray:
 @flax.struct.dataclass
 class FrozenTeacher:
   """``T(x) = GMM(P(mu_warmup(x)))``: the GMM, the warm-up encoder's parameters and an
-  optional frozen PCA ``P`` (paper 2's PCA-GMM teachers; identity when ``None``)."""
+  optional frozen PCA ``P`` (paper 2's PCA-GMM teachers; identity when ``None``). With
+  ``encoder_params=None`` the teacher reads the inputs themselves, ``GMM(P(x))``."""
   encoder_params: Any
   gmm: FrozenGMM
   projection: FrozenPCA | None = None
@@ -143,8 +144,11 @@ def teacher_probs(encoder_apply: Callable[..., Any], teacher: FrozenTeacher,
 def teacher_logits(encoder_apply: Callable[..., Any], teacher: FrozenTeacher,
                    x: jnp.ndarray) -> jnp.ndarray:
   """The logits of ``T(x)`` (``log_softmax`` of them is ``log T(x)``, never ``-inf``)."""
-  mu, _ = encoder_apply({"params": teacher.encoder_params}, x)
-  return gmm_logits(teacher.gmm, project(teacher.projection, mu))
+  if not teacher.encoder_params:  # fitted on the inputs themselves (paper 2's PCA-GMM)
+    features = jnp.reshape(x, (x.shape[0], -1))
+  else:
+    features, _ = encoder_apply({"params": teacher.encoder_params}, x)
+  return gmm_logits(teacher.gmm, project(teacher.projection, features))
 
 
 def label_smoothed(labels: np.ndarray, num_classes: int, eps: float) -> np.ndarray:

@@ -28,7 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from certvae_jax import certificate
-from certvae_jax.configs.schema import SECTIONS, TEACHER_SEARCH as CONFIG_FIELDS, pca_dims
+from certvae_jax.configs.schema import (
+  SECTIONS,
+  TEACHER_SEARCH as CONFIG_FIELDS,
+  pca_dims,
+  teacher_features,
+)
 
 # The frozen teacher's arrays and pure functions live in certvae_jax.teachers.frozen;
 # re-exported here, where they were before.
@@ -184,7 +189,9 @@ def fit_teacher(features: Any, *, num_components: Any = (10,),
              "max_hard_balance_kl": max_hard_balance_kl, "max_soft_usage_kl": max_soft_usage_kl,
              "feature_space": feature_space}
   for name, field in CONFIG_FIELDS.items():
-    SECTIONS["teacher"][field](name, options[name])
+    if name != "feature_space":  # the features are given: 'mu' or 'pca:N', not 'input_pca:N'
+      SECTIONS["teacher"][field](name, options[name])
+  pca_dims(feature_space, "feature_space")
   return _search(features, types.SimpleNamespace(**options))
 
 
@@ -197,10 +204,14 @@ FIT_DEFAULTS: dict[str, Any] = {
 def search_teacher(features: np.ndarray, config: Any) -> FittedTeacher:
   """:func:`fit_teacher` with the settings of ``config.teacher``.
 
-  Fields missing from ``config`` take :data:`FIT_DEFAULTS`.
+  Fields missing from ``config`` take :data:`FIT_DEFAULTS`. ``features='input_pca:N'``
+  searches the given features (the inputs) in the space ``'pca:N'``.
   """
-  return fit_teacher(features, **{param: getattr(config, field) for param, field
-                                  in CONFIG_FIELDS.items() if hasattr(config, field)})
+  kwargs = {param: getattr(config, field) for param, field in CONFIG_FIELDS.items()
+            if hasattr(config, field)}
+  if "feature_space" in kwargs:
+    kwargs["feature_space"] = teacher_features(kwargs["feature_space"])[1]
+  return fit_teacher(features, **kwargs)
 
 
 def frozen(encoder_fn: Callable[[Any], Any], fitted: FittedTeacher) -> Callable[[Any], Any]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from certvae_jax import data as data_lib, distributed, files, teachers as teacher_lib
 from certvae_jax.certificate.validation import validate_simplex
+from certvae_jax.configs.schema import teacher_features
 from certvae_jax.evaluation.splits import map_batches
 from certvae_jax.teachers import artifact, kinds
 from certvae_jax.training.checkpoint import check_compatible
@@ -120,14 +121,22 @@ class TeacherStage:
     return teacher
 
   def _make_gmm(self, teacher_fp: dict[str, Any]) -> kinds.Teacher:
-    encoder_params = self._warmup_encoder()
     k = int(self.config.teacher.components[0])
-    features = map_batches(lambda xb: self.engine.encode(k)(encoder_params, xb),
-                           self.data.x_train, self.config.eval.batch_size)
     t = self.config.teacher
+    source, _ = teacher_features(t.features)
+    if source == "input":  # the training inputs themselves, before any training
+      encoder_params, what = None, "training inputs"
+      # Fitted in float64 (sklearn keeps float32 inputs in float32): the frozen float32
+      # teacher then equals sklearn's float64 PCA + predict_proba within 1e-5.
+      features = map_batches(lambda xb: xb.reshape(len(xb), -1), self.data.x_train,
+                             self.config.eval.batch_size).astype(np.float64)
+    else:
+      encoder_params, what = self._warmup_encoder(), "warm-up means"
+      features = map_batches(lambda xb: self.engine.encode(k)(encoder_params, xb),
+                             self.data.x_train, self.config.eval.batch_size)
     grid = len(t.components) * len(t.covariance_types) * len(t.seeds)
-    _log.info("teacher: fitting %d GMM candidate%s on %dx%d warm-up means%s", grid,
-              "" if grid == 1 else "s", *features.shape,
+    _log.info("teacher: fitting %d GMM candidate%s on %dx%d %s%s", grid,
+              "" if grid == 1 else "s", *features.shape, what,
               "" if t.features == "mu" else f" ({t.features})")
     search = teacher_lib.search_teacher(features, self.config.teacher)
     # Fitted on every host; process 0's fit is the one all use (and the one saved).
@@ -139,7 +148,8 @@ class TeacherStage:
       targets = map_batches(lambda xb: probs(teacher, xb), self.data.x_train,
                             self.config.eval.batch_size)
       info = {**teacher_fp, "seed": self.config.seed,
-              "warmup_step": self.config.warmup.steps, "stress_case": search.stress_case,
+              "warmup_step": None if source == "input" else self.config.warmup.steps,
+              "stress_case": search.stress_case,
               "selected": search.selected, "candidates": search.candidates,
               "selected_scores": search.candidates[search.selected]["scores"]}
       artifact.save_teacher(self.directory, teacher, info, train_targets=targets)

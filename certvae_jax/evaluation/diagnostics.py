@@ -82,3 +82,28 @@ def linear_probe_accuracy(mu_train: np.ndarray, y_train: np.ndarray, mu_test: np
   probe.fit(np.asarray(mu_train, np.float64), y_train)
   return (float(probe.score(np.asarray(mu_train, np.float64), y_train)),
           float(probe.score(np.asarray(mu_test, np.float64), y_test)))
+
+
+def usage(rows: np.ndarray, threshold: float = 0.01) -> dict[str, object]:
+  """How many of the K components a set of rows uses (paper 1, section 6: teacher-relative
+  partial collapse is read from the witness's usage, reported apart from the certificate).
+
+  Args:
+    rows: ``(N, K)`` probability rows (the witness's, or the teacher's).
+    threshold: the share of argmax votes above which a component counts as used.
+
+  Returns:
+    ``hard_usage`` (the share of rows whose argmax is each component), ``components_used``
+    (components with a share above ``threshold``), ``hard_usage_kl`` and ``soft_usage_kl``
+    (KL to uniform of the argmax shares and of the mean row; 0 is balanced usage).
+  """
+  r = np.asarray(rows, np.float64)
+  k = r.shape[1]
+  hard = np.bincount(np.argmax(r, axis=1), minlength=k) / len(r)
+
+  def kl_to_uniform(p: np.ndarray) -> float:
+    nz = p > 0
+    return float(np.sum(p[nz] * np.log(p[nz] * k)))
+
+  return {"hard_usage": hard.tolist(), "components_used": int(np.sum(hard > threshold)),
+          "hard_usage_kl": kl_to_uniform(hard), "soft_usage_kl": kl_to_uniform(r.mean(axis=0))}

@@ -129,16 +129,28 @@ def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, label
 
 
 def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
-                   eval_config: ml_collections.ConfigDict, with_teacher: bool) -> str | None:
+                   eval_config: ml_collections.ConfigDict, with_teacher: bool,
+                   property_groups: dict[int, np.ndarray] | None = None) -> str | None:
   """What a run's summary adds to its last evaluation, in place; returns ``collapse``.
 
   With a teacher: the post-hoc linear head of each split and the ``collapse`` verdict
-  (:mod:`certvae_jax.evaluation.posthoc`). Always: the test split's population ``bounds``
-  (:mod:`certvae_jax.certificate.bounds`); its rows never trained the witness or fitted the
-  teacher, and the evaluation key makes them reproducible.
+  (:mod:`certvae_jax.evaluation.posthoc`), the witness's and the teacher's component usage
+  (paper 1, section 6), and with ``property_groups`` (``{G: group ids}``) the margin of each
+  coarser property (``property_margins``, Corollary 2). Always: the test split's population
+  ``bounds`` (:mod:`certvae_jax.certificate.bounds`); its rows never trained the witness or
+  fitted the teacher, and the evaluation key makes them reproducible.
   """
   verdict = None
   if with_teacher:
+    for sp in ("train", "test"):
+      t, s = arrays[sp]["teacher"], arrays[sp]["witness"]
+      splits[sp]["witness_usage"] = diagnostics.usage(s)
+      splits[sp]["teacher_usage"] = diagnostics.usage(t)
+      if property_groups:
+        splits[sp]["property_margins"] = {
+            str(g): certificate.report(certificate.coarsen(t, ids), certificate.coarsen(s, ids),
+                                       eval_config.tau, validate=False).margin
+            for g, ids in sorted(property_groups.items(), reverse=True)}
     # The head reads the code the raw witness reads: mu, or an objective's own ``code``.
     code = {sp: arrays[sp].get("code", arrays[sp]["mu"]) for sp in ("train", "test")}
     fitted = posthoc.posthoc_metrics(

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-from certvae_jax import files
+from certvae_jax import certificate, files
 from certvae_jax.evaluation.splits import evaluate_splits, final_analyses
 from certvae_jax.training import extensions, hooks as hooks_lib, modes, writers as writers_lib
 from certvae_jax.training.loop import Loop
@@ -150,7 +150,8 @@ def summary(run: RunParts, phase: Phase, state, built: PhaseLoop) -> dict[str, A
     files.atomic_write(os.path.join(run.dir.phase(phase.name), "predictions.npz"),
                        lambda fh: np.savez(fh, **predictions))
   info = run.teachers.info or {}
-  collapse = final_analyses(splits, arrays, run.config.eval, phase.mode.needs_teacher)
+  collapse = final_analyses(splits, arrays, run.config.eval, phase.mode.needs_teacher,
+                            property_groups(run.teachers.function))
   out = {"mode": phase.mode.name, "target": phase.target, "step": int(state.step),
          "seed": int(run.config.seed), "dataset": run.data.name,
          "stress_case": bool(info.get("stress_case", False)),
@@ -163,6 +164,14 @@ def summary(run: RunParts, phase: Phase, state, built: PhaseLoop) -> dict[str, A
   for plan in phase.plans:
     out.update(plan.summary())
   return out
+
+
+def property_groups(teacher_fn: Any) -> dict[int, np.ndarray] | None:
+  """The coarser properties a GMM teacher offers (paper 1, Corollary 2): nested partitions
+  of its components from agglomerating their means; None for a teacher given by rows."""
+  if teacher_fn is None or teacher_fn.gmm.num_components < 3:
+    return None
+  return certificate.hierarchy(np.asarray(teacher_fn.gmm.means))
 
 
 def failure_message(rundir: Any, phase: str, error: BaseException, step: int | None,

@@ -81,7 +81,7 @@ def coarsen(probs: Array, groups: Any) -> Array:
 
 def hierarchy(means: Array, levels: Sequence[int] | None = None) -> dict[int, np.ndarray]:
   """Nested partitions of a GMM's K components from agglomerating their means (Ward):
-  ``{G: group ids}`` for each ``G`` in ``levels`` (default ``K-1 .. 2``).
+  ``{G: group ids}`` for each ``G`` in ``levels`` (default: ``K-1`` down to 2).
 
   Raises:
     ValueError: fewer than 3 components, or a level outside ``2..K-1``.

@@ -81,6 +81,8 @@ def main() -> int:
       print(f"rescue diagnostics at the start: alignment gradient norm "
             f"{d['align_grad_norm']:.3g}, logit response vs T(x) - Tbar correlation "
             f"{d['response_correlation']:+.3f}")
+    if summary.get("hint"):
+      print(f"hint: {summary['hint']}")
     if summary.get("stress_case"):
       print("note: teacher stress case (no candidate passed the QC thresholds); report apart")
   return 0

@@ -257,3 +257,30 @@ def test_device_resident_data_falls_back_when_it_would_crowd_a_device():
                                              _FakeDevice({"bytes_limit": 8 * gib})])
   assert distributed.fits_on_devices(100 * gib, [_FakeDevice(None)])  # the CPU reports no limit
   assert distributed.fits_on_devices(100 * gib, jax.local_devices())
+
+
+def test_an_uncertified_aligning_phase_says_why_and_what_to_try():
+  from certvae_jax.training.phase_loop import uncertified_hint  # pylint: disable=import-outside-toplevel
+
+  def summary(certified=False, train_certified=False, au=5, mi=2.0, lam=5.0):
+    test = {"certified": certified, "teacher_mi": mi, "tau": 0.05, "active_units": au}
+    return {"test": test, "train": {"certified": train_certified},
+            "weights": {"lambda_ts": lam, "alpha_kl": 4.0}}
+  assert uncertified_hint(summary(certified=True), {}) is None
+  assert uncertified_hint(summary(lam=0.0), {}) is None  # noalign is meant to fail
+  assert "I_T=0.010 <= tau" in uncertified_hint(summary(mi=0.01), {})
+  collapsed = uncertified_hint(summary(au=0), {})
+  assert collapsed.startswith("the code collapsed to the prior (0 active units): the KL term "
+                              "won (alpha_KL=4 against lambda_TS=5); try the guard")
+  assert "stress case" in uncertified_hint(summary(), {"stress_case": True})
+  assert "training split only" in uncertified_hint(summary(train_certified=True), {})
+  assert "did not beat the best constant" in uncertified_hint(summary(), {})
+
+
+def test_the_cli_prints_the_hint_of_an_uncertified_full_run(tmp_path):
+  r = run_cli("--mode=full", f"--workdir={tmp_path / 'w'}", *SMOKE, "--config.train.alpha_kl=200",
+              "--config.train.lambda_ts=0.01")
+  assert r.returncode == 0, r.stderr[-2000:]
+  hints = [l for l in r.stdout.splitlines() if l.startswith("hint: ")]
+  assert "test: not certified" in r.stdout and len(hints) == 1, r.stdout
+  assert "try the guard (--config.guard.policy=raise)" in hints[0]

@@ -161,9 +161,32 @@ def summary(run: RunParts, phase: Phase, state, built: PhaseLoop) -> dict[str, A
                      for k, v in jax.device_get(state.weights).items()},
          "skipped_batches": int(state.skipped), "collapse": collapse,
          "train": splits["train"], "test": splits["test"]}
+  out["hint"] = uncertified_hint(out, info)
   for plan in phase.plans:
     out.update(plan.summary())
   return out
+
+
+def uncertified_hint(summary: dict[str, Any], teacher_info: dict[str, Any]) -> str | None:
+  """Why an aligning phase likely ended uncertified on its test split, and what to try,
+  from what the run measured; None when it is certified or does not align."""
+  test, weights = summary["test"], summary["weights"]
+  if test.get("certified", True) or not weights.get("lambda_ts"):
+    return None
+  if not test["teacher_mi"] > test["tau"]:
+    return (f"the teacher carries I_T={test['teacher_mi']:.3f} <= tau={test['tau']:g}: no "
+            "witness can be certified against it; choose another teacher")
+  if teacher_info.get("stress_case"):
+    why = "no teacher candidate passed the QC thresholds (a stress case)"
+  elif test.get("active_units") == 0:
+    why = ("the code collapsed to the prior (0 active units): the KL term won "
+           f"(alpha_KL={weights.get('alpha_kl', 0):g} against lambda_TS={weights['lambda_ts']:g})")
+  elif summary["train"].get("certified"):
+    why = "certified on the training split only: the witness does not generalise"
+  else:
+    why = "the witness did not beat the best constant by tau"
+  return (f"{why}; try the guard (--config.guard.policy=raise), a larger train.lambda_ts or a "
+          "smaller train.alpha_kl")
 
 
 def property_groups(teacher_fn: Any) -> dict[int, np.ndarray] | None:

@@ -9,7 +9,8 @@
 Modes: warmup (plain VAE; its means feed the teacher), full (every term on), noalign
 (lambda_TS = 0: the collapse control), rescue (exact restart from noalign's final
 checkpoint, alignment on), and paper 2's vae (plain VAE scored by the witness) and
-rst_prefit (regress mu onto the simplex witness's analytic code, then RST-VAE), and
+rst_prefit (regress mu onto the simplex witness's analytic code, then RST-VAE) and
+rst_alpha_prefit (the same onto alpha times that code; train.prefit_alpha), and
 paper 1's baselines vanilla_vae, beta_vae, kl_anneal, free_bits, vq_vae and gmvae (the raw
 head never aligned; settings in config.baselines).
 
@@ -29,7 +30,7 @@ from certvae_jax import cli  # noqa: E402
 from certvae_jax.training import modes  # noqa: E402
 
 flags.DEFINE_enum("mode", "full", list(modes.CLI_MODES),
-                  "Training mode (vae and rst_prefit are paper 2's; vanilla_vae ... gmvae are "
+                  "Training mode (vae, rst_prefit and rst_alpha_prefit are paper 2's; vanilla_vae ... gmvae are "
                   "paper 1's baselines).")
 cli.define_common_flags()
 

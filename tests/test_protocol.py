@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from certvae_jax import certificate, data, teacher, train
+from certvae_jax import certificate, data, simplex, teacher, train
 from certvae_jax.experiments import protocol, report_page
 from configs import digits_simplex
 from tests.conftest import tiny_config
@@ -36,7 +36,11 @@ def test_paper1_protocol_writes_rows_and_table(tmp_path):
 def test_paper2_models_smoke_and_table(tmp_path):
   cfg = tiny_simplex_config()
   rows = protocol.run_protocol(cfg, str(tmp_path), seeds=[0])
-  assert [r["variant"] for r in rows[::2]] == ["vae", "full", "rst_prefit"]
+  assert [r["variant"] for r in rows[::2]] == ["vae", "full", "rst_prefit", "rst_alpha_prefit"]
+  # RST-alpha-prefit regressed onto alpha mu*, alpha the balance of this run's weights.
+  t_train, _ = train.Runner(cfg, str(tmp_path / "seed0")).teacher_targets()
+  balance = simplex.balance_alpha(t_train, 5.0, cfg.train.lambda_ts, cfg.train.alpha_kl)
+  assert 0 < balance < 1 and rows[-1]["prefit_alpha"] == pytest.approx(balance, abs=1e-6)
   d = data.load_dataset("digits")
   expected_mi = {split: float(certificate.teacher_mi(teacher.label_smoothed(y, 10, 0.05)))
                  for split, y in (("train", d.y_train), ("test", d.y_test))}
@@ -95,3 +99,16 @@ def test_paper2_mode_errors(tmp_path):
   cfg.model.latent_dim = 4
   with pytest.raises(ValueError, match="latent_dim >= K-1 = 9"):
     train.Runner(cfg, str(tmp_path / "b")).run_mode("full")
+
+
+def test_rst_alpha_prefit_takes_a_fixed_scale_and_refuses_a_bad_one(tmp_path):
+  cfg = tiny_simplex_config()
+  cfg.train.prefit_alpha = "0.5"
+  summary = train.Runner(cfg, str(tmp_path)).run_mode("rst_alpha_prefit")
+  prefit = json.load(open(tmp_path / "prefit_alpha" / "summary.json"))
+  assert prefit["weights"]["code_scale"] == 0.5 and summary["mode"] == "rst_alpha_prefit"
+  for bad in ("1.5", "-0.1", "nan", "half"):
+    cfg.train.prefit_alpha = bad
+    with pytest.raises(ValueError, match="config.train.prefit_alpha: expected 'balance' or a "
+                                         "number in"):
+      train.Runner(cfg, str(tmp_path / "bad"))

@@ -128,3 +128,13 @@ def test_margin_energy_path_refuses_bad_scales_and_reports_an_uncertifiable_teac
   for alphas in ((1.5,), (-0.1,), (np.nan,), (), "a"):
     with pytest.raises(ValueError, match="alphas: expected"):
       simplex.margin_energy_path(t, 2.0, alphas)
+
+
+def test_the_balance_scale_shortens_the_code_as_the_kl_weight_grows():
+  t = np.full((50, 10), 0.05 / 10) + 0.95 * np.eye(10)[np.arange(50) % 10]
+  e_star = simplex.analytic_code_energy(t, 5.0)
+  alphas = [simplex.balance_alpha(t, 5.0, 1.0, kl) for kl in (0.0, 1.0, 4.0, 64.0)]
+  assert alphas[0] == 1.0 and all(a > b for a, b in zip(alphas, alphas[1:]))
+  for kl, a in zip((1.0, 4.0), alphas[1:3]):  # a grid minimum of the stated trade-off
+    cost = lambda x: simplex.tempered_alignment(t, x) + kl * x * x * e_star  # noqa: E731
+    assert cost(a) <= min(cost(a - 1e-3), cost(min(a + 1e-3, 1.0))) + 1e-12

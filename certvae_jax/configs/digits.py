@@ -75,6 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.align_on_mean = False     # align s(mu) instead of s(z sampled)
   c.train.init = "warmup"           # variants start from the warm-up weights, or 'fresh'
   c.train.prefit_steps = 500        # rst_prefit: steps regressing mu onto the analytic code
+  # rst_alpha_prefit regresses mu onto alpha * the analytic code: a number in [0, 1] (as a
+  # string), or "balance": the alpha minimising lambda_TS L(alpha) + alpha_KL alpha^2 E*.
+  c.train.prefit_alpha = "balance"
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
   c.train.progress = True

@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.alpha_kl = 1.0
   c.train.lambda_ts = 1.0
   c.train.lambda_bal = 0.0
-  c.protocol.variants = ("vae", "full", "rst_prefit")
+  c.protocol.variants = ("vae", "full", "rst_prefit", "rst_alpha_prefit")
   if pca:
     c.teacher.kind = "gmm"
     c.teacher.features = "input_pca:8"

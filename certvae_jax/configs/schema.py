@@ -86,6 +86,18 @@ def _widths(name: str, value: Any) -> None:
   non_empty_tuple(lambda w: is_int(w) and w >= 1, "a layer width >= 1")(name, value)
 
 
+def _prefit_alpha(name: str, value: Any) -> None:
+  """``'balance'``, or a number in [0, 1] (given as a string: the field is one)."""
+  if value == "balance":
+    return
+  try:
+    alpha = float(value)
+  except (TypeError, ValueError):
+    alpha = float("nan")
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"{name}: expected 'balance' or a number in [0, 1], got {value!r}")
+
+
 # -- the sections --------------------------------------------------------------------
 
 SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
@@ -109,7 +121,8 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
         "steps": positive_int, "batch_size": positive_int, "learning_rate": positive,
         "alpha_kl": non_negative, "lambda_ts": non_negative, "lambda_bal": non_negative,
         "align_on_mean": boolean, "init": one_of("warmup", "fresh"),
-        "prefit_steps": positive_int, "log_every": positive_int,
+        "prefit_steps": positive_int, "prefit_alpha": _prefit_alpha,
+        "log_every": positive_int,
         "checkpoint_every": positive_int, "progress": boolean, "skip_nonfinite": boolean,
         "steps_per_call": positive_int, "unroll_steps": boolean,
     },

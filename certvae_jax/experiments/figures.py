@@ -184,7 +184,8 @@ def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
   return _save(plt, fig, path)
 
 
-PAPER2_NAMES = {"vae": "VAE", "full": "RST-VAE", "rst_prefit": "RST-prefit"}
+PAPER2_NAMES = {"vae": "VAE", "full": "RST-VAE", "rst_prefit": "RST-prefit",
+                "rst_alpha_prefit": "RST-α-prefit"}
 
 
 def margin_energy_path(path: str, paths: dict[str, Any], rows: Sequence[dict[str, Any]]

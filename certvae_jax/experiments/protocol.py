@@ -6,8 +6,8 @@ each seed, warm-up, teacher search, then ``full``, ``noalign`` and ``rescue``
 teacher artifact. Seeds whose teacher search found no feasible candidate are stress
 cases: listed, but kept out of the means (paper 1, appendix E.5).
 
-Paper 2 (``configs/digits_simplex.py``; variants ``vae``, ``full`` = RST-VAE,
-``rst_prefit``): the same loop, reported with paper 2's columns and the analytic code
+Paper 2 (``configs/digits_simplex.py``; variants ``vae``, ``full`` = RST-VAE, ``rst_prefit``,
+``rst_alpha_prefit``): the same loop, reported with paper 2's columns and the analytic code
 energy ``E*`` and escape force of the teacher.
 
 Writes ``protocol.json`` (one row per seed x variant x split) and ``protocol.md``.
@@ -31,7 +31,7 @@ ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_
             "recon_margin", "witness_recon_kl", "posthoc_margin", "posthoc_student_mi",
             "posthoc_certified")
 DISPLAY = {"vae": "VAE", "full": "full", "noalign": "noalign", "rescue": "rescue",
-           "rst_prefit": "RST-prefit"}
+           "rst_prefit": "RST-prefit", "rst_alpha_prefit": "RST-α-prefit"}
 
 
 def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
@@ -175,6 +175,9 @@ def _rows(runner: train_lib.Runner, variant: str, target: str) -> list[dict[str,
   qc = runner.teacher_info["selected_scores"]
   geometry = teacher_geometry(runner)
   energies = witness_energies(runner, phase) if geometry else {}
+  if variant == "rst_alpha_prefit":  # the scale its prefit stage regressed onto
+    prefit = runner.dir.read_summary(phase_loop.phase_name(runner.config, "prefit_alpha", target))
+    geometry = dict(geometry, prefit_alpha=prefit["weights"]["code_scale"])
   rows = []
   for split in ("train", "test"):
     row = {"seed": int(runner.config.seed), "variant": variant, "phase": phase,
@@ -272,7 +275,10 @@ def paper2_table(rows: list[dict[str, Any]]) -> str:
       mean = lambda key: np.mean([r[key] for r in sel])  # noqa: E731
       g = np.array([r["bare_margin"] for r in sel], float)
       energy = sel[0].get("analytic_code_energy")
-      out += (f"| {'RST-VAE' if variant == 'full' else DISPLAY[variant]} | {split} | {len(sel)} "
+      name = "RST-VAE" if variant == "full" else DISPLAY[variant]
+      if "prefit_alpha" in sel[0]:
+        name += f" (α={np.mean([r['prefit_alpha'] for r in sel]):.2f})"
+      out += (f"| {name} | {split} | {len(sel)} "
               f"| {mean('teacher_mi'):.4f} | {mean('alignment'):.4f} | {g.mean():+.4f} ± "
               f"{g.std():.4f} | {sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
               f"{mean('rec'):.2f} | {mean('kl'):.2f} | {mean('mean_sq_norm_mu'):.2f} | "

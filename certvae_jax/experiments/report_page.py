@@ -26,7 +26,7 @@ from certvae_jax.experiments import baselines as baselines_lib, figures, protoco
 from certvae_jax.training import modes
 from certvae_jax.training.writers import read_jsonl
 
-ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit")
+ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit", "rst_alpha_prefit")
 
 
 def _read(path: str) -> Any:

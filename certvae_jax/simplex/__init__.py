@@ -10,6 +10,7 @@ package face imports only the theory, so that the model library can use the head
 
 from certvae_jax.simplex.path import (
   MarginEnergyPath,
+  balance_alpha,
   least_certifiable_alpha,
   margin_energy_path,
   tempered_alignment,
@@ -28,6 +29,7 @@ from certvae_jax.simplex.theory import (
 )
 
 __all__ = ["EscapeForce", "MarginEnergyPath", "SimplexWitness", "alignment_at_codes",
+           "balance_alpha",
            "analytic_code", "analytic_code_energy", "analytic_code_unchecked", "escape_force",
            "least_certifiable_alpha", "margin_energy_path", "simplex_vertices",
            "tempered_alignment", "witness_energy", "witness_logits"]

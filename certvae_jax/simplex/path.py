@@ -117,6 +117,29 @@ def margin_energy_path(teacher, beta: float, alphas: Sequence[float] = DEFAULT_A
       energy_certified=None if alpha_min is None else alpha_min**2 * e_star)
 
 
+def balance_alpha(teacher, beta: float, lambda_ts: float, alpha_kl: float,
+                  grid: int = 1001) -> float:
+  """The scale on the path that the objective's own trade-off prefers (our resolution of
+  paper 2's RST-alpha-prefit): the ``alpha`` on a grid of ``grid`` points in [0, 1] that
+  minimises ``lambda_TS L(alpha) + alpha_KL alpha^2 E*``, alignment against the prior's
+  energy along the path; a stronger KL weight selects a shorter code.
+
+  Raises:
+    ValueError: a teacher with a zero entry, or a bad gain or weight.
+  """
+  _check_beta(beta)
+  certificate.check_scalar("lambda_ts", lambda_ts)
+  certificate.check_scalar("alpha_kl", alpha_kl)
+  t = _positive_teacher(teacher)
+  log_t = np.log(np.asarray(t, np.float64))
+  centred = log_t - log_t.mean(axis=1, keepdims=True)
+  k = t.shape[1]
+  e_star = (k - 1) / (2 * k * beta**2) * float(np.mean(np.sum(centred**2, axis=1)))
+  alphas = np.linspace(0.0, 1.0, int(grid))
+  cost = [lambda_ts * tempered_alignment(t, a) + alpha_kl * a * a * e_star for a in alphas]
+  return float(alphas[int(np.argmin(cost))])
+
+
 def witness_energy(mu, k: int) -> float:
   """``mean 1/2 ||mu[:, :K-1]||^2``: a trained code's energy in the witness subspace, the
   path's energy axis (the analytic code lives there: its energy is ``alpha^2 E*``)."""

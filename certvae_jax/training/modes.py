@@ -61,6 +61,10 @@ class Mode(NamedTuple):
     check_targets: ``train rows -> None``, raises ``ValueError`` when the teacher's rows
       on the training split cannot train it (checked before the phase's loop is built).
     meta: ``config -> dict``, extra metadata a checkpoint of this mode must match.
+    target_weights: ``(config, train rows) -> {name: value}``, weights that depend on
+      the teacher's rows on the training split, merged over ``weights`` (and so saved in
+      the checkpoint's metadata and the summary); ``None`` for none. Each name must also
+      be in ``weights`` (with a placeholder value), which names the state's weights.
   """
   name: str
   objective: str
@@ -76,6 +80,7 @@ class Mode(NamedTuple):
   check: Callable[[Config], None] = lambda c: None
   check_targets: Callable[[Any], None] = lambda t: None
   meta: Callable[[Config], dict[str, Any]] = lambda c: {}
+  target_weights: Callable[[Config, Any], dict[str, float]] | None = None
 
 
 _MODES = plugins.Registry("mode", hint=plugins.REGISTRATIONS_HINT)
@@ -159,4 +164,5 @@ register(Mode("vae", "teacher_guided", guided_weights(train_alpha, align=False, 
 # baselines in certvae_jax.baselines.modes.
 
 # What ``--mode`` offers (``prefit`` runs as rst_prefit's first stage).
-CLI_MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit") + BASELINES
+CLI_MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit",
+             "rst_alpha_prefit") + BASELINES

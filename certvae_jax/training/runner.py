@@ -147,6 +147,8 @@ class Runner:
     base_meta = self._variant_meta(info)
     plans = extensions.plans(self.config, mode)
     weights = mode.weights(self.config)
+    if mode.target_weights is not None:
+      weights.update(mode.target_weights(self.config, self.teachers.split_targets(target, k)[0]))
     for plan in plans:
       weights.update(plan.weights())
     total, extra = mode.steps(self.config), None

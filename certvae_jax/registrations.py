@@ -3,14 +3,17 @@
 Plain imports, so the import graph shows them (no ``importlib``): paper 1's baseline
 objectives (``free_bits``, ``vq_vae``, ``gmvae``; :mod:`certvae_jax.baselines.objectives`),
 paper 2's RST-prefit (objective ``code_regression``, modes ``prefit`` and
-``rst_prefit``; :mod:`certvae_jax.simplex.training`) and the training guard, a phase
+``rst_prefit``; :mod:`certvae_jax.simplex.training`), paper 2's escape runs (mode ``escape``
+and its phase extension; :mod:`certvae_jax.simplex.escape`) and the training guard, a phase
 extension (:mod:`certvae_jax.guard`). The run (:mod:`certvae_jax.train`) imports this
 module; code that builds those objectives or modes by name without a run imports it too.
 """
 
 from certvae_jax import baselines  # noqa: F401  (registers on import)
 from certvae_jax.guard import EXTENSION as GUARD
-from certvae_jax.simplex import training  # noqa: F401  (registers on import)
-from certvae_jax.training import extensions
+from certvae_jax.simplex import escape, training  # noqa: F401  (training registers on import)
+from certvae_jax.training import extensions, modes
 
 extensions.register("guard", GUARD)
+modes.register(escape.ESCAPE)
+extensions.register("escape", escape.EXTENSION)

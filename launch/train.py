@@ -10,7 +10,8 @@ Modes: warmup (plain VAE; its means feed the teacher), full (every term on), noa
 (lambda_TS = 0: the collapse control), rescue (exact restart from noalign's final
 checkpoint, alignment on), and paper 2's vae (plain VAE scored by the witness) and
 rst_prefit (regress mu onto the simplex witness's analytic code, then RST-VAE) and
-rst_alpha_prefit (the same onto alpha times that code; train.prefit_alpha), and
+rst_alpha_prefit (the same onto alpha times that code; train.prefit_alpha), escape (RST-VAE
+restarted exactly from the vae run's final checkpoint, with its margin and gradient norms), and
 paper 1's baselines vanilla_vae, beta_vae, kl_anneal, free_bits, vq_vae and gmvae (the raw
 head never aligned; settings in config.baselines).
 

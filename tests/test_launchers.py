@@ -102,7 +102,7 @@ def test_protocol_py_paper2_and_kl_stress(tmp_path):
   pca = launch("protocol.py", "--config=configs/digits_simplex.py:pca_smoke", *TINY,
                "--seeds=1", f"--workdir={pca_root}")
   assert written_tables(pca)[0] == os.path.join(pca_root, "protocol.json")
-  assert "ran: seed 0 full, seed 0 vae" in pca.stdout
+  assert "ran: seed 0 escape, seed 0 full, seed 0 vae" in pca.stdout
   assert not os.path.exists(os.path.join(pca_root, "seed0", "warmup"))
   stress = written_tables(launch("protocol.py", *common, "--kl_stress=1,4"))
   assert stress[0] == os.path.join(root, "kl_stress", "kl_stress.json")

@@ -3,6 +3,8 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -36,11 +38,13 @@ def test_paper1_protocol_writes_rows_and_table(tmp_path):
 def test_paper2_models_smoke_and_table(tmp_path):
   cfg = tiny_simplex_config()
   rows = protocol.run_protocol(cfg, str(tmp_path), seeds=[0])
-  assert [r["variant"] for r in rows[::2]] == ["vae", "full", "rst_prefit", "rst_alpha_prefit"]
+  assert [r["variant"] for r in rows[::2]] == ["vae", "full", "rst_prefit", "rst_alpha_prefit",
+                                               "escape"]
   # RST-alpha-prefit regressed onto alpha mu*, alpha the balance of this run's weights.
   t_train, _ = train.Runner(cfg, str(tmp_path / "seed0")).teacher_targets()
   balance = simplex.balance_alpha(t_train, 5.0, cfg.train.lambda_ts, cfg.train.alpha_kl)
-  assert 0 < balance < 1 and rows[-1]["prefit_alpha"] == pytest.approx(balance, abs=1e-6)
+  alpha_row = next(r for r in rows if r["variant"] == "rst_alpha_prefit")
+  assert 0 < balance < 1 and alpha_row["prefit_alpha"] == pytest.approx(balance, abs=1e-6)
   d = data.load_dataset("digits")
   expected_mi = {split: float(certificate.teacher_mi(teacher.label_smoothed(y, 10, 0.05)))
                  for split, y in (("train", d.y_train), ("test", d.y_test))}
@@ -75,6 +79,8 @@ def test_paper2_models_smoke_and_table(tmp_path):
   assert paths["0"]["alpha_certified"] == rows[0]["path_alpha_certified"]
   assert paths["0"]["energy"][-1] == pytest.approx(rows[0]["analytic_code_energy"], rel=1e-4)
   assert "## Paper 2: the margin-energy path" in report_md
+  assert "## Paper 2: escape trajectories" in report_md
+  assert os.path.isfile(files["escape_trajectories.png"])
   assert os.path.isfile(files["margin_energy_path.png"])
 
 
@@ -112,3 +118,36 @@ def test_rst_alpha_prefit_takes_a_fixed_scale_and_refuses_a_bad_one(tmp_path):
     with pytest.raises(ValueError, match="config.train.prefit_alpha: expected 'balance' or a "
                                          "number in"):
       train.Runner(cfg, str(tmp_path / "bad"))
+
+
+def test_escape_starts_from_the_vae_run_and_records_its_trajectory(tmp_path):
+  cfg = tiny_simplex_config()
+  runner = train.Runner(cfg, str(tmp_path))
+  with pytest.raises(ValueError, match="escape restarts from the final vae checkpoint"):
+    runner.run_mode("escape")
+  vae = runner.run_mode("vae")
+  escape = runner.run_mode("escape")
+  points = escape["escape_trajectory"]
+  start = vae["step"]
+  assert points[0]["step"] == start and points[0]["margin"] == pytest.approx(
+      vae["train"]["margin"], abs=1e-6)  # the low-margin start is the vae's final state
+  assert points[-1]["step"] == start + cfg.train.steps == escape["step"]
+  assert points[-1]["margin"] > points[0]["margin"]  # the witness escapes
+  assert all(p["grad_norm_mu"] > 0 and p["grad_norm_params"] > 0 for p in points)
+  assert "rescue_diagnostics" in escape  # its start, as a rescue's
+
+
+def test_the_escape_gradient_norm_is_the_autodiff_gradient_of_each_row():
+  from certvae_jax.simplex import escape  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  k, beta, lam = 5, 3.0, 2.0
+  t = rng.dirichlet(np.ones(k), 30)
+  mu = rng.normal(size=(30, k - 1))
+
+  def row_loss(m, ti):
+    logits = simplex.witness_logits(m[None], k, beta)[0]
+    return lam * jnp.sum(ti * (jnp.log(ti) - jax.nn.log_softmax(logits)))
+  grads = jax.vmap(jax.grad(row_loss))(jnp.asarray(mu), jnp.asarray(t))
+  s = jax.nn.softmax(simplex.witness_logits(jnp.asarray(mu), k, beta), axis=-1)
+  assert escape.mean_gradient_norm_mu(t, s, beta, lam) == pytest.approx(
+      float(np.mean(np.linalg.norm(np.asarray(grads), axis=1))), rel=1e-5)

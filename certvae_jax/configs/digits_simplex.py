@@ -39,12 +39,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.alpha_kl = 1.0
   c.train.lambda_ts = 1.0
   c.train.lambda_bal = 0.0
-  c.protocol.variants = ("vae", "full", "rst_prefit", "rst_alpha_prefit")
+  c.protocol.variants = ("vae", "full", "rst_prefit", "rst_alpha_prefit", "escape")
   if pca:
     c.teacher.kind = "gmm"
     c.teacher.features = "input_pca:8"
     c.teacher.components = (8, 10, 12)
     c.teacher.covariance_types = ("full", "diag", "spherical")
     c.teacher.seeds = (0,)
-    c.protocol.variants = ("vae", "full")
+    c.protocol.variants = ("vae", "full", "escape")
   return c

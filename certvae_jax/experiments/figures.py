@@ -185,7 +185,7 @@ def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
 
 
 PAPER2_NAMES = {"vae": "VAE", "full": "RST-VAE", "rst_prefit": "RST-prefit",
-                "rst_alpha_prefit": "RST-α-prefit"}
+                "rst_alpha_prefit": "RST-α-prefit", "escape": "escape"}
 
 
 def margin_energy_path(path: str, paths: dict[str, Any], rows: Sequence[dict[str, Any]]
@@ -213,6 +213,36 @@ def margin_energy_path(path: str, paths: dict[str, Any], rows: Sequence[dict[str
   ax.set_xlabel("energy in the witness subspace, 1/2 E||mu[:K-1]||^2")
   ax.set_ylabel("witness margin G_tau (nats)")
   ax.grid(alpha=0.25)
+  _legend(fig, axes)
+  return _save(plt, fig, path)
+
+
+def escape_trajectories(path: str, runs: Sequence[tuple[int, Sequence[dict[str, float]]]]
+                        ) -> tuple[int, int]:
+  """Paper 2's escape runs (RST-VAE from the plain VAE's final state), one line per seed:
+  the train split's witness margin, and the teacher-induced gradient norms, against steps."""
+  plt = pyplot()
+  fig, axes = _grid(plt, 2, 1)
+  margin_ax, grad_ax = axes[0, 0], axes[0, 1]
+  for i, (seed, points) in enumerate(runs):
+    steps = [p["step"] for p in points]
+    color = f"C{i % 10}"
+    margin_ax.plot(steps, [p["margin"] for p in points], color=color, marker="o",
+                   markersize=3, label=f"seed {seed}")
+    grad_ax.plot(steps, [p["grad_norm_mu"] for p in points], color=color, marker="o",
+                 markersize=3)
+    grad_ax.plot(steps, [p["grad_norm_params"] for p in points], color=color, marker="^",
+                 markersize=3, linestyle="--")
+  grad_ax.plot([], [], color="black", marker="o", label="||grad_mu|| (per row, mean)")
+  grad_ax.plot([], [], color="black", marker="^", linestyle="--",
+               label="||grad_params|| (encoder)")
+  margin_ax.axhline(0.0, color="black", linewidth=0.9)
+  margin_ax.set_ylabel("train G_tau (nats)")
+  grad_ax.set_ylabel("lambda_TS alignment gradient norm")
+  grad_ax.set_yscale("log")
+  for ax in (margin_ax, grad_ax):
+    ax.set_xlabel("step (the VAE's final step first)")
+    ax.grid(alpha=0.25)
   _legend(fig, axes)
   return _save(plt, fig, path)
 

@@ -31,7 +31,8 @@ ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_
             "recon_margin", "witness_recon_kl", "posthoc_margin", "posthoc_student_mi",
             "posthoc_certified")
 DISPLAY = {"vae": "VAE", "full": "full", "noalign": "noalign", "rescue": "rescue",
-           "rst_prefit": "RST-prefit", "rst_alpha_prefit": "RST-α-prefit"}
+           "rst_prefit": "RST-prefit", "rst_alpha_prefit": "RST-α-prefit",
+           "escape": "escape (RST-VAE from VAE)"}
 
 
 def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:

@@ -26,7 +26,7 @@ from certvae_jax.experiments import baselines as baselines_lib, figures, protoco
 from certvae_jax.training import modes
 from certvae_jax.training.writers import read_jsonl
 
-ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit", "rst_alpha_prefit")
+ORDER = ("full", "noalign", "rescue", "vae", "rst_prefit", "rst_alpha_prefit", "escape")
 
 
 def _read(path: str) -> Any:
@@ -278,6 +278,17 @@ def _seed_sections(data: dict[str, Any], out_dir: str, files: dict[str, str]) ->
     parts += ["## Teacher candidate grid\n", grid]
   if paper2:
     parts += ["## Paper 2 table\n", protocol.paper2_table(rows)]
+  escapes = [(s["seed"], s["summaries"]["escape"]["escape_trajectory"]) for s in data["seeds"]
+             if "escape" in s["summaries"]]
+  if escapes:
+    files["escape_trajectories.png"] = os.path.join(out_dir, "escape_trajectories.png")
+    figures.escape_trajectories(files["escape_trajectories.png"], escapes)
+    parts += ["## Paper 2: escape trajectories\n",
+              "![margin and gradient norms of the escape runs](escape_trajectories.png)\n",
+              "RST-VAE restarted exactly from the plain VAE's final checkpoint (its first point), "
+              "one line per seed: the train split's witness margin G_tau, and the norms of the "
+              "alignment gradient with respect to the encoder means (per row, averaged) and to "
+              "the encoder's parameters, on the first eval.batch_size training rows.\n"]
   if paper2 and data["paths"]:
     files["margin_energy_path.png"] = os.path.join(out_dir, "margin_energy_path.png")
     figures.margin_energy_path(files["margin_energy_path.png"], data["paths"], rows)

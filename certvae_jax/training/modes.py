@@ -165,4 +165,4 @@ register(Mode("vae", "teacher_guided", guided_weights(train_alpha, align=False, 
 
 # What ``--mode`` offers (``prefit`` runs as rst_prefit's first stage).
 CLI_MODES = ("warmup", "full", "noalign", "rescue", "vae", "rst_prefit",
-             "rst_alpha_prefit") + BASELINES
+             "rst_alpha_prefit", "escape") + BASELINES

@@ -88,8 +88,10 @@ def test_kl_stress_table(tmp_path):
   cfg = tiny_simplex_config()
   rows = protocol.run_kl_stress(cfg, str(tmp_path), seeds=[0], alphas=[1.0, 4.0])
   assert sorted({r["alpha_kl"] for r in rows}) == [1.0, 4.0]
+  assert [r["variant"] for r in rows[:6:2]] == ["vae", "full", "rst_alpha_prefit"]
   md = (tmp_path / "kl_stress.md").read_text()
-  assert md.count("\n| 4 | ") == 2 and "escape force" in md
+  assert md.count("\n| 4 | ") == 6 and "escape force" in md  # 3 models x 2 splits
+  assert "| 4 | RST-α-prefit | test | 1 |" in md
   files = report_page.render(str(tmp_path))  # a KL-stress directory: its plot and table
   assert set(files) == {"kl_stress.png", "report.md", "report.html"}
   assert md in open(files["report.md"]).read()

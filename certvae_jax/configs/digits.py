@@ -132,6 +132,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.protocol = ml_collections.ConfigDict()
   c.protocol.variants = ("full", "noalign", "rescue")
   c.protocol.target = "live"        # default --target: 'live' teacher or cached 'fixed' T_fix
+  c.protocol.kl_stress_variants = ("full",)  # the modes --kl_stress runs at each KL weight
 
   if is_smoke(arg):
     c.warmup.steps = 60

@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.lambda_ts = 1.0
   c.train.lambda_bal = 0.0
   c.protocol.variants = ("vae", "full", "rst_prefit", "rst_alpha_prefit", "escape")
+  c.protocol.kl_stress_variants = ("vae", "full", "rst_alpha_prefit")
   if pca:
     c.teacher.kind = "gmm"
     c.teacher.features = "input_pca:8"
@@ -47,4 +48,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.teacher.covariance_types = ("full", "diag", "spherical")
     c.teacher.seeds = (0,)
     c.protocol.variants = ("vae", "full", "escape")
+    c.protocol.kl_stress_variants = ("vae", "full")
   return c

@@ -16,10 +16,14 @@ import numpy as np
 DPI = 110
 PANEL = (4.4, 3.4)  # inches per seed panel
 COLORS = {"full": "#1f77b4", "noalign": "#d62728", "rescue": "#2ca02c", "vae": "#9467bd",
-          "rst_prefit": "#ff7f0e"}
+          "rst_prefit": "#ff7f0e", "rst_alpha_prefit": "#8c564b", "escape": "#e377c2"}
 SPLIT_STYLE = {"train": {"linestyle": "-", "marker": "o"},
                "test": {"linestyle": "--", "marker": "s"}}
 _EXTRA = "pip install -e \".[report]\" (or pip install matplotlib)"
+
+
+PAPER2_NAMES = {"vae": "VAE", "full": "RST-VAE", "rst_prefit": "RST-prefit",
+                "rst_alpha_prefit": "RST-α-prefit", "escape": "escape"}
 
 
 def pyplot():
@@ -165,16 +169,20 @@ def diagnostics_trajectories(path: str, seeds: Sequence[dict[str, Any]]) -> tupl
 
 
 def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-  """Paper 2's KL-stress test: the bare margin ``G_T`` against ``alpha_KL`` (mean ± std)."""
+  """Paper 2's KL-stress test: the bare margin ``G_T`` against ``alpha_KL`` (mean ± std),
+  one colour per model."""
   plt = pyplot()
   fig, axes = _grid(plt, 1, 1)
   ax = axes[0, 0]
   alphas = sorted({r["alpha_kl"] for r in rows})
-  for split in ("train", "test"):
-    g = [np.array([r["bare_margin"] for r in rows if r["alpha_kl"] == a and r["split"] == split])
-         for a in alphas]
-    ax.errorbar(alphas, [v.mean() for v in g], yerr=[v.std() for v in g], capsize=3,
-                color=_color("full"), label=f"RST-VAE ({split})", **SPLIT_STYLE[split])
+  for variant in dict.fromkeys(r.get("variant", "full") for r in rows):
+    for split in ("train", "test"):
+      g = [np.array([r["bare_margin"] for r in rows if r["alpha_kl"] == a
+                     and r["split"] == split and r.get("variant", "full") == variant])
+           for a in alphas]
+      ax.errorbar(alphas, [v.mean() for v in g], yerr=[v.std() for v in g], capsize=3,
+                  color=_color(variant),
+                  label=f"{PAPER2_NAMES.get(variant, variant)} ({split})", **SPLIT_STYLE[split])
   ax.axhline(0.0, color="black", linewidth=0.9, label="certification threshold")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("KL weight alpha_KL")
@@ -182,10 +190,6 @@ def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
   ax.grid(alpha=0.25)
   _legend(fig, axes)
   return _save(plt, fig, path)
-
-
-PAPER2_NAMES = {"vae": "VAE", "full": "RST-VAE", "rst_prefit": "RST-prefit",
-                "rst_alpha_prefit": "RST-α-prefit", "escape": "escape"}
 
 
 def margin_energy_path(path: str, paths: dict[str, Any], rows: Sequence[dict[str, Any]]

@@ -204,7 +204,9 @@ def write_tables(root: str, stem: str, rows: list[dict[str, Any]], markdown: str
 def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
                   alphas: Sequence[float], overwrite: bool = False,
                   fresh: bool = False) -> list[dict[str, Any]]:
-  """Paper 2's KL-weight stress test: RST-VAE (``full``) at several ``alpha_KL``.
+  """Paper 2's KL-weight stress test: ``config.protocol.kl_stress_variants`` (RST-VAE,
+  ``full``, by default; paper 2's configs add the plain VAE and RST-alpha-prefit) at
+  several ``alpha_KL``.
 
   Does the certificate stay positive as the KL weight grows? Beside each measured
   margin it reports the escape force (which does not depend on ``alpha_KL``) and the
@@ -226,29 +228,35 @@ def run_kl_stress(config: ml_collections.ConfigDict, root: str, seeds: Sequence[
       cfg.train.alpha_kl = float(alpha)
       runner = train_lib.Runner(cfg, os.path.join(root, f"alpha{alpha:g}", f"seed{seed}"),
                                 overwrite=overwrite)
-      rows.extend(_rows(runner, "full", "live"))
+      for variant in config.protocol.kl_stress_variants:
+        rows.extend(_rows(runner, variant, "live"))
   write_tables(root, "kl_stress", rows, kl_stress_table(rows, float(config.train.lambda_ts)))
   return rows
 
 
 def kl_stress_table(rows: list[dict[str, Any]], lambda_ts: float) -> str:
   """Means over seeds per KL weight, with the predictors of :func:`run_kl_stress`."""
-  out = ("| alpha_KL | split | seeds | G_T (bare) | certified | active units | E‖mu‖² | "
+  out = ("| alpha_KL | model | split | seeds | G_T (bare) | certified | active units | E‖mu‖² | "
          "escape force ||F||^2 | lambda_TS I_T - alpha_KL E* |\n"
-         "|---|---|---|---|---|---|---|---|---|\n")
-  for alpha in sorted({r["alpha_kl"] for r in rows}):
-    for split in ("train", "test"):
-      sel = [r for r in rows if r["alpha_kl"] == alpha and r["split"] == split]
-      g = np.array([r["bare_margin"] for r in sel], float)
-      balance = "-"
-      if "analytic_code_energy" in sel[0]:
-        gain = np.mean([lambda_ts * r["teacher_mi"] for r in sel])
-        balance = f"{gain - alpha * sel[0]['analytic_code_energy']:+.3f}"
-      out += (f"| {alpha:g} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
-              f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
-              f"{np.mean([r['active_units'] for r in sel]):.1f} | "
-              f"{np.mean([r['mean_sq_norm_mu'] for r in sel]):.2f} | "
-              f"{sel[0].get('escape_force_mean_sq', float('nan')):.3f} | {balance} |\n")
+         "|---|---|---|---|---|---|---|---|---|---|\n")
+  variants = list(dict.fromkeys(r["variant"] for r in rows))
+  for alpha, variant, split in ((a, v, s) for a in sorted({r["alpha_kl"] for r in rows})
+                                for v in variants for s in ("train", "test")):
+    sel = [r for r in rows if r["alpha_kl"] == alpha and r["split"] == split
+           and r["variant"] == variant]
+    if not sel:
+      continue
+    g = np.array([r["bare_margin"] for r in sel], float)
+    balance = "-"
+    if "analytic_code_energy" in sel[0]:
+      gain = np.mean([lambda_ts * r["teacher_mi"] for r in sel])
+      balance = f"{gain - alpha * sel[0]['analytic_code_energy']:+.3f}"
+    name = "RST-VAE" if variant == "full" else DISPLAY.get(variant, variant)
+    out += (f"| {alpha:g} | {name} | {split} | {len(sel)} | {g.mean():+.3f} ± {g.std():.3f} | "
+            f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | "
+            f"{np.mean([r['active_units'] for r in sel]):.1f} | "
+            f"{np.mean([r['mean_sq_norm_mu'] for r in sel]):.2f} | "
+            f"{sel[0].get('escape_force_mean_sq', float('nan')):.3f} | {balance} |\n")
   return out
 
 

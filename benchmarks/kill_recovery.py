@@ -38,15 +38,19 @@ FLAGS = ["--config=" + os.path.join(ROOT, "configs", "digits.py") + ":smoke",
 
 
 def run(workdir: str) -> subprocess.Popen:
+  # SIGINT as a terminal gives it: a shell's background job (nohup, &) ignores SIGINT, and
+  # its children would inherit that.
   return subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
                            "--mode=full", f"--workdir={workdir}", *FLAGS],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def steps_lost(workdir: str, rerun_stderr: str) -> int | None:
-  """The step the stopped run had reached in the phase the rerun resumed, minus the step
-  it resumed from; None when the rerun resumed no phase (stopped between phases)."""
-  found = re.search(r"^(\w+): resuming from step (\d+)", rerun_stderr, re.M)
+def steps_lost(workdir: str, stopped_stderr: str, rerun_stderr: str) -> int | None:
+  """The step the stopped run had reached in the phase it was in, minus the step the rerun
+  resumed it from (or the step it said it saved); None when it stopped between phases."""
+  found = (re.search(r"^(\w+): resuming from step (\d+)", rerun_stderr, re.M)
+           or re.search(r"^(\w+): preempted at step (\d+)", stopped_stderr, re.M))
   if not found:
     return None
   phase, resumed = found.group(1), int(found.group(2))
@@ -118,7 +122,7 @@ def main() -> None:
       same = all(np.array_equal(np.asarray(x), np.asarray(y))
                  for x, y in zip(leaves, ref_leaves)) and summary == ref_summary
       results.append(same)
-      n = steps_lost(victim, rerun_err) if killed else 0
+      n = steps_lost(victim, err, rerun_err) if killed else 0
       lost.append(n)
       said = [l for l in err.splitlines() if "preempted" in l or l.startswith("error:")]
       print(f"trial {i}: SIG{a.signal} at {delay:5.2f} s -> {state}; exit {proc.returncode}"

@@ -150,12 +150,18 @@ def test_every_paper1_mode_runs_and_certifies_on_both_families(paper1_seed, imag
     assert summary["guard"]["policy"] == overrides["guard.policy"]
 
 
-@pytest.mark.parametrize("mode", ["vae", "full", "rst_prefit"])
+@pytest.mark.parametrize("mode", ["vae", "full", "rst_prefit", "rst_alpha_prefit", "escape"])
 def test_every_paper2_mode_runs_and_certifies_on_both_families(paper2_seed, images, mode,
                                                                  tmp_path):
   family, seed_dir = paper2_seed
   wd = copy_seed(seed_dir, str(tmp_path / "w"))
-  summary = train.Runner(paper2_config(family, images), wd).run_mode(mode)
+  runner = train.Runner(paper2_config(family, images), wd)
+  if mode == "escape":
+    runner.run_mode("vae")
+  summary = runner.run_mode(mode)
   check_summary(wd, mode, summary)
-  if mode == "rst_prefit":
-    check_summary(wd, "prefit", read_summary(wd, "prefit"))
+  prefit = {"rst_prefit": "prefit", "rst_alpha_prefit": "prefit_alpha"}.get(mode)
+  if prefit:
+    check_summary(wd, prefit, read_summary(wd, prefit))
+  if mode == "escape":
+    assert [p["step"] for p in summary["escape_trajectory"]] == [20, 40]

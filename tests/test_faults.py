@@ -240,3 +240,22 @@ def test_the_api_edges_are_value_errors_naming_the_argument(tmp_path):
   line = one_error_line(launch("train.py", f"--workdir={tmp_path / 'w'}",
                                "--config=digits:smoke", "--config.model.hidden=abc", code=2))
   assert line == "error: config.model.hidden: each entry must be a layer width >= 1, got 'abc'"
+
+
+def test_a_full_disk_at_a_checkpoint_save_is_one_line_and_keeps_the_last_good_one(
+    tmp_path, reference, monkeypatch):
+  from certvae_jax.training import checkpoint  # pylint: disable=import-outside-toplevel
+  wd = copy_run(reference, tmp_path / "w")
+  save = checkpoint.Checkpointer.save
+
+  def fill_the_disk(self, step, state, meta):
+    if step >= 30:
+      raise OSError(errno.ENOSPC, "No space left on device", f"{self.directory}/{step}")
+    save(self, step, state, meta)
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", fill_the_disk)
+  line = one_error_line(run_full(wd, code=2))
+  assert line.startswith(f"error: no space left on the device writing {wd}/full/checkpoints/30")
+  monkeypatch.undo()
+  r = run_full(wd)
+  assert "resuming from step 20" in r.stderr
+  assert final_digest(wd) == reference[1]

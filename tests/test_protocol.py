@@ -153,3 +153,27 @@ def test_the_escape_gradient_norm_is_the_autodiff_gradient_of_each_row():
   s = jax.nn.softmax(simplex.witness_logits(jnp.asarray(mu), k, beta), axis=-1)
   assert escape.mean_gradient_norm_mu(t, s, beta, lam) == pytest.approx(
       float(np.mean(np.linalg.norm(np.asarray(grads), axis=1))), rel=1e-5)
+
+
+def test_the_fixed_teacher_control_holds_one_teacher_while_the_training_seed_changes(tmp_path):
+  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config()
+  cfg.protocol.variants = ("full",)
+  cfg.protocol.teacher_seed = 0
+  rows = protocol.run_protocol(cfg, str(tmp_path), seeds=[0, 1])
+  assert {r["seed"] for r in rows} == {0, 1}
+  assert len({r["teacher_id"] for r in rows}) == 1  # one teacher: seed 0's
+  own = json.load(open(tmp_path / "seed0" / "teacher" / "teacher.json"))
+  assert rows[0]["teacher_id"] == own["teacher_id"]
+  assert (tmp_path / "protocol_fixed_teacher.json").is_file()
+  assert not (tmp_path / "protocol.json").exists()  # never pooled with the per-seed search
+  seed1 = tmp_path / "teacher_seed0" / "seed1"
+  assert (seed1 / "full" / "summary.json").is_file() and not (seed1 / "teacher").exists()
+  assert json.load(open(seed1 / "full" / "summary.json"))["seed"] == 1
+  cfg.protocol.teacher_seed = -2
+  with pytest.raises(ValueError, match="config.protocol.teacher_seed: expected a seed >= 0"):
+    protocol.run_protocol(cfg, str(tmp_path), seeds=[0])
+  with pytest.raises(ValueError, match="protocol.teacher_seed: seed 5's teacher is not in"):
+    cfg.protocol.teacher_seed = -1
+    train.Runner(cfg, str(tmp_path / "x"), shared_teacher=(str(tmp_path / "none"), 5)
+                 ).ensure_teacher()

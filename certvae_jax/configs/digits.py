@@ -133,6 +133,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.protocol.variants = ("full", "noalign", "rescue")
   c.protocol.target = "live"        # default --target: 'live' teacher or cached 'fixed' T_fix
   c.protocol.kl_stress_variants = ("full",)  # the modes --kl_stress runs at each KL weight
+  # >= 0: every seed trains against this seed's teacher (paper 1's fixed-teacher control,
+  # appendix F.2; tables protocol_fixed_teacher.*); -1: each seed searches its own.
+  c.protocol.teacher_seed = -1
 
   if is_smoke(arg):
     c.warmup.steps = 60

@@ -79,6 +79,13 @@ def pca_dims(features: Any, name: str = "feature_space") -> int | None:
   raise ValueError(f"{name}: expected 'mu' or 'pca:N' with an integer N >= 1, got {features!r}")
 
 
+def _teacher_seed(name: str, value: Any) -> None:
+  """A seed whose teacher every seed shares (>= 0), or -1 for each seed's own."""
+  if not is_int(value) or value < -1:
+    raise ValueError(f"{name}: expected a seed >= 0, or -1 for each seed's own teacher, "
+                     f"got {value!r}")
+
+
 def _widths(name: str, value: Any) -> None:
   """A tuple of layer widths (integers >= 1; empty for no hidden layer)."""
   if value == ():
@@ -137,6 +144,7 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     },
     "data": {"on_device": boolean},
     "log": {"tensorboard": boolean},
+    "protocol": {"teacher_seed": _teacher_seed},
     "guard": {
         "policy": one_of(*GUARD_POLICIES), "every": positive_int, "gamma": non_negative,
         "gamma_release": non_negative, "factor": positive, "max_lambda": positive,

@@ -96,21 +96,35 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
     overwrite: clear seed workdirs made by an incompatible run instead of refusing.
     fresh: refuse seed workdirs that already hold runs, instead of reusing them.
 
+  With ``config.protocol.teacher_seed = t >= 0`` it runs paper 1's fixed-teacher control
+  (appendix F.2): seed ``t``'s teacher (made in ``ROOT/seed<t>`` when missing) is held
+  fixed while the training seed changes; the runs live in ``ROOT/teacher_seed<t>/seed<s>``
+  and the tables are ``protocol_fixed_teacher.json`` / ``.md``, never pooled with the
+  per-seed search.
+
   Returns:
     The rows written to ``protocol.json``.
   """
   if not seeds:
     raise ValueError("seeds: expected at least one seed")
+  teacher_seed = int(config.protocol.teacher_seed)
+  shared, workdir = None, lambda s: seed_workdir(root, s)
+  if teacher_seed >= 0:
+    source = train_lib.Runner(with_seed(config, teacher_seed),
+                              seed_workdir(root, teacher_seed), overwrite=overwrite)
+    source.ensure_teacher()
+    shared = (source.teachers.directory, teacher_seed)
+    workdir = lambda s: seed_workdir(os.path.join(root, f"teacher_seed{teacher_seed}"), s)  # noqa: E731
   if fresh:
-    refuse_existing([seed_workdir(root, seed) for seed in seeds])
+    refuse_existing([workdir(seed) for seed in seeds])
   variants = tuple(config.protocol.variants)
   for v in variants:
     if v not in modes.CLI_MODES or v == "warmup":
       raise ValueError(f"config.protocol.variants: unknown variant {v!r}")
   rows = []
   for seed in seeds:
-    runner = train_lib.Runner(with_seed(config, seed), seed_workdir(root, seed),
-                              overwrite=overwrite)
+    runner = train_lib.Runner(with_seed(config, seed), workdir(seed), overwrite=overwrite,
+                              shared_teacher=shared)
     for variant in variants:
       rows.extend(_rows(runner, variant, target))
   paper2 = config.model.head == "simplex"
@@ -124,12 +138,14 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
 
 
 def table_stem(config: ml_collections.ConfigDict, target: str = "live") -> str:
-  """The protocol tables' file stem in the root: ``protocol[_guard_<policy>][_fixed]``.
+  """The protocol tables' file stem in the root:
+  ``protocol[_fixed_teacher][_guard_<policy>][_fixed]``.
 
   A guarded protocol's tables sit beside the unguarded ones, never over them.
   """
   guard = "" if config.guard.policy == "off" else f"_guard_{config.guard.policy}"
-  return "protocol" + guard + ("" if target == "live" else "_fixed")
+  shared = "_fixed_teacher" if int(config.protocol.teacher_seed) >= 0 else ""
+  return "protocol" + shared + guard + ("" if target == "live" else "_fixed")
 
 
 def refuse_existing(workdirs: Sequence[str]) -> None:

@@ -43,16 +43,19 @@ class Runner:
     overwrite: clear a workdir made by an incompatible run instead of refusing it.
     hooks: extra loop hooks (after the config's ``train.hooks``), for every phase.
     writers: extra metric writers, for every phase (process 0 only).
+    shared_teacher: ``(directory, seed)`` of another seed's teacher artifact, used as it
+      is instead of this seed's own (paper 1's fixed-teacher control, appendix F.2).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
-               hooks: Sequence[Hook] = (), writers: Sequence[MetricWriter] = ()):
+               hooks: Sequence[Hook] = (), writers: Sequence[MetricWriter] = (),
+               shared_teacher: tuple[str, int] | None = None):
     self.ctx = make_context(config)
     self.config = config
     self.dir = RunDir(workdir, overwrite)
     self.engine = Engine(config, self.ctx.data, self.ctx.mesh)
     self.teachers = TeacherStage(config, self.ctx.data, self.dir, self.engine,
-                                 self._warmup_encoder)
+                                 self._warmup_encoder, shared_teacher)
     self.parts = phase_loop.RunParts(config, self.ctx.data, self.engine, self.teachers,
                                      self.dir, tuple(hooks), tuple(writers))
 

@@ -38,18 +38,22 @@ class TeacherStage:
     rundir: the seed's run directory.
     engine: the run's compiled functions.
     warmup_encoder: runs (or finds) the warm-up and returns its final encoder params.
+    shared: ``(directory, seed)`` of another seed's teacher artifact to use as it is
+      (paper 1's fixed-teacher control, appendix F.2): read, never made or written.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, data: data_lib.Dataset,
-               rundir: RunDir, engine: Engine, warmup_encoder: Callable[[], Any]):
+               rundir: RunDir, engine: Engine, warmup_encoder: Callable[[], Any],
+               shared: tuple[str, int] | None = None):
     self.config, self.data, self.dir, self.engine = config, data, rundir, engine
     self._warmup_encoder = warmup_encoder
     self.kind, self.kind_arg = kinds.parse(config.teacher.kind)
+    self.shared = shared
     self.current: kinds.Teacher | None = None
 
   @property
   def directory(self) -> str:
-    return self.dir.phase("teacher")
+    return self.shared[0] if self.shared else self.dir.phase("teacher")
 
   def forget(self) -> None:
     """Drops the cached teacher (after ``--overwrite`` cleared the workdir)."""
@@ -69,16 +73,25 @@ class TeacherStage:
     """The seed's teacher, loaded, or made when the workdir has none."""
     if self.current is not None:
       return self.current
-    teacher_fp = fingerprint(self.config, "teacher", {"teacher": self._teacher_fields()})
+    config = self.config
+    if self.shared:  # the fingerprint of the seed that made the shared teacher
+      config = ml_collections.ConfigDict(self.config.to_dict())
+      config.seed = int(self.shared[1])
+    teacher_fp = fingerprint(config, "teacher", {"teacher": self._teacher_fields()})
     # Every process must take the same branch below: look only after all arrived, and let
     # nobody write before all have looked.
     distributed.barrier("teacher-look")
     exists = artifact.teacher_exists(self.directory)
     distributed.barrier("teacher-looked")
+    if self.shared and not exists:
+      raise ValueError(f"protocol.teacher_seed: seed {self.shared[1]}'s teacher is not in "
+                       f"{self.directory!r}; make it first (a protocol run of that seed)")
     if exists:
       try:
         self.current = kinds.load(self.directory)
       except files.DamagedFile as e:  # made again: the same fit from the same warm-up
+        if self.shared:
+          raise
         _log.warning("%s; making the teacher again", str(e).split("; delete")[0])
         exists = False
     if exists:
@@ -190,6 +203,6 @@ class TeacherStage:
     except files.DamagedFile as e:
       _log.warning("%s; computing it again from the frozen teacher", str(e).split("; delete")[0])
     train = live(self.data.x_train)
-    if self.dir.main:
+    if self.dir.main and not self.shared:
       artifact.save_train_targets(self.directory, train)
     return train

@@ -33,6 +33,10 @@ def test_paper1_protocol_writes_rows_and_table(tmp_path):
     assert json.load(fh) == json.loads(json.dumps(rows))
   md = (tmp_path / "protocol.md").read_text()
   assert "| 0 | rescue | test |" in md and "Means over feasible seeds" in md
+  # Corollary 2: each coarser property's margin, from the rows' summaries.
+  full_test = next(r for r in rows if r["variant"] == "full" and r["split"] == "test")
+  assert "| variant | G = K = 10 | G = 9 |" in md and "G = 2 |" in md
+  assert f"| full | {full_test['margin']:+.3f} ± 0.000 | " in md
 
 
 def test_paper2_models_smoke_and_table(tmp_path):

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from certvae_jax import train as train_lib
-from certvae_jax.experiments import protocol
+from certvae_jax.experiments import protocol, tables
 
 BASELINE_KEYS = ("teacher_mi", "alignment", "tau", "psnr", "active_units", "kl",
                  "probe_accuracy", "posthoc_margin", "posthoc_student_mi")
@@ -101,9 +101,9 @@ def baselines_table(rows: list[dict[str, Any]]) -> str:
                            for v in ("none", "witness", "code")
                            if any(r["collapse"] == v for r in sel))
       out += (f"| {method} | {split} | {len(sel)} | "
-              f"{protocol.mean_std([r['raw_margin'] for r in sel])} | "
+              f"{tables.mean_std([r['raw_margin'] for r in sel])} | "
               f"{mean('raw_student_mi'):.3f} | "
-              f"{protocol.mean_std([r['posthoc_margin'] for r in sel])} | "
+              f"{tables.mean_std([r['posthoc_margin'] for r in sel])} | "
               f"{mean('posthoc_student_mi'):.3f} | "
               f"{mean('psnr'):.2f} | {mean('active_units'):.1f} | {mean('kl'):.2f} | "
               f"{np.mean(probe) if probe else float('nan'):.3f} | {verdicts} |\n")

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from certvae_jax import files as files_lib
-from certvae_jax.experiments import baselines as baselines_lib, figures, protocol
+from certvae_jax.experiments import baselines as baselines_lib, figures, tables
 from certvae_jax.training import modes
 from certvae_jax.training.writers import read_jsonl
 
@@ -221,7 +221,7 @@ def render(root: str, target: str = "live", out_dir: str | None = None) -> dict[
               "![G_T against the KL weight](kl_stress.png)\n",
               "RST-VAE's bare margin G_T = I_T - L_TS against the KL weight alpha_KL "
               "(mean ± std over seeds): above 0, certified.\n",
-              protocol.kl_stress_table(data["kl_stress"], lam) if lam is not None else ""]
+              tables.kl_stress_table(data["kl_stress"], lam) if lam is not None else ""]
   markdown = "\n".join(p for p in parts if p)
   files["report.md"] = os.path.join(out_dir, "report.md")
   files_lib.write_text(files["report.md"], markdown)
@@ -277,7 +277,7 @@ def _seed_sections(data: dict[str, Any], out_dir: str, files: dict[str, str]) ->
   if grid:
     parts += ["## Teacher candidate grid\n", grid]
   if paper2:
-    parts += ["## Paper 2 table\n", protocol.paper2_table(rows)]
+    parts += ["## Paper 2 table\n", tables.paper2_table(rows)]
   escapes = [(s["seed"], s["summaries"]["escape"]["escape_trajectory"]) for s in data["seeds"]
              if "escape" in s["summaries"]]
   if escapes:

@@ -143,3 +143,18 @@ def test_image_configs_protocol_baselines_and_report_on_the_conv_model(name, tmp
     assert json.load(fh)["num_components"] == 10
   written_tables(launch("protocol.py", *args, "--baselines", mock_examples=mock))
   check_report(root, f"--target={target}")
+
+
+@pytest.mark.parametrize("name,variants", [("cifar10", "full, seed 0 noalign, seed 0 rescue"),
+                                           ("cifar10_simplex", "escape, seed 0 full, seed 0 vae")])
+def test_cifar10_configs_run_their_protocols_on_mock_data(name, variants, tmp_path):
+  """Paper 1's CIFAR-10 sanity check and paper 2's CIFAR-10 setting (the input-PCA teacher,
+  the simplex witness, the escape run) on the conv model, on tfds's mock CIFAR-10."""
+  root = str(tmp_path / name)
+  r = launch("protocol.py", f"--config=configs/{name}.py:smoke", *TINY, "--seeds=1",
+             f"--workdir={root}", mock_examples=64)
+  assert written_tables(r)[0] == os.path.join(root, "protocol.json")
+  assert f"ran: seed 0 {variants}" in r.stdout
+  with open(os.path.join(root, "seed0", "teacher", "teacher.json")) as fh:
+    assert json.load(fh)["num_components"] == 10
+

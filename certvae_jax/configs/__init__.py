@@ -14,7 +14,8 @@ import os
 
 import ml_collections
 
-NAMES = ("digits", "digits_simplex", "cifar100", "tiny_imagenet")
+NAMES = ("digits", "digits_simplex", "cifar10", "cifar10_simplex", "cifar100", "cifar100_simplex",
+         "tiny_imagenet")
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -51,15 +52,9 @@ def get_config(spec: str = "digits") -> ml_collections.ConfigDict:
     ValueError: an unknown name or argument.
   """
   # The config modules import this package's helpers: import them once it is loaded.
-  from certvae_jax.configs import (  # pylint: disable=import-outside-toplevel
-    cifar100,
-    digits,
-    digits_simplex,
-    tiny_imagenet,
-  )
-  shipped = {"digits": digits, "digits_simplex": digits_simplex, "cifar100": cifar100,
-             "tiny_imagenet": tiny_imagenet}
+  import importlib  # pylint: disable=import-outside-toplevel
   name, _, arg = str(spec).partition(":")
-  if name not in shipped:
+  if name not in NAMES:
     raise ValueError(f"config: unknown shipped config {name!r}; expected one of {NAMES}")
-  return shipped[name].get_config(arg or None)
+  # A config file of this package, by its name in NAMES (not a plug-in registration).
+  return importlib.import_module(f"certvae_jax.configs.{name}").get_config(arg or None)

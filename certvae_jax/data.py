@@ -1,24 +1,12 @@
 """Data sources and deterministic, step-indexed batching.
 
-Sources (``config.data.source``):
-
-* ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, labels
-  0-9), scaled to [0, 1], with a fixed train/test split. Nothing is downloaded.
-* ``npz:PATH``: the user's own arrays: ``x`` (N, ...) uint8 in [0, 255] or float in
-  [0, 1]; optional ``y`` (N,) integer labels; optional ``x_test`` / ``y_test``
-  (otherwise a fixed fraction of ``x`` is held out).
-* ``tfds:NAME``: any TFDS image dataset with an ``image`` feature (and ``label`` when
-  present), read through ``tfds.data_source`` (ArrayRecord, random access, no
-  TensorFlow needed) from ``data_dir``; splits ``train`` and ``test`` (or
-  ``validation``). Nothing is downloaded: unprepared data is a clear error with the
-  command that prepares it on a machine with internet access.
-
-Images stay ``uint8`` in memory (Tiny-ImageNet is 1.2 GB so, 4.9 GB as float32);
-:func:`to_unit` scales a batch to float32 in [0, 1] when it is used.
-
-Batching is a pure function of ``(data_seed, step)``: the batch at step ``t`` is a
-slice of a permutation drawn for epoch ``t // steps_per_epoch``. A restart at step
-``t`` therefore continues the exact data stream, with no iterator state to save.
+``config.data.source``: ``digits`` (scikit-learn's bundled 8x8 digits; nothing is
+downloaded), ``npz:PATH`` (your arrays ``x``, optional ``y``, ``x_test``, ``y_test``) or
+``tfds:NAME`` (a prepared TFDS image dataset, read through ``tfds.data_source``). Images
+stay ``uint8`` in memory; :func:`to_unit` scales a batch to float32 in [0, 1] when it is
+used. The batch at step ``t`` is a slice of a permutation drawn for its epoch from
+``(data_seed, t)``, so a restart at step ``t`` continues the exact data stream with no
+iterator state to save.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """Keep freed host memory in the process, so XLA:CPU's per-call buffers stop page-faulting.
 
-XLA:CPU allocates each call's temporary buffer (about 100 MB for the 32x32 conv VAE's train
-step at batch 128) with ``posix_memalign`` on one of its worker threads. glibc serves a
-request that large from a fresh ``mmap`` and unmaps it on ``free``, so every call touches
-new pages: about 27,000 minor page faults and 70 ms of kernel time per conv step on a 2-core
-x86-64 CPU; without them, one step per call took 104 ms instead of 145. :func:`retain_freed_memory` tells glibc to serve large
-requests from its one main heap and to keep freed memory there; the next call reuses the
-same, already mapped pages (no faults). It changes where memory comes from, never a
-computed value.
-
-It is off by default because it has a price, measured on the same CPU: every thread then
-shares one malloc arena, and the digits MLP step, which makes many small allocations from
-several threads, got 1.3-1.9x slower; the process also keeps its peak heap (up to 2 GiB
-free at its top) instead of returning it to the system. ``CERTVAE_JAX_RETAIN_HOST_MEMORY=1``
-turns it on for the launch scripts; library users call :func:`retain_freed_memory`
-themselves, before JAX runs anything (a thread keeps the malloc arena it first used).
+XLA:CPU allocates each call's temporary buffer (about 100 MB for the 32x32 conv step) from
+a fresh ``mmap`` that glibc unmaps on ``free``, so every call page-faults it in again.
+:func:`retain_freed_memory` tells glibc to serve large requests from its main heap and keep
+them; it changes where memory comes from, never a computed value. Off by default (it slows
+the digits MLP step, and keeps the peak heap): ``CERTVAE_JAX_RETAIN_HOST_MEMORY=1`` turns it
+on for the launch scripts. Measured costs and gains: the Speed and Design pages of the docs.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """What a training guard changes in the loss: student-first steps and the barrier.
 
-Paper 1, appendix H: near or past the collapse boundary, training "temporarily makes
-the raw alignment term dominant before returning to the full objective". A guarded
-objective carries one more loss weight, ``student_first`` (0 or 1, in the train state
-like every weight, so it is checkpointed and a hook may change it). While it is 1 the
-step minimises the student track alone,
-``lambda_TS L_align + lambda_bal L_bal`` (plus the barrier, when on), and only the
-encoder and the raw head move: every other parameter group (the decoder) keeps its
-values. Its optimizer moments still see its gradient, which the student-first loss
-makes zero, so they decay as Adam's do for an unused parameter.
-
-Appendix G's barrier, ``-kappa log G_tau``, uses the minibatch margin
-``G_batch = I_T(batch) - tau - L_align(batch)`` (``L_align`` as trained: at the sampled
-``z``, or at ``mu`` with ``train.align_on_mean``). Its gradient is
-``kappa / G_batch * grad L_align``: alignment pressure that grows without bound as the
-batch approaches the boundary.
+A guarded objective carries one more loss weight, ``student_first`` (0 or 1, in the train
+state, so it is checkpointed and a hook may change it). While it is 1 the step minimises
+the student track alone, ``lambda_TS L_align + lambda_bal L_bal``, and only the encoder
+and the raw head move (paper 1, appendix H). Appendix G's barrier ``-kappa log G_batch``
+uses the minibatch margin; :func:`barrier` continues it below a floor by its tangent. The
+Training page of the docs ("Guarded training") has the policies and their settings.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """The mode table: what each training mode is, as data (paper 1, section 3 and table 8).
 
-==============  ==================================================================
-``warmup``      plain VAE at ``warmup.alpha_kl``; its encoder means feed the teacher
-``full``        all terms on
-``noalign``     ``lambda_TS = 0`` (balance and the head stay): the collapse control
-``rescue``      restores the final ``noalign`` checkpoint exactly (parameters,
-                optimizer, step, RNG, data position) and continues with alignment on
-``vae``         plain VAE (``lambda_TS = lambda_bal = 0``) scored by the same witness:
-                paper 2's baseline row
-``rst_prefit``  paper 2: regress the encoder mean onto the analytic code of the fixed
-                simplex witness (phase ``prefit``), then train with all terms on
-==============  ==================================================================
-
-The baselines of paper 1 register their modes in :mod:`certvae_jax.baselines.modes`.
-
-``full``, ``noalign`` and ``rescue`` share one data stream and one RNG stream
-(``data_code``), so the variants differ only in their weights and initialisation.
-A new mode is a :class:`Mode` passed to :func:`register`; the run reads nothing else.
+A mode (:class:`Mode`) names its objective, its weights, where its state starts and which
+data stream it draws: ``warmup``, ``full``, ``noalign``, ``rescue`` (the exact restart
+from noalign's final checkpoint) and paper 2's plain ``vae`` here; paper 2's
+``rst_prefit``, ``rst_alpha_prefit`` and ``escape`` in :mod:`certvae_jax.simplex`; paper
+1's baselines in :mod:`certvae_jax.baselines.modes`. ``full``, ``noalign`` and ``rescue`` share one data and
+RNG stream, so they differ only in their weights and initialisation. A new mode is a
+:class:`Mode` passed to :func:`register`; the run reads nothing else.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ A mode (:class:`Mode`) names its objective, its weights, where its state starts 
 data stream it draws: ``warmup``, ``full``, ``noalign``, ``rescue`` (the exact restart
 from noalign's final checkpoint) and paper 2's plain ``vae`` here; paper 2's
 ``rst_prefit``, ``rst_alpha_prefit`` and ``escape`` in :mod:`certvae_jax.simplex`; paper
-1's baselines in :mod:`certvae_jax.baselines.modes`. ``full``, ``noalign`` and ``rescue`` share one data and
-RNG stream, so they differ only in their weights and initialisation. A new mode is a
-:class:`Mode` passed to :func:`register`; the run reads nothing else.
+1's baselines in :mod:`certvae_jax.baselines.modes`. ``full``, ``noalign`` and ``rescue``
+share one data and RNG stream, so they differ only in their weights and initialisation. A
+new mode is a :class:`Mode` passed to :func:`register`; the run reads nothing else.
 """
 
 from __future__ import annotations

@@ -130,10 +130,13 @@ def bounds_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
   for v in variants:
     b = [r["bounds"] for r in sel[v]]
     if b:
-      out += (f"| {v} | {b[0]['n']} | {_mean_std([x['sample'] for x in b])} | "
-              f"{_mean_std([x['bootstrap'] for x in b])} | "
-              f"{_mean_std([x['distribution_free'] for x in b])} |\n")
+      out += f"| {v} | {b[0]['n']} | {_means(b, ('sample', 'bootstrap', 'distribution_free'))} |\n"
   return out
+
+
+def _means(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
+  """``mean ± std`` of each key over the rows, as table cells."""
+  return " | ".join(_mean_std([r[key] for r in rows]) for key in keys)
 
 
 def recon_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
@@ -149,9 +152,8 @@ def recon_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
     for split in ("train", "test"):
       part = [r for r in sel if r["variant"] == v and r["split"] == split]
       if part:
-        out += (f"| {v} | {split} | {_mean_std([r['recon_alignment'] for r in part])} | "
-                f"{_mean_std([r['recon_margin'] for r in part])} | "
-                f"{_mean_std([r['witness_recon_kl'] for r in part])} |\n")
+        keys = ("recon_alignment", "recon_margin", "witness_recon_kl")
+        out += f"| {v} | {split} | {_means(part, keys)} |\n"
   return out
 
 

@@ -38,12 +38,9 @@ FLAGS = ["--config=" + os.path.join(ROOT, "configs", "digits.py") + ":smoke",
 
 
 def run(workdir: str) -> subprocess.Popen:
-  # SIGINT as a terminal gives it: a shell's background job (nohup, &) ignores SIGINT, and
-  # its children would inherit that.
   return subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
                            "--mode=full", f"--workdir={workdir}", *FLAGS],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def steps_lost(workdir: str, stopped_stderr: str, rerun_stderr: str) -> int | None:
@@ -80,6 +77,9 @@ def main() -> None:
   p.add_argument("--signal", choices=("KILL", "TERM", "INT"), default="KILL")
   a = p.parse_args()
   signum = getattr(signal, f"SIG{a.signal}")
+  # SIGINT as a terminal gives it: a shell's background job (nohup, &) ignores SIGINT, and
+  # the runs started here would inherit that; a handled signal is reset on exec.
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
   from certvae_jax.training.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
   from configs import digits  # pylint: disable=import-outside-toplevel

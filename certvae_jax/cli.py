@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
 import traceback
 from typing import Callable
@@ -240,6 +241,7 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
   # pylint: disable-next=import-outside-toplevel
   from certvae_jax.training.loop import PhaseFailed, TrainingDiverged
   from certvae_jax.training.preemption import Preempted  # pylint: disable=import-outside-toplevel
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, below
   try:
     code = fn()
   except Preempted as e:

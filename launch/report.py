@@ -11,9 +11,18 @@ matplotlib: pip install -e ".[report]".
 
 import argparse
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _interrupted(*_):
+  print("error: interrupted (Ctrl-C); rerun to write the report", file=sys.stderr)
+  sys.exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted)
 
 from certvae_jax.experiments import report_page  # noqa: E402  pylint: disable=wrong-import-position
 

@@ -21,9 +21,18 @@ prints its summary again; an interrupted one resumes from its latest checkpoint.
 
 import json
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _interrupted_while_loading(*_):
+  print("error: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
+  sys.exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_loading)  # until cli.run_guarded takes over
 
 from absl import flags  # noqa: E402
 

@@ -236,20 +236,32 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
   inside a phase -> its traceback, then one line saying where the run was left, exit 1.
   A filesystem error (disk full, read-only, a damaged path) -> exit 2, one line
   (:func:`disk_fault`). SIGTERM or SIGINT while a phase trains saves it and exits 143 or
-  130 with one line (:mod:`certvae_jax.training.preemption`); Ctrl-C elsewhere exits 130
-  with one line."""
+  130 with one line (:mod:`certvae_jax.training.preemption`); either signal elsewhere exits
+  the same way with one line. The signal handlers in place before are restored after."""
+  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, below
+  signal.signal(signal.SIGTERM, _raise_terminated)
+  try:
+    _run_reporting(fn)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _run_reporting(fn: Callable[[], int | None]) -> None:
+  """:func:`run_guarded`'s body: ``fn``, and one line with an exit code for each way out."""
   # pylint: disable-next=import-outside-toplevel
   from certvae_jax.training.loop import PhaseFailed, TrainingDiverged
   from certvae_jax.training.preemption import Preempted  # pylint: disable=import-outside-toplevel
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, below
   try:
     code = fn()
   except Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(e.exit_code)
-  except KeyboardInterrupt:
-    fail("interrupted (Ctrl-C) outside training; finished phases and checkpoints are kept; "
-         "rerun the same command to resume", code=130)
+  except (KeyboardInterrupt, Terminated) as e:
+    name, code = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else ("SIGTERM", 143)
+    fail(f"stopped by {name} outside training (a phase saves the step it reached); finished "
+         "phases and checkpoints are kept; rerun the same command to resume", code=code)
   except ValueError as e:
     fail(_first_line(e))
   except OSError as e:
@@ -260,6 +272,15 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     traceback.print_exception(e.__cause__ or e)  # a bug report: keep it whole
     fail(str(e), code=1)
   sys.exit(code or 0)
+
+
+class Terminated(BaseException):
+  """SIGTERM outside a training phase (inside one, the phase saves and stops itself)."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+  del signum, frame
+  raise Terminated()
 
 
 def disk_fault(e: OSError) -> str:

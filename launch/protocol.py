@@ -19,12 +19,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _interrupted_while_loading(*_):
-  print("error: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
-  sys.exit(130)
+def _stopped_while_loading(signum, _):
+  print(f"error: stopped by {signal.Signals(signum).name} while starting; nothing was written",
+        file=sys.stderr)
+  sys.exit(128 + signum)
 
 
-signal.signal(signal.SIGINT, _interrupted_while_loading)  # until cli.run_guarded takes over
+for _signal in (signal.SIGINT, signal.SIGTERM):  # until cli.run_guarded takes over
+  signal.signal(_signal, _stopped_while_loading)
 
 from absl import flags  # noqa: E402
 

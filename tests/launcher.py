@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import runpy
+import signal
 import subprocess
 import sys
 
@@ -61,6 +62,7 @@ def _in_subprocess(path: str, args: list[str], mock_examples: int | None, cwd: s
 def _in_process(path: str, args: list[str], mock_examples: int | None, cwd: str) -> Result:
   from absl import flags  # pylint: disable=import-outside-toplevel
   defined_before = set(flags.FLAGS)
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   package_log = logging.getLogger("certvae_jax")
   log_state = (list(package_log.handlers), package_log.level, package_log.propagate)
   out, err = io.StringIO(), io.StringIO()
@@ -77,6 +79,8 @@ def _in_process(path: str, args: list[str], mock_examples: int | None, cwd: str)
   finally:
     sys.argv = argv
     os.chdir(here)
+    for s, handler in handlers.items():  # the script installs its own while it loads
+      signal.signal(s, handler)
     for name in set(flags.FLAGS) - defined_before:
       delattr(flags.FLAGS, name)
     package_log.handlers[:], package_log.level, package_log.propagate = log_state

@@ -259,3 +259,19 @@ def test_a_full_disk_at_a_checkpoint_save_is_one_line_and_keeps_the_last_good_on
   r = run_full(wd)
   assert "resuming from step 20" in r.stderr
   assert final_digest(wd) == reference[1]
+
+
+def test_sigterm_outside_a_phase_is_one_line_and_the_handlers_come_back(capsys):
+  from certvae_jax import cli  # pylint: disable=import-outside-toplevel
+  before = signal.getsignal(signal.SIGTERM)
+
+  def teacher_search():  # SIGTERM while no phase trains
+    os.kill(os.getpid(), signal.SIGTERM)
+  with pytest.raises(SystemExit) as stopped:
+    cli.run_guarded(teacher_search)
+  assert stopped.value.code == 143
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["error: stopped by SIGTERM outside training (a phase saves the step it "
+                 "reached); finished phases and checkpoints are kept; rerun the same command "
+                 "to resume"]
+  assert signal.getsignal(signal.SIGTERM) is before

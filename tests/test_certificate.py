@@ -283,7 +283,7 @@ def test_renormalize_fixes_small_drift_only_when_asked():
 
 
 def test_stats_bad_input():
-  with pytest.raises(ValueError, match="k: needs at least two"):
+  with pytest.raises(ValueError, match="k: expected an integer number of classes >= 2"):
     cert.CertificateStats.zeros(1)
   with pytest.raises(ValueError, match="expected K=5"):
     cert.CertificateStats.zeros(5).update(GOOD, GOOD)

@@ -13,20 +13,12 @@ WORKDIR/seed<s>/ and are resumed if present.
 """
 
 import os
-import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from certvae_jax import startup  # noqa: E402  (the standard library only)
 
-
-def _stopped_while_loading(signum, _):
-  print(f"error: stopped by {signal.Signals(signum).name} while starting; nothing was written",
-        file=sys.stderr)
-  sys.exit(128 + signum)
-
-
-for _signal in (signal.SIGINT, signal.SIGTERM):  # until cli.run_guarded takes over
-  signal.signal(_signal, _stopped_while_loading)
+startup.stop_quietly_while_loading()  # until cli.run_guarded takes over
 
 from absl import flags  # noqa: E402
 

@@ -47,22 +47,15 @@ def teacher_features(features: Any, name: str = "config.teacher.features") -> tu
   Raises:
     ValueError: any other value, naming ``name``.
   """
+  source, space = "mu", features
   if isinstance(features, str) and features.startswith("input_pca:"):
-    space = features[len("input_"):]
-    try:
-      pca_dims(space, name)
-    except ValueError:
-      pass
-    else:
-      return "input", space
-    raise ValueError(f"{name}: expected 'mu', 'pca:N' or 'input_pca:N' with an integer "
-                     f"N >= 1, got {features!r}")
+    source, space = "input", features[len("input_"):]
   try:
-    pca_dims(features, name)
+    pca_dims(space, name)
   except ValueError:
     raise ValueError(f"{name}: expected 'mu', 'pca:N' or 'input_pca:N' with an integer N >= 1, "
                      f"got {features!r}") from None
-  return "mu", features
+  return source, space
 
 
 def pca_dims(features: Any, name: str = "feature_space") -> int | None:

@@ -275,3 +275,26 @@ def test_sigterm_outside_a_phase_is_one_line_and_the_handlers_come_back(capsys):
                  "reached); finished phases and checkpoints are kept; rerun the same command "
                  "to resume"]
   assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_disk_too_small_for_the_next_checkpoint_is_refused_before_orbax_writes(
+    tmp_path, reference, monkeypatch):
+  """Orbax running out of space mid-write prints pages of tracebacks from its threads; the
+  checkpointer checks the free space first and stops with one line instead."""
+  from certvae_jax.training import checkpoint  # pylint: disable=import-outside-toplevel
+  wd = copy_run(reference, tmp_path / "w")
+  real = shutil.disk_usage
+
+  def full_after_one_checkpoint(path):
+    usage = real(path)
+    saved = os.path.isdir(path) and any(n.isdigit() for n in os.listdir(path))
+    return usage._replace(free=4096) if saved and "full" in str(path) else usage
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage", full_after_one_checkpoint)
+  line = one_error_line(run_full(wd, code=2))
+  assert line.startswith(f"error: no space left on the device writing {wd}/full/checkpoints;")
+  with Checkpointer(os.path.join(wd, "full", "checkpoints")) as ckpt:
+    assert ckpt.all_steps() == [10]
+  monkeypatch.undo()
+  r = run_full(wd)
+  assert "resuming from step 10" in r.stderr
+  assert final_digest(wd) == reference[1]

@@ -17,6 +17,7 @@ step is used instead. A wrong restore is never silent.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -114,8 +115,24 @@ class Checkpointer:
     """
     meta = dict(meta, state_digest=state_digest(state))
     self._manager.wait_until_finished()
+    self._check_space(step, state)
     self._manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def _check_space(self, step: int, state: Any) -> None:
+    """Refuses a save the disk cannot hold, before Orbax starts writing: a write that
+    runs out of space fails inside Orbax's background threads with pages of noise.
+
+    Raises:
+      OSError: ``ENOSPC``, naming the checkpoint directory and the sizes.
+    """
+    need = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(state))
+    need += 2**18  # metadata and the file system's own blocks
+    free = shutil.disk_usage(self.directory).free
+    if free < need:
+      raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint of step {step} "
+                    f"needs about {need / 2**20:.1f} MiB; {free / 2**20:.1f} MiB free)",
+                    self.directory)
 
   def read_meta(self, step: int | None = None) -> dict[str, Any] | None:
     """The JSON metadata of ``step`` (default: the latest), without its arrays; None if

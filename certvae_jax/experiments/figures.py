@@ -183,7 +183,9 @@ def kl_stress(path: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
       ax.errorbar(alphas, [v.mean() for v in g], yerr=[v.std() for v in g], capsize=3,
                   color=_color(variant),
                   label=f"{PAPER2_NAMES.get(variant, variant)} ({split})", **SPLIT_STYLE[split])
-  ax.axhline(0.0, color="black", linewidth=0.9, label="certification threshold")
+  # G_T is the bare margin: certified where G_T > tau (G_tau = G_T - tau > 0).
+  tau = float(rows[0]["tau"])
+  ax.axhline(tau, color="black", linewidth=0.9, label=f"certification threshold G_T = tau = {tau:g}")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("KL weight alpha_KL")
   ax.set_ylabel("G_T = I_T - L_TS (nats)")

@@ -10,7 +10,6 @@ hash, so a damaged artifact is reported, never used.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zipfile
 from typing import Any
@@ -74,9 +73,8 @@ def save_teacher(directory: str, teacher: FrozenTeacher, info: dict[str, Any],
   if train_targets is not None:
     save_train_targets(directory, train_targets)
   files.atomic_write(os.path.join(directory, _ARRAYS),
-                lambda fh: np.savez(fh, **teacher_arrays(teacher)))
-  files.atomic_write(os.path.join(directory, _INFO),
-                lambda fh: fh.write(json.dumps(info, indent=1).encode()))
+                     lambda fh: np.savez(fh, **teacher_arrays(teacher)))
+  files.write_json(os.path.join(directory, _INFO), info)
   return tid
 
 
@@ -108,11 +106,10 @@ def save_rows_teacher(directory: str, train_targets: np.ndarray, test_targets: n
   tid = _targets_id(train_targets, test_targets)
   for name, arr in ((_TARGETS, train_targets), (_TEST_TARGETS, test_targets)):
     files.atomic_write(os.path.join(directory, name),
-                  lambda fh, a=arr: np.save(fh, np.asarray(a, np.float32)))
+                       lambda fh, a=arr: np.save(fh, np.asarray(a, np.float32)))
   info = dict(info, teacher_id=tid, kind=kind, given_by="rows",
               num_components=int(np.shape(train_targets)[1]))
-  files.atomic_write(os.path.join(directory, _INFO),
-                lambda fh: fh.write(json.dumps(info, indent=1).encode()))
+  files.write_json(os.path.join(directory, _INFO), info)
   return tid
 
 

@@ -298,3 +298,20 @@ def test_a_disk_too_small_for_the_next_checkpoint_is_refused_before_orbax_writes
   r = run_full(wd)
   assert "resuming from step 10" in r.stderr
   assert final_digest(wd) == reference[1]
+
+
+def test_a_signal_while_a_launcher_loads_is_one_line(capsys):
+  from certvae_jax import startup  # pylint: disable=import-outside-toplevel
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    startup.stop_quietly_while_loading()
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+      with pytest.raises(SystemExit) as stopped:
+        os.kill(os.getpid(), signum)
+      assert stopped.value.code == code
+      name = signal.Signals(signum).name
+      assert capsys.readouterr().err == (f"error: stopped by {name} while starting; nothing "
+                                         "was written\n")
+  finally:
+    for s, handler in before.items():
+      signal.signal(s, handler)

@@ -52,10 +52,13 @@ class Registry:
     hint: appended to the unknown-name message.
   """
 
+  _instances: list[Registry] = []
+
   def __init__(self, field: str, what: str = "", entries: dict[str, Any] | None = None,
                hint: str = ""):
     self.field, self.what, self.hint = field, what, hint
     self.entries: dict[str, Any] = dict(entries or {})
+    Registry._instances.append(self)
 
   def register(self, name: str, entry: Any) -> Any:
     """Adds (or replaces) ``name``; returns ``entry``."""
@@ -89,6 +92,15 @@ class Registry:
   def create(self, value: Any, arg: Any) -> list[Any]:
     """Each named factory called with ``arg``."""
     return [self.get(name)(arg) for name in names(value, self.field)]
+
+
+def snapshot() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+  """``(key, held)``: every registry's names and entry ids as they are now, and the
+  entries themselves. Equal keys mean every name resolves to the same object, as long
+  as ``held`` is kept (so that no id is reused)."""
+  key = tuple((r.field, tuple((n, id(e)) for n, e in r.entries.items()))
+              for r in Registry._instances)
+  return key, tuple(e for r in Registry._instances for e in r.entries.values())
 
 
 REGISTRATIONS_HINT = (" (built-ins defined outside their registry's module register when "

@@ -284,3 +284,32 @@ def test_the_cli_prints_the_hint_of_an_uncertified_full_run(tmp_path):
   hints = [l for l in r.stdout.splitlines() if l.startswith("hint: ")]
   assert "test: not certified" in r.stdout and len(hints) == 1, r.stdout
   assert "try the guard (--config.guard.policy=raise)" in hints[0]
+
+
+def test_engines_of_one_config_share_compiled_functions_and_keep_their_own_seed(tmp_path):
+  """The compiled functions are shared across runs of one config (seeds included) and
+  rebuilt when the config or a registered plug-in changes; each run's seed still
+  chooses its parameters."""
+  from certvae_jax import objectives  # pylint: disable=import-outside-toplevel
+  from certvae_jax.models.vae import init_params  # pylint: disable=import-outside-toplevel
+  configs = [tiny_config(), tiny_config()]
+  configs[1].seed = 3
+  runners = [train.Runner(c, str(tmp_path / f"s{i}")) for i, c in enumerate(configs)]
+  assert runners[0].engine._cache is runners[1].engine._cache  # pylint: disable=protected-access
+  for runner, config in zip(runners, configs):
+    state = runner.fresh_state(10, 0)
+    expected = init_params(runner.engine.model(10), jax.random.PRNGKey(config.seed),
+                           runner.engine.input_dim, 10)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  other = tiny_config()
+  other.train.learning_rate *= 2
+  assert train.Runner(other, str(tmp_path / "lr")).engine._cache is not (  # pylint: disable=protected-access
+      runners[0].engine._cache)  # pylint: disable=protected-access
+  original = objectives.base._REGISTRY.entries["teacher_guided"]  # pylint: disable=protected-access
+  try:
+    objectives.register("teacher_guided")(lambda model, config: original(model, config))
+    assert train.Runner(tiny_config(), str(tmp_path / "re")).engine._cache is not (  # pylint: disable=protected-access
+        runners[0].engine._cache)  # pylint: disable=protected-access
+  finally:
+    objectives.register("teacher_guided")(original)

@@ -148,8 +148,7 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
       splits[sp]["teacher_usage"] = diagnostics.usage(t)
       if property_groups:
         splits[sp]["property_margins"] = {
-            str(g): certificate.report(certificate.coarsen(t, ids), certificate.coarsen(s, ids),
-                                       eval_config.tau, validate=False).margin
+            str(g): _property_margin(t, s, ids, eval_config.tau)
             for g, ids in sorted(property_groups.items(), reverse=True)}
     # The head reads the code the raw witness reads: mu, or an objective's own ``code``.
     code = {sp: arrays[sp].get("code", arrays[sp]["mu"]) for sp in ("train", "test")}
@@ -165,6 +164,15 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
       delta=eval_config.delta, num_resamples=eval_config.bootstrap_resamples,
       key=jax.random.PRNGKey(EVAL_SEED)).to_dict()
   return verdict
+
+
+def _property_margin(t: np.ndarray, s: np.ndarray, ids: np.ndarray, tau: float) -> float:
+  """The margin of the property ``ids`` (Corollary 2) from the coarsened rows, padded
+  with zero columns (which add nothing to any term) to the K of the full certificate so
+  that every level reuses its compiled functions."""
+  pad = ((0, 0), (0, t.shape[1] - (int(ids.max()) + 1)))
+  t_g, s_g = (np.pad(certificate.coarsen(a, ids), pad) for a in (t, s))
+  return certificate.report(t_g, s_g, tau, validate=False).margin
 
 
 def map_batches(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -4,10 +4,16 @@
 and evaluation steps (keyed by objective and K), the state factories, and the two
 ways of feeding batches to a step (:meth:`Engine.stepper`). Every mode that uses an
 objective reuses its one compiled step: the weights are in the state.
+
+The table of compiled functions is shared by every engine of the process built for
+the same config (``config.seed`` aside: it is an argument of the one function that
+reads it), example shape, devices and registered plug-ins, so a protocol's seeds and
+phases trace and compile each function once.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from typing import Any, Callable, Mapping
@@ -24,6 +30,7 @@ from certvae_jax import (
   data as data_lib,
   distributed,
   objectives,
+  plugins,
   teachers as teacher_lib,
 )
 from certvae_jax.evaluation import recon_check
@@ -34,6 +41,29 @@ from certvae_jax.training.checkpoint import Checkpointer
 
 _log = logging.getLogger(__name__)
 
+# Tables of compiled functions by what they depend on (see ``_table``), least recently
+# used first; a handful, as a process rarely alternates between more configs.
+_TABLES: collections.OrderedDict[tuple[Any, ...], dict[tuple[Any, ...], Any]] = (
+    collections.OrderedDict())
+_MAX_TABLES = 8
+
+
+def _table(config: ml_collections.ConfigDict, data: data_lib.Dataset, mesh: Mesh
+           ) -> dict[tuple[Any, ...], Any]:
+  """The table of compiled functions shared by engines that would build the same ones."""
+  seedless = config.copy_and_resolve_references()
+  seedless.seed = 0
+  registered, held = plugins.snapshot()
+  key = (seedless.to_json_best_effort(sort_keys=True), int(data.x_train.shape[1]),
+         data.example_shape, mesh.axis_names, mesh.devices.shape,
+         tuple(d.id for d in mesh.devices.flat), registered)
+  if key not in _TABLES:
+    _TABLES[key] = {("plug-ins",): held}
+    while len(_TABLES) > _MAX_TABLES:
+      _TABLES.popitem(last=False)
+  _TABLES.move_to_end(key)
+  return _TABLES[key]
+
 
 class Engine:
   """Model, optimizer and compiled functions for one config, data set and mesh."""
@@ -43,7 +73,7 @@ class Engine:
     self.input_dim = int(data.x_train.shape[1])
     self.replicated = NamedSharding(mesh, P())
     self.batch_sharding = NamedSharding(mesh, P("data"))
-    self._cache: dict[tuple[Any, ...], Any] = {}
+    self._cache = _table(config, data, mesh)
 
   def _cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
     if key not in self._cache:
@@ -69,7 +99,7 @@ class Engine:
     """The jitted step (state donated) of the objective as the phase's extension plans
     change it."""
     # A plan's objective depends on the run's config (fixed here) and on what it is.
-    key = ("step", name, k, schedule, tuple((type(p).__name__, p.tag) for p in plans))
+    key = ("step", name, k, schedule, tuple((type(p), p.tag) for p in plans))
     return self._cached(key, lambda: step_lib.make_train_step(
         extensions.transform(self.objective(name, k), plans), self.optimizer(),
         bool(self.config.train.skip_nonfinite), schedule))
@@ -117,11 +147,11 @@ class Engine:
     The model's parameters, plus ``params['objective']`` when the objective owns some
     (:attr:`certvae_jax.objectives.Objective.init_params`, e.g. a VQ codebook).
     """
-    seed, tx, model = self.config.seed, self.optimizer(), self.model(k)
+    tx, model, input_dim = self.optimizer(), self.model(k), self.input_dim
     own = self.objective(objective, k).init_params
 
-    def init(code, w):
-      params = init_params(model, jax.random.PRNGKey(seed), self.input_dim, k)
+    def init(seed, code, w):
+      params = init_params(model, jax.random.PRNGKey(seed), input_dim, k)
       if own is not None:
         params = dict(params, objective=own(jax.random.fold_in(jax.random.PRNGKey(seed),
                                                                 OBJECTIVE_PARAMS_CODE)))
@@ -130,7 +160,8 @@ class Engine:
 
     fn = self._cached(("init", k, own is not None and objective),
                       lambda: jax.jit(init, out_shardings=self.replicated))
-    return fn(jnp.asarray(data_code, jnp.uint32), step_lib.as_weights(weights))
+    return fn(jnp.asarray(self.config.seed, jnp.int32), jnp.asarray(data_code, jnp.uint32),
+              step_lib.as_weights(weights))
 
   def restore(self, ckpt: Checkpointer, k: int, weight_names, step: int | None = None,
               objective: str = "teacher_guided"):

@@ -55,3 +55,17 @@ def copy_seed(seed_dir, dest):
 @pytest.fixture
 def config():
   return tiny_config()
+
+
+# The files that take longest (seconds of test time on 2 cores, `pytest --durations=0`),
+# run first: with one file per worker at a time (`--dist loadfile`), starting the long
+# ones early keeps one long file from running alone at the end. Order only; nothing skips.
+LONGEST_FIRST = ("test_launchers.py", "test_mode_matrix.py", "test_reliability.py",
+                 "test_multihost.py", "test_faults.py", "test_train.py", "test_extending.py",
+                 "test_baselines.py", "test_steps_per_call.py", "test_protocol.py")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest groups the items by parametrized fixtures
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file

@@ -81,6 +81,12 @@ def test_baselines_table_end_to_end(tmp_path):
             "kl", "probe_accuracy", "stress_case"} <= set(r)
   md = (tmp_path / "baselines.md").read_text()
   assert "| free_bits | test | 1 |" in md and "Paper 1 on CIFAR-100" in md
+  # Corollary 2 for every method: the test split's margin at each coarser property.
+  prop = md[md.index("G_tau of each coarser property"):md.index("Paper 1 on CIFAR-100")]
+  for r in rows:
+    if r["split"] == "test":
+      assert f"| {r['method']} | {r['raw_margin']:+.3f}" in prop
+      assert min(int(g) for g in r["property_margins"]) == 2
   # The report of the directory draws raw against post-hoc margins and carries the table.
   files = report_page.render(str(tmp_path))
   assert png_size(files["baselines.png"]) == figures.figure_size(2, 1)

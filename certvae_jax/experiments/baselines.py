@@ -21,7 +21,8 @@ from certvae_jax import train as train_lib
 from certvae_jax.experiments import protocol, tables
 
 BASELINE_KEYS = ("teacher_mi", "alignment", "tau", "psnr", "active_units", "kl",
-                 "probe_accuracy", "posthoc_margin", "posthoc_student_mi")
+                 "probe_accuracy", "posthoc_margin", "posthoc_student_mi",
+                 "property_margins", "witness_usage", "teacher_usage")
 
 
 def run_baselines(config: ml_collections.ConfigDict, root: str, seeds: Sequence[int],
@@ -107,6 +108,9 @@ def baselines_table(rows: list[dict[str, Any]]) -> str:
               f"{mean('posthoc_student_mi'):.3f} | "
               f"{mean('psnr'):.2f} | {mean('active_units'):.1f} | {mean('kl'):.2f} | "
               f"{np.mean(probe) if probe else float('nan'):.3f} | {verdicts} |\n")
+  methods = list(dict.fromkeys(r["method"] for r in feasible))
+  out += tables.property_table([dict(r, variant=r["method"], margin=r["raw_margin"])
+                                for r in feasible], methods)
   stress = sorted({r["seed"] for r in rows if r["stress_case"]})
   if stress:
     out += f"\nStress-case seeds (no feasible teacher; not pooled): {stress}\n"

@@ -6,9 +6,11 @@ import pytest
 from scipy.special import log_softmax, logsumexp
 from sklearn.mixture import GaussianMixture
 
-from certvae_jax.evaluation import recon_check
+from certvae_jax import objectives
+from certvae_jax.evaluation import recon_check, splits
 from certvae_jax.models.vae import TeacherGuidedVAE, build_model, init_params
 from certvae_jax.teachers.frozen import FrozenTeacher, freeze_sklearn_gmm
+from certvae_jax.training import step as step_lib
 from tests.conftest import tiny_config
 
 K = 4
@@ -68,3 +70,43 @@ def test_metrics_are_means_and_the_margin_uses_the_splits_teacher_mi():
   m = recon_check.ReconstructionCheck.metrics(arrays, teacher_mi=2.0, tau=0.05)
   assert m == pytest.approx({"recon_alignment": 0.2, "recon_margin": 1.75,
                              "witness_recon_kl": 1.5})
+
+
+def test_the_check_runs_on_a_fixed_random_subset_and_the_certificate_on_every_row():
+  """``eval.reconstruction_check_rows``: the probe sees that many rows (the same ones at
+  every evaluation); the certificate and every other statistic still see the whole split."""
+  c = tiny_config()
+  model = build_model(c.model, 64, K)
+  params = init_params(model, jax.random.PRNGKey(0), 64, K)
+  eval_step = step_lib.make_eval_step(objectives.build("teacher_guided", model, c), None)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (300, 64)).astype(np.uint8)
+  t = rng.dirichlet(np.ones(K), 300).astype(np.float32)
+
+  class RowProbe:  # records which rows it saw: its one per-example output is the row itself
+    @staticmethod
+    def batch(_, xb):
+      return {"first_pixel": xb[:, 0]}
+
+    @staticmethod
+    def metrics(arrays, teacher_mi, tau):
+      del teacher_mi, tau
+      return {"probe_mean": float(np.mean(arrays["first_pixel"], dtype=np.float64))}
+
+  def run(limit):
+    c.eval.reconstruction_check_rows = limit
+    return splits.evaluate_split(eval_step, params, x, t, c.eval, jax.random.PRNGKey(0),
+                                 probes=[RowProbe()])
+
+  full_m, full_a = run(0)
+  sub_m, sub_a = run(70)
+  rows = splits.probe_subset(300, 70)
+  assert len(rows) == 70 and len(set(rows.tolist())) == 70
+  np.testing.assert_array_equal(rows, splits.probe_subset(300, 70))  # fixed across calls
+  np.testing.assert_array_equal(full_a["first_pixel"], x[:, 0])
+  np.testing.assert_array_equal(sub_a["first_pixel"], x[rows, 0])
+  assert sub_m["probe_mean"] == pytest.approx(x[rows, 0].mean())
+  assert (full_m["reconstruction_check_rows"], sub_m["reconstruction_check_rows"]) == (300, 70)
+  for key in ("margin", "teacher_mi", "alignment", "student_mi", "kl", "psnr"):
+    assert sub_m[key] == full_m[key], key
+  assert splits.probe_subset(300, 300) is None and splits.probe_subset(300, 0) is None

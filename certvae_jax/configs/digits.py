@@ -97,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.bootstrap_resamples = 1000  # resamples of the bootstrap bound
   c.eval.posthoc_max_iter = 500     # L-BFGS iterations of the post-hoc linear head
   c.eval.reconstruction_check = True  # T(x_hat) diagnostics for decoder bypass (GMM teachers)
+  c.eval.reconstruction_check_rows = 10000  # ... on a fixed random subset of each split (0: all)
 
   # Paper 1's baselines (table 3): raw head with balance, no alignment; only the KL differs.
   c.baselines = ml_collections.ConfigDict()

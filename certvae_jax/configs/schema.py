@@ -129,7 +129,8 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
     "eval": {"every": positive_int, "batch_size": positive_int, "tau": non_negative,
              "active_unit_threshold": non_negative, "mi_batch_size": positive_int,
              "delta": open_unit_interval, "bootstrap_resamples": positive_int,
-             "reconstruction_check": boolean, "posthoc_max_iter": positive_int},
+             "reconstruction_check": boolean, "reconstruction_check_rows": non_negative_int,
+             "posthoc_max_iter": positive_int},
     "model": {
         "decoder_reads_teacher": boolean, "fast_conv": boolean, "latent_dim": positive_int,
         "hidden": _widths, "head_hidden": _widths, "conv_channels": _widths,

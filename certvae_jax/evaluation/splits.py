@@ -75,10 +75,15 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
   stats = certificate.CertificateStats.zeros(t.shape[1])
   results = []
   for i, (n, batch) in enumerate(padded_batches(x, t, eval_config.batch_size, sharding)):
-    out = eval_step(params, *batch, jax.random.fold_in(rng, i))
+    results.append((n, eval_step(params, *batch, jax.random.fold_in(rng, i))))
+  # The probes (the reconstruction check) may run on a fixed subset of the rows.
+  probed: dict[str, list[tuple[int, Any]]] = {}
+  rows = probe_subset(len(x), int(eval_config.get("reconstruction_check_rows", 0)))
+  px, pt = (x, t) if rows is None else (x[rows], t[rows])
+  for n, batch in (padded_batches(px, pt, eval_config.batch_size, sharding) if probes else ()):
     for probe in probes:
-      out[0].update(probe.batch(params, batch[0]))
-    results.append((n, out))
+      for key, value in probe.batch(params, batch[0]).items():
+        probed.setdefault(key, []).append((n, value))
   # Fetched once at the end, so the device runs ahead while the host sends the next
   # batches (the outputs are per-example vectors, small next to the inputs).
   parts: dict[str, list[np.ndarray]] = {}
@@ -87,6 +92,8 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
     for key, value in out.items():
       parts.setdefault(key, []).append(np.asarray(value)[:n])
   arrays = {k: np.concatenate(v) for k, v in parts.items()}
+  for key, chunks in jax.device_get(probed).items():
+    arrays[key] = np.concatenate([np.asarray(value)[:n] for n, value in chunks])
   rep = stats.finalize(eval_config.tau)
   kl_per_dim = arrays["kl_dim"].astype(np.float64).mean(0)
   rec = float(arrays["rec"].astype(np.float64).mean())
@@ -102,11 +109,20 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
           arrays["mu"], arrays["logvar"], eval_config.mi_batch_size),
       mi_estimate_batch_size=int(min(eval_config.mi_batch_size, len(x))))
   for probe in probes:
-    metrics.update(probe.metrics(arrays, rep.teacher_mi, eval_config.tau))
+    metrics.update(probe.metrics(arrays, rep.teacher_mi, eval_config.tau),
+                   reconstruction_check_rows=len(px))
   if summarize is not None:
     metrics.update(summarize(arrays))
   arrays["teacher"] = np.asarray(t)
   return metrics, arrays
+
+
+def probe_subset(n: int, limit: int) -> np.ndarray | None:
+  """The sorted rows (a fixed random subset) of ``limit`` of ``n`` rows, or None for all
+  of them (``limit`` 0 or at least ``n``)."""
+  if limit <= 0 or limit >= n:
+    return None
+  return np.sort(np.random.default_rng(EVAL_SEED).choice(n, limit, replace=False))
 
 
 def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, labels=None,

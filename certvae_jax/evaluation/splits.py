@@ -59,11 +59,12 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
     x: the split's inputs (uint8 pixels or floats in [0, 1]).
     t: the teacher's rows on ``x``.
     eval_config: ``config.eval`` (``batch_size``, ``tau``, ``active_unit_threshold``,
-      ``mi_batch_size``).
+      ``mi_batch_size``, ``reconstruction_check_rows``).
     rng: the evaluation key (used for the reconstruction's sampled ``z``).
     sharding: the mesh's batch sharding; each padded batch is split across devices.
     probes: extra per-example diagnostics, each with ``batch(params, x) -> {name: (B,)}``
-      (run on the same padded batches) and ``metrics(arrays, teacher_mi, tau) -> dict``
+      (run on padded batches of the split, or of a fixed random subset of
+      ``reconstruction_check_rows`` of its rows: :func:`probe_subset`) and ``metrics(arrays, teacher_mi, tau) -> dict``
       (e.g. :class:`certvae_jax.evaluation.recon_check.ReconstructionCheck`).
     summarize: the objective's extra split metrics from the per-example outputs
       (:attr:`certvae_jax.objectives.Objective.summarize`).

@@ -2,7 +2,8 @@
 
 XLA:CPU compiles take seconds; the cache (a directory of compiled executables,
 same programs, same results) keeps the suite fast on 2 cores. Subprocesses started
-by the tests inherit it through ``CERTVAE_JAX_COMPILATION_CACHE``.
+by the tests inherit it: the launchers through ``CERTVAE_JAX_COMPILATION_CACHE``, plain
+scripts (the examples) through JAX's own ``JAX_COMPILATION_CACHE_DIR``.
 """
 
 import os
@@ -12,6 +13,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CERTVAE_JAX_COMPILATION_CACHE", os.path.join(
     os.path.expanduser("~"), ".cache", "certvae_jax", "xla-tests"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["CERTVAE_JAX_COMPILATION_CACHE"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402  (after the environment above)
 
@@ -60,9 +63,10 @@ def config():
 # The files that take longest (seconds of test time on 2 cores, `pytest --durations=0`),
 # run first: with one file per worker at a time (`--dist loadfile`), starting the long
 # ones early keeps one long file from running alone at the end. Order only; nothing skips.
-LONGEST_FIRST = ("test_launchers.py", "test_mode_matrix.py", "test_reliability.py",
-                 "test_multihost.py", "test_faults.py", "test_train.py", "test_extending.py",
-                 "test_baselines.py", "test_steps_per_call.py", "test_protocol.py")
+LONGEST_FIRST = ("test_launchers.py", "test_mode_matrix.py", "test_multihost.py",
+                 "test_reliability.py", "test_faults.py", "test_train.py", "test_extending.py",
+                 "test_steps_per_call.py", "test_baselines.py", "test_protocol.py",
+                 "test_guard.py", "test_examples.py", "test_parallel.py", "test_bounds.py")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest groups the items by parametrized fixtures

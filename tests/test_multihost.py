@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--config=" + os.path.join(ROOT, "configs", "digits.py") + ":smoke",
          "--config.train.progress=False", "--config.warmup.steps=20",
          "--config.train.steps=20", "--config.train.checkpoint_every=10",
-         "--config.eval.every=10", "--config.eval.bootstrap_resamples=100",
+         "--config.eval.every=20", "--config.eval.bootstrap_resamples=100",
          "--config.eval.posthoc_max_iter=50"]
 
 

@@ -51,8 +51,11 @@ def synthetic_cifar(path: str, n: int, k: int, seed: int = 0) -> None:
 
   def split(rows: int):
     y = rng.integers(0, k, rows)
-    x = prototypes[y] + rng.normal(0, 30, (rows, 32, 32, 3))
-    return np.clip(np.round(x), 0, 255).astype(np.uint8), y
+    x = np.empty((rows, 32, 32, 3), np.uint8)
+    for i in range(0, rows, 2000):  # in blocks: the float64 noise of all rows would set
+      block = prototypes[y[i:i + 2000]] + rng.normal(0, 30, (len(y[i:i + 2000]), 32, 32, 3))
+      x[i:i + 2000] = np.clip(np.round(block), 0, 255)  # the process's peak memory
+    return x, y
   x, y = split(n)
   x_test, y_test = split(max(n // 5, 1))
   np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test)
@@ -115,8 +118,12 @@ def du_mb(path: str) -> float:
   return total / 2**20
 
 
-def run_one(n: int, k: int, steps: int, workdir: str) -> list[dict]:
-  """One size in this process: the rows of every (phase, part)."""
+def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0) -> list[dict]:
+  """One size in this process: the rows of every (phase, part).
+
+  ``steps``: warm-up and training steps per phase, 0 for the config's own (5,000 and
+  20,000); ``eval_every``: steps between evaluations, 0 for one at the end of each phase.
+  """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from certvae_jax import cli, train  # pylint: disable=import-outside-toplevel
   from certvae_jax.configs import cifar100  # pylint: disable=import-outside-toplevel
@@ -127,8 +134,9 @@ def run_one(n: int, k: int, steps: int, workdir: str) -> list[dict]:
   c.data.source = f"npz:{npz}"
   c.teacher.components = (k,)
   c.teacher.min_mass = 0.2 / k
-  c.warmup.steps = c.train.steps = steps
-  c.eval.every = c.train.checkpoint_every = c.train.log_every = steps
+  if steps:
+    c.warmup.steps = c.train.steps = c.train.checkpoint_every = c.train.log_every = steps
+  c.eval.every = eval_every or max(c.warmup.steps, c.train.steps)
   c.train.progress = False
   timer = Timer()
   instrument(timer)
@@ -143,7 +151,8 @@ def run_one(n: int, k: int, steps: int, workdir: str) -> list[dict]:
     t0 = time.perf_counter()
     out = action()
     wall = time.perf_counter() - t0
-    base = {"n": n, "k": k, "phase": phase, "peak_rss_mb": round(peak_mb(), 1)}
+    base = {"n": n, "k": k, "phase": phase, "peak_rss_mb": round(peak_mb(), 1),
+            "steps": {"warmup": c.warmup.steps, "teacher": 0}.get(phase, c.train.steps)}
     rows.append(dict(base, part="phase wall", seconds=wall))
     if isinstance(out, dict) and out.get("timing"):
       t = out["timing"]
@@ -213,7 +222,10 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--sizes", default="2000,10000,50000", help="training rows, comma-separated")
   p.add_argument("--k", default="10,100", help="teacher components (and classes)")
-  p.add_argument("--steps", type=int, default=50, help="warm-up and training steps per phase")
+  p.add_argument("--steps", type=int, default=50,
+                 help="warm-up and training steps per phase (0: the config's own)")
+  p.add_argument("--eval_every", type=int, default=0,
+                 help="steps between evaluations (0: one at the end of each phase)")
   p.add_argument("--json", help="write the rows here")
   p.add_argument("--md", help="write the Markdown table here")
   p.add_argument("--one", help=argparse.SUPPRESS)  # "n,k,workdir": one size, rows on stdout
@@ -221,7 +233,7 @@ def main() -> None:
   if a.one:
     n, k, workdir = a.one.split(",", 2)
     with contextlib.redirect_stdout(sys.stderr):
-      rows = run_one(int(n), int(k), a.steps, workdir)
+      rows = run_one(int(n), int(k), a.steps, workdir, a.eval_every)
     print(json.dumps(rows))
     return
   rows, t0 = [], time.perf_counter()

@@ -1,5 +1,6 @@
-"""The pure parts of ``benchmarks/scale.py``: its data set and its growth exponents (the
-benchmark itself runs by hand; its figures are in docs/speed.md)."""
+"""The pure parts of ``benchmarks/scale.py`` (its data set and its growth exponents) and of
+``benchmarks/gpu_check.py`` (its projection and page). The benchmarks themselves run by hand
+(figures in docs/speed.md); ``.ci/run`` runs ``gpu_check.py --smoke``."""
 
 import importlib.util
 import math
@@ -13,13 +14,17 @@ from certvae_jax import data
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def scale():
-  spec = importlib.util.spec_from_file_location("scale", os.path.join(ROOT, "benchmarks",
-                                                                      "scale.py"))
+def _script(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks",
+                                                                   f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+@pytest.fixture(scope="module")
+def scale():
+  return _script("scale")
 
 
 def test_the_synthetic_cifar_data_is_what_the_library_reads(scale, tmp_path):
@@ -49,3 +54,34 @@ def test_growth_exponents_are_the_log_ratios_between_the_two_largest_sizes(scale
   assert "| full | quadratic | 1.00 | 4.00 | 64.00 |" in table
   assert f"| 10 | full | quadratic | {2.0:.2f} |" in table
   assert not math.isnan(found["linear"])
+
+
+def _protocol_rows(evaluations_each=2.0):
+  """One seed's rows as ``scale.run_one`` gives them: every phase evaluated once."""
+  rows = []
+  for phase, steps, wall in (("warmup", 5000, 20.0), ("teacher", 0, 30.0), ("full", 20000, 60.0),
+                             ("noalign", 20000, 50.0), ("rescue", 20000, 70.0)):
+    base = {"n": 50000, "k": 100, "phase": phase, "steps": steps, "peak_rss_mb": 1.0}
+    rows.append(dict(base, part="phase wall", seconds=wall))
+    if steps:
+      rows.append(dict(base, part="training steps", seconds=wall - 5, steps_per_s=steps / 10,
+                       examples_per_s=steps * 12.8, peak_device_mb=None if phase == "warmup"
+                       else 512.0))
+      rows.append(dict(base, part="evaluation, both splits (all parts)",
+                       seconds=evaluations_each, calls=1))
+  return rows
+
+
+def test_the_gpu_check_projects_the_protocol_at_the_configs_evaluation_rate():
+  check = _script("gpu_check")
+  rows = _protocol_rows()
+  once = 20 + 30 + 60 + 50 + 70
+  # Every 2000 steps: 3 evaluations in the warm-up, 10 in each training phase (2 s each).
+  assert check.projection(rows, 2000, seeds=1) == pytest.approx(once + 2 * (2 + 3 * 9))
+  assert check.projection(rows, 20000, seeds=3) == pytest.approx(3 * once)
+  text = check.page("Test GPU", "gpu", "3 passed in 1.0s", "| table |", rows, 2000,
+                    "python benchmarks/gpu_check.py", 100.0)
+  assert "| full | 20000 | 60.0 | 2000.0 | 256000 | 512 |" in text
+  assert "| warmup | 5000 | 20.0 | 500.0 | 64000 | - |" in text
+  hours = (once + 2 * (2 + 3 * 9)) * 3 / 3600
+  assert f"**{hours:.2f} h**" in text and "3 passed in 1.0s" in text

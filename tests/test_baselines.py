@@ -10,7 +10,7 @@ import pytest
 
 from certvae_jax import certificate, train
 from certvae_jax.baselines import modes as baseline_modes, objectives as baseline_objectives
-from certvae_jax.evaluation import posthoc
+from certvae_jax.evaluation import posthoc, splits
 from certvae_jax.experiments import baselines, figures, report_page
 from tests.conftest import tiny_config
 from tests.test_report_page import png_size
@@ -56,6 +56,37 @@ def test_posthoc_head_of_a_constant_code_is_the_constant_student():
   out = posthoc.posthoc_metrics(mu, t, {"train": (mu, t)}, tau=0.05)["train"]
   assert out["posthoc_margin"] == pytest.approx(-0.05, abs=1e-5)
   assert out["posthoc_student_mi"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_posthoc_head_is_fitted_on_a_fixed_subset_and_certified_on_every_row():
+  rng = np.random.default_rng(2)
+  arrays = {}
+  for sp, n in (("train", 500), ("test", 120)):
+    mu = rng.normal(size=(n, 3)).astype(np.float32)
+    logits = mu @ np.array([[2.0, -1.0, 0.0], [0.0, 1.5, -1.5], [1.0, 0.0, 1.0]])
+    t = np.exp(logits - logits.max(1, keepdims=True))
+    t = 0.6 * t / t.sum(1, keepdims=True) + 0.4 * rng.dirichlet(np.ones(3), size=n)  # noisy:
+    witness = np.full((n, 3), 1 / 3, np.float32)  # the best head depends on the rows fitted
+    arrays[sp] = {"mu": mu, "teacher": t.astype(np.float32), "witness": witness}
+
+  def final(fit_rows):
+    cfg = tiny_config().eval
+    cfg.posthoc_fit_rows = fit_rows
+    found = {sp: {"certified": False} for sp in arrays}
+    splits.final_analyses(found, arrays, cfg, with_teacher=True)
+    return found
+
+  rows = splits.probe_subset(500, 200)
+  expected = posthoc.posthoc_metrics(
+      arrays["train"]["mu"][rows], arrays["train"]["teacher"][rows],
+      {sp: (a["mu"], a["teacher"]) for sp, a in arrays.items()}, tau=0.05, max_iter=500)
+  subset, every = final(200), final(0)
+  for sp in arrays:
+    assert subset[sp]["posthoc_fit_rows"] == 200 and every[sp]["posthoc_fit_rows"] == 500
+    for key, value in expected[sp].items():
+      assert subset[sp][key] == value, (sp, key)
+  assert final(500)["test"] == every["test"]  # a limit of at least n fits every row
+  assert subset["test"]["posthoc_margin"] != every["test"]["posthoc_margin"]
 
 
 @pytest.mark.parametrize("raw, post, verdict", [(True, True, "none"), (True, False, "none"),

@@ -17,7 +17,8 @@ SUMMARY_SPLIT_KEYS = {"teacher_mi", "alignment", "bare_margin", "margin", "tau",
                       "certified", "psnr", "active_units", "kl", "probe_accuracy",
                       "tau_sensitivity", "mi_estimate", "mean_sq_norm_mu"}
 RECON_KEYS = {"recon_alignment", "recon_margin", "witness_recon_kl",  # with a teacher
-              "reconstruction_check_rows", "posthoc_margin", "posthoc_student_mi", "posthoc_certified"}
+              "reconstruction_check_rows", "posthoc_margin", "posthoc_student_mi", "posthoc_certified",
+              "posthoc_fit_rows"}
 
 
 @pytest.fixture(scope="module")

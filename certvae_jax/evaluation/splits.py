@@ -151,8 +151,9 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
                    property_groups: dict[int, np.ndarray] | None = None) -> str | None:
   """What a run's summary adds to its last evaluation, in place; returns ``collapse``.
 
-  With a teacher: the post-hoc linear head of each split and the ``collapse`` verdict
-  (:mod:`certvae_jax.evaluation.posthoc`), the witness's and the teacher's component usage
+  With a teacher: the post-hoc linear head of each split (fitted on at most
+  ``eval_config.posthoc_fit_rows`` training rows, a fixed random subset) and the ``collapse``
+  verdict (:mod:`certvae_jax.evaluation.posthoc`), the witness's and the teacher's component usage
   (paper 1, section 6), and with ``property_groups`` (``{G: group ids}``) the margin of each
   coarser property (``property_margins``, Corollary 2). Always: the test split's population
   ``bounds`` (:mod:`certvae_jax.certificate.bounds`); its rows never trained the witness or
@@ -169,12 +170,16 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
                                                           eval_config.tau)
     # The head reads the code the raw witness reads: mu, or an objective's own ``code``.
     code = {sp: arrays[sp].get("code", arrays[sp]["mu"]) for sp in ("train", "test")}
+    # Fitted on a fixed random subset of the training rows (its cost per L-BFGS iteration
+    # grows with the rows), certified on every row of each split.
+    fit = probe_subset(len(code["train"]), int(eval_config.get("posthoc_fit_rows", 0)))
+    fit = slice(None) if fit is None else fit
     fitted = posthoc.posthoc_metrics(
-        code["train"], arrays["train"]["teacher"],
+        code["train"][fit], arrays["train"]["teacher"][fit],
         {sp: (code[sp], arrays[sp]["teacher"]) for sp in ("train", "test")},
         eval_config.tau, eval_config.posthoc_max_iter)
     for sp in ("train", "test"):
-      splits[sp].update(fitted[sp])
+      splits[sp].update(fitted[sp], posthoc_fit_rows=len(code["train"][fit]))
     verdict = posthoc.collapse(splits["test"]["certified"], splits["test"]["posthoc_certified"])
   splits["test"]["bounds"] = certificate.margin_bounds(
       arrays["test"]["teacher"], arrays["test"]["witness"], tau=eval_config.tau,

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -57,13 +59,13 @@ def _run(cmd: list[str], check: bool = True, **kwargs) -> subprocess.CompletedPr
 
 
 def device() -> tuple[str, str]:
-  """``(platform, device kind)`` of JAX's default device, asked in a child process."""
+  """``(backend, device kind)`` of JAX's default device, asked in a child process."""
   out = _run([sys.executable, "-c", "import jax; d = jax.devices()[0]; "
               "print(d.platform); print(d.device_kind)"], env=_env()).stdout.split("\n")
   return out[0].strip(), out[1].strip()
 
 
-def run_tests(platform: str, smoke: bool) -> tuple[bool, str]:
+def run_tests(backend: str, smoke: bool) -> tuple[bool, str]:
   """``(passed, what pytest said)``: its last line, and the failed tests' lines. A failure
   does not stop the check: the page says which tests failed on the device."""
   cmd = [sys.executable, "-m", "pytest", "-q", "-rf", "-n", "0", "-p", "no:cacheprovider",
@@ -71,7 +73,7 @@ def run_tests(platform: str, smoke: bool) -> tuple[bool, str]:
   if smoke:
     cmd.append("--collect-only")
   done = _run(cmd, check=False,
-              env=_env(JAX_PLATFORMS=platform, XLA_PYTHON_CLIENT_PREALLOCATE="false"))
+              env=_env(JAX_PLATFORMS=backend, XLA_PYTHON_CLIENT_PREALLOCATE="false"))
   lines = done.stdout.strip().splitlines() or ["(no output)"]
   failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
   return done.returncode == 0, "; ".join([lines[-1], *failed])
@@ -109,17 +111,29 @@ def projection(rows: list[dict], eval_every: int, seeds: int = SEEDS) -> float:
   return seeds * total
 
 
+def versions() -> str:
+  """The versions the page's numbers came from."""
+  found = []
+  for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "scikit-learn", "numpy"):
+    try:
+      found.append(f"{name} {importlib.metadata.version(name)}")
+    except importlib.metadata.PackageNotFoundError:
+      found.append(f"{name} (not installed)")
+  return (f"Python {platform.python_version()}, " + ", ".join(found)
+          + f"; {os.cpu_count()} CPU cores")
+
+
 def _cell(value: float | None, digits: int) -> str:
   return "-" if value is None else f"{value:.{digits}f}"
 
 
-def page(kind: str, platform: str, tests: str, throughput: str, rows: list[dict],
+def page(kind: str, backend: str, tests: str, throughput: str, rows: list[dict],
          eval_every: int, command: str, wall: float) -> str:
   """The Markdown page of one check."""
   n, k = rows[0]["n"], rows[0]["k"]
-  out = [f"# Device check: {kind} ({platform})", "",
+  out = [f"# Device check: {kind} ({backend})", "",
          f"Written by `{command}` on {datetime.date.today().isoformat()}; the whole check "
-         f"took {wall:.0f} s.", "", "## Tests", "", f"`{' '.join(DEVICE_TESTS)}`: {tests}", "",
+         f"took {wall:.0f} s. {versions()}.", "", "## Tests", "", f"`{' '.join(DEVICE_TESTS)}`: {tests}", "",
          "## Throughput (`benchmarks/throughput.py --no-torch --repeats=1`)", "", throughput,
          "", f"## One seed of the protocol ({n} training rows, K = {k})", "",
          "| phase | steps | seconds | steps/s | examples/s | peak device memory (MB) |",
@@ -144,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--out", help="the page to write (default docs/results/gpu_<device>.md)")
   a = p.parse_args(argv)
   t0 = time.perf_counter()
-  platform, kind = device()
-  print(f"device: {kind} ({platform})", file=sys.stderr)
-  passed, tests = run_tests(platform, a.smoke)
+  backend, kind = device()
+  print(f"device: {kind} ({backend})", file=sys.stderr)
+  passed, tests = run_tests(backend, a.smoke)
   print(f"tests: {tests}", file=sys.stderr)
   throughput = run_throughput(a.smoke)
   rows = run_protocol(*((300, 10, 10) if a.smoke else (50000, 100, 0)))
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
   from certvae_jax.configs import cifar100  # pylint: disable=import-outside-toplevel
   eval_every = cifar100.get_config().eval.every  # what the real protocol does
   command = "python benchmarks/gpu_check.py" + (" --smoke" if a.smoke else "")
-  text = page(kind, platform, tests, throughput, rows, eval_every, command,
+  text = page(kind, backend, tests, throughput, rows, eval_every, command,
               time.perf_counter() - t0)
   out = a.out or os.path.join(ROOT, "docs", "results",
                               "gpu_" + re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_")

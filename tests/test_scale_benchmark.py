@@ -2,6 +2,7 @@
 ``benchmarks/gpu_check.py`` (its projection and page). The benchmarks themselves run by hand
 (figures in docs/speed.md); ``.ci/run`` runs ``gpu_check.py --smoke``."""
 
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -85,3 +86,4 @@ def test_the_gpu_check_projects_the_protocol_at_the_configs_evaluation_rate():
   assert "| warmup | 5000 | 20.0 | 500.0 | 64000 | - |" in text
   hours = (once + 2 * (2 + 3 * 9)) * 3 / 3600
   assert f"**{hours:.2f} h**" in text and "3 passed in 1.0s" in text
+  assert f"jax {importlib.metadata.version('jax')}" in text  # the versions behind the numbers

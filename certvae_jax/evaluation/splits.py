@@ -172,14 +172,15 @@ def final_analyses(splits: dict[str, dict], arrays: dict[str, dict],
     code = {sp: arrays[sp].get("code", arrays[sp]["mu"]) for sp in ("train", "test")}
     # Fitted on a fixed random subset of the training rows (its cost per L-BFGS iteration
     # grows with the rows), certified on every row of each split.
-    fit = probe_subset(len(code["train"]), int(eval_config.get("posthoc_fit_rows", 0)))
-    fit = slice(None) if fit is None else fit
+    mu_fit, t_fit = code["train"], arrays["train"]["teacher"]
+    fit = probe_subset(len(mu_fit), int(eval_config.get("posthoc_fit_rows", 0)))
+    if fit is not None:
+      mu_fit, t_fit = mu_fit[fit], t_fit[fit]
     fitted = posthoc.posthoc_metrics(
-        code["train"][fit], arrays["train"]["teacher"][fit],
-        {sp: (code[sp], arrays[sp]["teacher"]) for sp in ("train", "test")},
+        mu_fit, t_fit, {sp: (code[sp], arrays[sp]["teacher"]) for sp in ("train", "test")},
         eval_config.tau, eval_config.posthoc_max_iter)
     for sp in ("train", "test"):
-      splits[sp].update(fitted[sp], posthoc_fit_rows=len(code["train"][fit]))
+      splits[sp].update(fitted[sp], posthoc_fit_rows=len(mu_fit))
     verdict = posthoc.collapse(splits["test"]["certified"], splits["test"]["posthoc_certified"])
   splits["test"]["bounds"] = certificate.margin_bounds(
       arrays["test"]["teacher"], arrays["test"]["witness"], tau=eval_config.tau,

@@ -95,12 +95,17 @@ def run_protocol(n: int, k: int, steps: int) -> list[dict]:
   return json.loads(done.stdout)
 
 
+def _parts(rows: list[dict], phase: str) -> dict[str, dict]:
+  """The rows of one phase, by part."""
+  return {r["part"]: r for r in rows if r["phase"] == phase}
+
+
 def projection(rows: list[dict], eval_every: int, seeds: int = SEEDS) -> float:
   """Seconds of ``seeds`` seeds of the protocol when each phase evaluates every
   ``eval_every`` steps, from one seed that evaluated once per phase."""
   total = 0.0
   for phase in PHASES:
-    at = {r["part"]: r for r in rows if r["phase"] == phase}
+    at = _parts(rows, phase)
     seconds = at["phase wall"]["seconds"]
     measured = at.get("evaluation, both splits (all parts)")
     if measured and measured["calls"]:
@@ -134,15 +139,19 @@ def page(kind: str, backend: str, tests: str, throughput: str, rows: list[dict],
   out = [f"# Device check: {kind} ({backend})", "",
          f"Written by `{command}` on {datetime.date.today().isoformat()}; the whole check "
          f"took {wall:.0f} s. {versions()}.", "", "## Tests", "", f"`{' '.join(DEVICE_TESTS)}`: {tests}", "",
-         "## Throughput (`benchmarks/throughput.py --no-torch --repeats=1`)", "", throughput,
-         "", f"## One seed of the protocol ({n} training rows, K = {k})", "",
-         "| phase | steps | seconds | steps/s | examples/s | peak device memory (MB) |",
-         "|---|---|---|---|---|---|"]
+         "## Throughput (`benchmarks/throughput.py --no-torch --repeats=1`)", "",
+         # Blank lines around the table, so that the lines before and after stay text.
+         throughput.replace("\n|", "\n\n|", 1).replace("\n(", "\n\n("), "",
+         f"## One seed of the protocol ({n} training rows, K = {k})", "",
+         "| phase | steps | seconds | of which training | of which evaluation | steps/s | "
+         "examples/s | peak device memory (MB) |", "|---|---|---|---|---|---|---|---|"]
   for phase in PHASES:
-    at = {r["part"]: r for r in rows if r["phase"] == phase}
+    at = _parts(rows, phase)
     train = at.get("training steps", {})
-    cells = [_cell(train.get(key), digits) for key, digits in
-             (("steps_per_s", 1), ("examples_per_s", 0), ("peak_device_mb", 0))]
+    evaluation = at.get("evaluation, both splits (all parts)", {})
+    cells = [_cell(train.get("seconds"), 1), _cell(evaluation.get("seconds"), 1)]
+    cells += [_cell(train.get(key), digits) for key, digits in
+              (("steps_per_s", 1), ("examples_per_s", 0), ("peak_device_mb", 0))]
     out.append(f"| {phase} | {at['phase wall']['steps']} | {at['phase wall']['seconds']:.1f} | "
                + " | ".join(cells) + " |")
   hours = projection(rows, eval_every) / 3600

@@ -80,10 +80,12 @@ def test_the_gpu_check_projects_the_protocol_at_the_configs_evaluation_rate():
   # Every 2000 steps: 3 evaluations in the warm-up, 10 in each training phase (2 s each).
   assert check.projection(rows, 2000, seeds=1) == pytest.approx(once + 2 * (2 + 3 * 9))
   assert check.projection(rows, 20000, seeds=3) == pytest.approx(3 * once)
-  text = check.page("Test GPU", "gpu", "3 passed in 1.0s", "| table |", rows, 2000,
-                    "python benchmarks/gpu_check.py", 100.0)
-  assert "| full | 20000 | 60.0 | 2000.0 | 256000 | 512 |" in text
-  assert "| warmup | 5000 | 20.0 | 500.0 | 64000 | - |" in text
+  text = check.page("Test GPU", "gpu", "3 passed in 1.0s", "machine: test\n| table |\n(a note)",
+                    rows, 2000, "python benchmarks/gpu_check.py", 100.0)
+  assert "| full | 20000 | 60.0 | 55.0 | 2.0 | 2000.0 | 256000 | 512 |" in text
+  assert "| warmup | 5000 | 20.0 | 15.0 | 2.0 | 500.0 | 64000 | - |" in text
+  assert "| teacher | 0 | 30.0 | - | - | - | - | - |" in text
+  assert "machine: test\n\n| table |\n\n(a note)" in text  # the table is a block of its own
   hours = (once + 2 * (2 + 3 * 9)) * 3 / 3600
   assert f"**{hours:.2f} h**" in text and "3 passed in 1.0s" in text
   assert f"jax {importlib.metadata.version('jax')}" in text  # the versions behind the numbers

@@ -118,18 +118,10 @@ def du_mb(path: str) -> float:
   return total / 2**20
 
 
-def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0) -> list[dict]:
-  """One size in this process: the rows of every (phase, part).
-
-  ``steps``: warm-up and training steps per phase, 0 for the config's own (5,000 and
-  20,000); ``eval_every``: steps between evaluations, 0 for one at the end of each phase.
-  """
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from certvae_jax import cli, train  # pylint: disable=import-outside-toplevel
+def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0):
+  """The ``cifar100`` config on ``npz`` with a K-component teacher; ``steps`` and
+  ``eval_every`` as :func:`run_one` takes them."""
   from certvae_jax.configs import cifar100  # pylint: disable=import-outside-toplevel
-  cli.enable_compilation_cache()
-  npz = os.path.join(workdir, "data.npz")
-  synthetic_cifar(npz, n, k)
   c = cifar100.get_config()
   c.data.source = f"npz:{npz}"
   c.teacher.components = (k,)
@@ -138,6 +130,21 @@ def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0) -> li
     c.warmup.steps = c.train.steps = c.train.checkpoint_every = c.train.log_every = steps
   c.eval.every = eval_every or max(c.warmup.steps, c.train.steps)
   c.train.progress = False
+  return c
+
+
+def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0) -> list[dict]:
+  """One size in this process: the rows of every (phase, part).
+
+  ``steps``: warm-up and training steps per phase, 0 for the config's own (5,000 and
+  20,000); ``eval_every``: steps between evaluations, 0 for one at the end of each phase.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from certvae_jax import cli, train  # pylint: disable=import-outside-toplevel
+  cli.enable_compilation_cache()
+  npz = os.path.join(workdir, "data.npz")
+  synthetic_cifar(npz, n, k)
+  c = scaled_config(npz, k, steps, eval_every)
   timer = Timer()
   instrument(timer)
   runner = train.Runner(c, os.path.join(workdir, "run"))

@@ -57,6 +57,16 @@ def test_growth_exponents_are_the_log_ratios_between_the_two_largest_sizes(scale
   assert not math.isnan(found["linear"])
 
 
+def test_the_benchmark_runs_the_configs_own_steps_or_the_ones_it_is_given(scale):
+  real = scale.scaled_config("x.npz", 100, steps=0)
+  assert (real.warmup.steps, real.train.steps, real.eval.every) == (5000, 20000, 20000)
+  assert real.data.source == "npz:x.npz" and real.teacher.components == (100,)
+  cut = scale.scaled_config("x.npz", 10, steps=50)
+  assert (cut.warmup.steps, cut.train.steps, cut.train.checkpoint_every, cut.eval.every) == (
+      50, 50, 50, 50)
+  assert scale.scaled_config("x.npz", 10, steps=0, eval_every=2000).eval.every == 2000
+
+
 def _protocol_rows(evaluations_each=2.0):
   """One seed's rows as ``scale.run_one`` gives them: every phase evaluated once."""
   rows = []

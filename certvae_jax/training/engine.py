@@ -104,9 +104,14 @@ class Engine:
         extensions.transform(self.objective(name, k), plans), self.optimizer(),
         bool(self.config.train.skip_nonfinite), schedule))
 
-  def eval_step(self, name: str, k: int):
-    return self._cached(("eval", name, k), lambda: step_lib.make_eval_step(
-        self.objective(name, k), self.replicated))
+  def eval_step(self, name: str, k: int, plans: tuple[extensions.PhasePlan, ...] = ()):
+    """The jitted evaluation step of the objective, as the plans that change its
+    evaluation (:attr:`~certvae_jax.training.extensions.PhasePlan.changes_evaluation`)
+    transform it."""
+    plans = tuple(p for p in plans if p.changes_evaluation)
+    key = ("eval", name, k, tuple((type(p), p.tag) for p in plans))
+    return self._cached(key, lambda: step_lib.make_eval_step(
+        extensions.transform(self.objective(name, k), plans), self.replicated))
 
   def encode(self, k: int):
     """Jitted ``(encoder_params, x) -> mu``."""
@@ -141,11 +146,13 @@ class Engine:
   # -- states --------------------------------------------------------------------------
 
   def fresh_state(self, k: int, data_code: int, weights: Mapping[str, float],
-                  objective: str = "teacher_guided") -> step_lib.TrainState:
+                  objective: str = "teacher_guided",
+                  plans: tuple[extensions.PhasePlan, ...] = ()) -> step_lib.TrainState:
     """A new state: parameters from ``config.seed``, RNG stream ``data_code``; one jit.
 
     The model's parameters, plus ``params['objective']`` when the objective owns some
-    (:attr:`certvae_jax.objectives.Objective.init_params`, e.g. a VQ codebook).
+    (:attr:`certvae_jax.objectives.Objective.init_params`, e.g. a VQ codebook), plus the
+    groups the phase's ``plans`` add (:meth:`with_plan_params`).
     """
     tx, model, input_dim = self.optimizer(), self.model(k), self.input_dim
     own = self.objective(objective, k).init_params
@@ -160,14 +167,26 @@ class Engine:
 
     fn = self._cached(("init", k, own is not None and objective),
                       lambda: jax.jit(init, out_shardings=self.replicated))
-    return fn(jnp.asarray(self.config.seed, jnp.int32), jnp.asarray(data_code, jnp.uint32),
-              step_lib.as_weights(weights))
+    state = fn(jnp.asarray(self.config.seed, jnp.int32), jnp.asarray(data_code, jnp.uint32),
+               step_lib.as_weights(weights))
+    return self.with_plan_params(state, plans, k)
+
+  def with_plan_params(self, state: step_lib.TrainState,
+                       plans: tuple[extensions.PhasePlan, ...], k: int) -> step_lib.TrainState:
+    """``state`` with the parameter groups the phase's plans add where it lacks them
+    (a rescue restored from ``noalign``), replicated; see
+    :func:`~certvae_jax.training.extensions.with_params`."""
+    grown = extensions.with_params(state, plans, k, self.optimizer())
+    return state if grown is state else jax.device_put(grown, self.replicated)
 
   def restore(self, ckpt: Checkpointer, k: int, weight_names, step: int | None = None,
-              objective: str = "teacher_guided"):
-    """``(state, meta)`` from ``ckpt``, replicated over the mesh."""
-    template = jax.eval_shape(lambda: self.fresh_state(k, 0, dict.fromkeys(weight_names, 0.0),
-                                                       objective))
+              objective: str = "teacher_guided",
+              plans: tuple[extensions.PhasePlan, ...] = ()):
+    """``(state, meta)`` from ``ckpt``, replicated over the mesh; ``plans``: the phase
+    that saved it had these extension plans (their parameter groups are restored too)."""
+    template = jax.eval_shape(lambda: extensions.with_params(
+        self.fresh_state(k, 0, dict.fromkeys(weight_names, 0.0), objective), plans, k,
+        self.optimizer()))
     return ckpt.restore(template, step=step, sharding=self.replicated)
 
   def put_weights(self, weights: Mapping[str, Any]) -> dict[str, jax.Array]:

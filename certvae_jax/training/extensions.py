@@ -4,7 +4,8 @@ A :class:`~certvae_jax.training.loop.Hook` acts on the running loop. Some additi
 also change what the phase *is*: the training guard (:mod:`certvae_jax.guard`, paper 1,
 appendices G and H) holds rows of the training split out, adds a loss weight and
 transforms the objective, names the phase's directory and checkpoint settings, and adds
-a section to the summary. An extension does each of these through a
+a section to the summary; the shared-safe used head (appendix E.9) also adds parameters
+of its own, which a state restored from another phase (a rescue's ``noalign``) lacks. An extension does each of these through a
 :class:`PhasePlan`, so that the run knows no extension by name; it is registered with
 :func:`register` and consulted for every phase of every run.
 """
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax
 import ml_collections
 import numpy as np
+import optax
 
 from certvae_jax import plugins
 
@@ -35,9 +38,20 @@ class PhasePlan:
 
   #: Added to the phase directory's name (``full_guard_raise``); ``""`` for none.
   tag: str = ""
+  #: Whether :meth:`objective` changes ``evaluate`` or ``summarize``: the phase's
+  #: evaluation then reads the transformed objective (its own compiled step).
+  changes_evaluation: bool = False
 
   def weights(self) -> dict[str, float]:
     """Loss weights the plan adds to the train state, with their starting values."""
+    return {}
+
+  def params(self, num_classes: int) -> dict[str, Any]:
+    """Parameter groups the plan adds to the state (``params[group]``), with their
+    starting values. A state without them (fresh, or restored from a phase without the
+    plan) gets them, with a fresh optimizer state for them alone
+    (:func:`with_params`)."""
+    del num_classes
     return {}
 
   def meta(self) -> dict[str, Any]:
@@ -90,6 +104,25 @@ def weight_names() -> tuple[str, ...]:
   """Every loss weight a registered extension may add."""
   return tuple(name for extension in _REGISTRY.entries.values()
                for name in extension.weight_names)
+
+
+def with_params(state: Any, phase_plans: tuple[PhasePlan, ...], num_classes: int,
+                tx: optax.GradientTransformation) -> Any:
+  """``state`` (a :class:`~certvae_jax.training.step.TrainState`) with every parameter
+  group the plans add that it lacks. The optimizer state of the new groups is
+  ``tx.init``'s; every leaf it shares (by path and shape) with ``state.opt_state`` is
+  kept, so the existing parameters continue their moments and the step count exactly.
+  Pure: works on arrays and on ``jax.eval_shape``'s shapes alike."""
+  added = {group: value for plan in phase_plans
+           for group, value in plan.params(num_classes).items() if group not in state.params}
+  if not added:
+    return state
+  params = dict(state.params, **added)
+  old = {path: leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]}
+  fresh, treedef = jax.tree_util.tree_flatten_with_path(tx.init(params))
+  leaves = [old[path] if path in old and np.shape(old[path]) == np.shape(leaf) else leaf
+            for path, leaf in fresh]
+  return state.replace(params=params, opt_state=jax.tree_util.tree_unflatten(treedef, leaves))
 
 
 def transform(objective: Any, phase_plans: tuple[PhasePlan, ...]) -> Any:

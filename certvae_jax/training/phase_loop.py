@@ -96,8 +96,9 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
   step_fn = engine.train_step(phase.mode.objective, k, phase.mode.schedule(cfg), phase.plans)
   advance = engine.stepper(phase.name, step_fn, phase.data_seed,
                            teacher_fn if live else None, t_train, k, rows)
-  eval_step = engine.eval_step(phase.mode.objective, k)
-  objective = engine.objective(phase.mode.objective, k)
+  eval_step = engine.eval_step(phase.mode.objective, k, phase.plans)
+  objective = extensions.transform(engine.objective(phase.mode.objective, k),
+                                   tuple(p for p in phase.plans if p.changes_evaluation))
   d = run.data
   splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
   labels = {"train": d.y_train, "test": d.y_test}
@@ -114,7 +115,8 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
                            labels if loop.finishing else None, probes, objective.summarize)
 
   def restore(step):
-    restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective)
+    restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective,
+                                 phase.plans)
     if run.dir.main:
       truncate_jsonl(run.dir.metrics_path(phase.name), step, resuming=False)
     return restored

@@ -87,7 +87,9 @@ class Runner:
     names = self._weight_names(mode)
     saved = ckpt.read_meta(step) or {}
     names += tuple(name for name in extensions.weight_names() if name in saved)
-    return self.engine.restore(ckpt, k, names, step, modes.get(mode).objective)
+    m = modes.get(mode)
+    return self.engine.restore(ckpt, k, names, step, m.objective,
+                               extensions.plans(self.config, m))
 
   def fresh_state(self, k: int, data_code: int, mode: str = "warmup"):
     """A new state of ``mode`` with parameters from ``config.seed`` (see :class:`Engine`)."""
@@ -176,7 +178,7 @@ class Runner:
                   total, weights, data_seed(self.config.seed, mode.data_code),
                   dict(base_meta, **weights, **mode.meta(self.config),
                        **{k: v for plan in plans for k, v in plan.meta().items()}), plans, extra)
-    return self._run_phase(phase, k, init_fn)
+    return self._run_phase(phase, k, lambda: self.engine.with_plan_params(init_fn(), plans, k))
 
   def _rescue_diagnostics(self, mode: modes.Mode, state, target: str, k: int):
     """Appendix H's diagnostics at the state a rescue starts from, on the first
@@ -223,16 +225,18 @@ class Runner:
 
   def _restore_checked(self, ckpt, expected: dict[str, Any], where: str, mode: str,
                        step: int | None = None, k: int | None = None,
-                       weight_names: Sequence[str] | None = None):
+                       weight_names: Sequence[str] | None = None,
+                       plans: tuple[extensions.PhasePlan, ...] = ()):
     """``(state, meta)`` of ``mode`` from ``ckpt``, after its metadata is checked against
     ``expected`` (so that a checkpoint of another config is refused, never mistaken for a
-    damaged one). ``weight_names``: the state's weights, when not the mode's alone."""
+    damaged one). ``weight_names``: the state's weights, when not the mode's alone;
+    ``plans``: the extension plans of the phase that saved it."""
     saved = ckpt.read_meta(step)
     if saved is not None:
       check_compatible(saved, expected, where)
     state, saved = self.engine.restore(ckpt, self.ctx.num_classes if k is None else k,
                                        tuple(weight_names or self._weight_names(mode)), step,
-                                       modes.get(mode).objective)
+                                       modes.get(mode).objective, plans)
     check_compatible(saved, expected, where)
     return state, saved
 
@@ -300,7 +304,8 @@ class Runner:
       if ckpt.latest_step() is not None:
         state, resumed = self._restore_checked(ckpt, {key: meta[key] for key in phase.meta},
                                                f"{pdir!r}", phase.mode.name, k=k,
-                                               weight_names=tuple(phase.weights))
+                                               weight_names=tuple(phase.weights),
+                                               plans=phase.plans)
         step = int(state.step)
         if step > phase.total_steps:
           raise ValueError(f"{phase.name}: the checkpoint is at step {step}, beyond the "

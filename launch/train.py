@@ -81,6 +81,11 @@ def main() -> int:
       print(f"guard ({g['policy']}): {g['interventions']} interventions ({g['raises']} raise, "
             f"{g['decays']} decay, {g['rollbacks']} rollback); lowest guard-set G_tau after it "
             f"first certified: {'-' if low is None else f'{low:+.3f}'}")
+    if "used_head" in summary:
+      u, t = summary["used_head"], summary["test"]
+      print(f"used head ({u['kind']}): aligned through it for {u['active_steps']} steps; "
+            f"test used G_tau={t['used_margin']:+.2f} (the certificate above reads the raw "
+            "head)")
     if "rescue_diagnostics" in summary:
       d = summary["rescue_diagnostics"]
       print(f"rescue diagnostics at the start: alignment gradient norm "

@@ -74,6 +74,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.lambda_bal = 1.0
   c.train.align_on_mean = False     # align s(mu) instead of s(z sampled)
   c.train.init = "warmup"           # variants start from the warm-up weights, or 'fresh'
+  # 'shared_safe': aligning phases train the alignment through a calibrated head shared by
+  # all rows while the raw training margin is <= used_head_trigger (paper 1, appendix
+  # E.9); the certificate always reads the raw head. 'raw': the raw head alone.
+  c.train.used_head = "raw"
+  c.train.used_head_trigger = 0.0
   c.train.prefit_steps = 500        # rst_prefit: steps regressing mu onto the analytic code
   # rst_alpha_prefit regresses mu onto alpha * the analytic code: a number in [0, 1] (as a
   # string), or "balance": the alpha minimising lambda_TS L(alpha) + alpha_KL alpha^2 E*.

@@ -121,6 +121,7 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
         "steps": positive_int, "batch_size": positive_int, "learning_rate": positive,
         "alpha_kl": non_negative, "lambda_ts": non_negative, "lambda_bal": non_negative,
         "align_on_mean": boolean, "init": one_of("warmup", "fresh"),
+        "used_head": one_of("raw", "shared_safe"), "used_head_trigger": finite,
         "prefit_steps": positive_int, "prefit_alpha": _prefit_alpha,
         "log_every": positive_int,
         "checkpoint_every": positive_int, "progress": boolean, "skip_nonfinite": boolean,

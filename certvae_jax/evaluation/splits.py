@@ -114,6 +114,9 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
                    reconstruction_check_rows=len(px))
   if summarize is not None:
     metrics.update(summarize(arrays))
+  if "used_alignment" in metrics:  # a used head's margin, beside the raw head's certificate
+    metrics["used_margin"] = float(rep.teacher_mi) - float(eval_config.tau) - float(
+        metrics["used_alignment"])
   arrays["teacher"] = np.asarray(t)
   return metrics, arrays
 

@@ -8,6 +8,9 @@ the encoder and witness alone. The guard plugs into every run as a phase extensi
 (:mod:`~certvae_jax.guard.extension`); its hooks are :mod:`~certvae_jax.guard.hook`, its
 objective transform :mod:`~certvae_jax.guard.objective`. The policies and their settings
 are documented in docs/training.md ("Guarded training").
+
+Beside it, :mod:`~certvae_jax.guard.used_head` is the other protection paper 1 allows
+(section 3, appendix E.9): the shared-safe used head, another phase extension.
 """
 
 from certvae_jax.guard.extension import EXTENSION, GuardPlan, plan
@@ -20,6 +23,8 @@ from certvae_jax.guard.hook import (
   split_rows,
 )
 from certvae_jax.guard.objective import STUDENT_FIRST, barrier, batch_margin, guarded
+from certvae_jax.guard.used_head import UsedHeadHook, UsedHeadPlan
 
 __all__ = ["EXTENSION", "STUDENT_FIRST", "GuardHook", "GuardPlan", "StudentFirstEnd", "barrier",
-           "batch_margin", "guarded", "margin_fn", "plan", "raise_step", "raised", "split_rows"]
+           "UsedHeadHook", "UsedHeadPlan", "batch_margin", "guarded", "margin_fn", "plan",
+           "raise_step", "raised", "split_rows"]

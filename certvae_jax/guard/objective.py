@@ -19,8 +19,9 @@ from certvae_jax import certificate
 from certvae_jax.objectives import Objective
 
 STUDENT_FIRST = "student_first"
-# What a student-first step trains (parameter groups of the model's tree).
-STUDENT_GROUPS = ("encoder", "head")
+# What a student-first step trains (parameter groups of the state's tree): the encoder, the
+# raw head and, in a phase that has it, the shared-safe used head's calibration.
+STUDENT_GROUPS = ("encoder", "head", "used_head")
 
 
 def barrier(margin: jnp.ndarray, kappa: float, floor: float) -> jnp.ndarray:
@@ -76,8 +77,9 @@ def guarded(objective: Objective, *, tau: float, kappa: float = 0.0, floor: floa
 
   def loss(params, batch, rng, weights):
     total, terms = objective.loss(params, batch, rng, {k: weights[k] for k in base_names})
-    student = weights["lambda_ts"] * terms["align"] + weights.get("lambda_bal", 0.0) * terms[
-        "bal"]
+    # The alignment the total trains: the used head's where the phase has one.
+    align = terms.get("used_align", terms["align"])
+    student = weights["lambda_ts"] * align + weights.get("lambda_bal", 0.0) * terms["bal"]
     if kappa > 0:
       margin = batch_margin(batch["t"], terms["align"], tau)
       wall = barrier(margin, kappa, floor)

@@ -9,7 +9,9 @@ variant of both papers is it with other weights;
 RST-prefit, :mod:`certvae_jax.simplex`) and paper 1's baselines ``free_bits``, ``vq_vae``
 and ``gmvae`` (:mod:`certvae_jax.baselines`); the last two groups register when
 :mod:`certvae_jax.registrations` is imported. The type and registry are
-:mod:`~certvae_jax.objectives.base`, the loss terms :mod:`~certvae_jax.objectives.terms`.
+:mod:`~certvae_jax.objectives.base`, the loss terms :mod:`~certvae_jax.objectives.terms`,
+the shared-safe used head a teacher-guided loss may align instead of the raw head
+:mod:`~certvae_jax.objectives.used_head`.
 """
 
 from certvae_jax.objectives.base import (
@@ -31,7 +33,8 @@ from certvae_jax.objectives.teacher_guided import (
   vae_evaluation,
   vae_witness,
 )
+from certvae_jax.objectives.used_head import with_used_head
 
 __all__ = ["Builder", "EvalFn", "LossFn", "Objective", "Weights", "WitnessFn", "build", "guided",
            "guided_total", "names", "reconstruction_nll", "register", "teacher_guided",
-           "vae_evaluation", "vae_witness"]
+           "vae_evaluation", "vae_witness", "with_used_head"]

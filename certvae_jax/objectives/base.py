@@ -53,6 +53,7 @@ class Objective(NamedTuple):
   summarize: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
   gate_updates: Callable[[Any, Weights], Any] | None = None
   witness: WitnessFn | None = None
+  used_head: bool = False
 
   def witness_logits(self, params: Any, x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
     """The raw witness's logits at the certificate's code: ``witness`` when given, else

@@ -7,7 +7,7 @@ objective with other weights.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,7 @@ import ml_collections
 from certvae_jax.models.vae import TeacherGuidedVAE
 from certvae_jax.objectives import terms as losses
 from certvae_jax.objectives.base import EvalFn, Objective, Weights, WitnessFn, register
+from certvae_jax.objectives.used_head import USED_HEAD, alignment_logits
 
 
 def reconstruction_nll(config: ml_collections.ConfigDict):
@@ -52,18 +53,28 @@ def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
 
 
 def guided_total(rec: jnp.ndarray, priors: Sequence[jnp.ndarray], weights: Weights,
-                 t: jnp.ndarray, logits: jnp.ndarray) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+                 t: jnp.ndarray, logits: jnp.ndarray, params: Any = None
+                 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """The teacher-guided total (paper 1, section 3) and its witness terms:
   ``L_rec + priors + lambda_TS L_align + lambda_bal L_bal``, with ``L_align`` and
   ``L_bal`` read from the raw witness's ``logits``. ``priors`` are the weighted
   regularisers, added in order (``alpha_KL KL``; VQ-VAE's codebook and commitment).
-  Returns ``(total, {"align": ..., "bal": ...})``."""
+
+  With ``params`` and the weight ``used_head`` (a phase with the shared-safe used head,
+  :mod:`certvae_jax.objectives.used_head`), ``L_align`` reads the used head while that
+  weight is on; ``align`` always reports the raw head's alignment, ``used_align`` the one
+  in the total. Returns ``(total, {"align": ..., "bal": ...[, "used_align": ...]})``."""
   align, bal = losses.alignment(t, logits), losses.balance(logits)
+  terms = {"align": align, "bal": bal}
+  trained = align
+  if params is not None and USED_HEAD in weights:
+    trained = terms["used_align"] = losses.alignment(t, alignment_logits(params, logits,
+                                                                         weights))
   total = rec
   for prior in priors:
     total = total + prior
-  total = total + weights["lambda_ts"] * align + weights["lambda_bal"] * bal
-  return total, {"align": align, "bal": bal}
+  total = total + weights["lambda_ts"] * trained + weights["lambda_bal"] * bal
+  return total, terms
 
 
 def guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
@@ -83,14 +94,16 @@ def guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
     kl = losses.gaussian_kl(mu, logvar)
     kl_used = kl if kl_term is None else kl_term(mu, logvar)
     logits = model.apply(v, mu if align_on_mean else z, method=TeacherGuidedVAE.witness_logits)
-    total, witness = guided_total(rec, [weights["alpha_kl"] * kl_used], weights, t, logits)
+    total, witness = guided_total(rec, [weights["alpha_kl"] * kl_used], weights, t, logits,
+                                  params)
     terms = {"rec": rec, "kl": kl, **witness}
     if kl_term is not None:
       terms["kl_used"] = kl_used
     return total, terms
 
   return Objective(loss=loss, weight_names=("alpha_kl", "lambda_ts", "lambda_bal"),
-                   evaluate=vae_evaluation(model, nll), witness=vae_witness(model))
+                   evaluate=vae_evaluation(model, nll), witness=vae_witness(model),
+                   used_head=True)
 
 
 @register("teacher_guided")

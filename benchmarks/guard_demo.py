@@ -11,8 +11,10 @@ Paper 1, appendices G and H. Three stages, all on the default digits config:
    each guard policy, reporting the final test margin, the lowest guard-set margin after
    the first certified guard evaluation, PSNR and reconstruction nats, wall time and the
    number of interventions.
-3. ``--stage=rescue``: ``noalign`` then ``rescue`` with ``guard.student_first_steps`` in
-   ``--student_first_steps``, with appendix H's rescue diagnostics at the rescue's start.
+3. ``--stage=rescue``: ``noalign`` then each rescue of ``--rescues``: plain (``sf=0``),
+   with ``N`` student-first steps (``sf=N``), and with the shared-safe used head
+   (``shared_safe``, appendix E.2's question), with appendix H's rescue diagnostics at
+   the rescue's start and the used head's margin beside the raw one.
 
 Every run of one seed shares its warm-up and teacher (copied from a seed directory), so
 settings differ only in what is swept. Results go to ``--out`` as JSON (``guard_sweep.json``, ``guard_demo.json``,
@@ -20,7 +22,7 @@ settings differ only in what is swept. Results go to ``--out`` as JSON (``guard_
 
     python benchmarks/guard_demo.py --stage=sweep --seeds=1
     python benchmarks/guard_demo.py --stage=guard --setting=alpha_kl=16 --seeds=3
-    python benchmarks/guard_demo.py --stage=rescue --seeds=3   # student-first rescue
+    python benchmarks/guard_demo.py --stage=rescue --seeds=3 --eval_every=20
 """
 
 import argparse
@@ -73,6 +75,15 @@ def config_for(seed: int, overrides: dict, eval_every: int):
   return cfg
 
 
+def rescue_overrides(name: str) -> dict:
+  """A rescue of ``--rescues``: ``sf=N`` (N student-first steps) or ``shared_safe``."""
+  if name == "shared_safe":
+    return {"train.used_head": "shared_safe"}
+  if name.startswith("sf="):
+    return {"guard.student_first_steps": int(name[3:])}
+  raise ValueError(f"--rescues: expected sf=N or shared_safe, got {name!r}")
+
+
 def seed_dir(root: str, seed: int, overrides: dict, eval_every: int) -> str:
   """A workdir with the seed's warm-up and teacher (made once per model config: a
   decoder that reads the teacher is another model, with its own warm-up)."""
@@ -104,13 +115,19 @@ def run_one(root: str, seed: int, name: str, overrides: dict, eval_every: int,
   lost = first is None or min(after) <= 0 or evals[-1][1] <= 0
   t = summary["test"]
   timing = summary["timing"]
+  start = summary["step"] - cfg.train.steps if mode == "rescue" else 0
   out = {"seed": seed, "setting": name, "wall_s": wall, "phase_seconds": timing["seconds"],
          "steps_per_s": timing["steps_per_s"],
          "first_certified_eval": first, "min_train_margin_after_certified":
          min(after) if after else None, "final_train_margin": evals[-1][1],
          "final_test_margin": t["margin"], "test_psnr": t["psnr"], "test_rec": t["rec"],
          "test_student_mi": t["student_mi"], "active_units": t["active_units"],
-         "lost": bool(lost), "trajectory": evals}
+         "lost": bool(lost), "trajectory": evals,
+         "steps_to_certify": None if first is None else first - start}
+  if "used_head" in summary:
+    out.update(final_test_used_margin=t["used_margin"],
+               final_train_used_margin=summary["train"]["used_margin"],
+               used_head_steps=summary["used_head"]["active_steps"])
   if "rescue_diagnostics" in summary:
     out["rescue_diagnostics"] = summary["rescue_diagnostics"]
   if "guard" in summary:
@@ -129,8 +146,8 @@ def run_one(root: str, seed: int, name: str, overrides: dict, eval_every: int,
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--stage", choices=("sweep", "guard", "rescue"), required=True)
-  p.add_argument("--student_first_steps", default="0,200,500",
-                 help="--stage=rescue: rescue with these student-first steps")
+  p.add_argument("--rescues", default="sf=0,sf=200,sf=500,shared_safe",
+                 help="--stage=rescue: these rescues (sf=N student-first steps; shared_safe)")
   p.add_argument("--setting", default="alpha_kl=16", help="a sweep setting, for --stage=guard")
   p.add_argument("--settings", default=";".join(SWEEP), help="sweep settings, ';'-separated")
   p.add_argument("--policies", default=";".join(POLICIES))
@@ -152,15 +169,16 @@ def main() -> None:
               f"lost={r['lost']} ({r['wall_s']:.0f} s)", flush=True)
   elif a.stage == "rescue":
     for seed in range(a.seeds):
-      for n in map(int, a.student_first_steps.split(",")):
-        results.append(dict(run_one(a.root, seed, f"sf={n}", {"guard.student_first_steps": n},
-                                    a.eval_every, "rescue", "rescue"), policy=f"sf={n}"))
+      for name in a.rescues.split(","):
+        results.append(dict(run_one(a.root, seed, name, rescue_overrides(name), a.eval_every,
+                                    "rescue", "rescue"), policy=name))
         r = results[-1]
         d = r["rescue_diagnostics"]
-        print(f"student-first {n:4d} seed {seed}: first certified {r['first_certified_eval']}, "
-              f"test {r['final_test_margin']:+.3f}, psnr {r['test_psnr']:.2f}; diagnostics: "
-              f"grad {d['align_grad_norm']:.3g}, corr {d['response_correlation']:+.3f}",
-              flush=True)
+        print(f"{name:12s} seed {seed}: first certified {r['first_certified_eval']}, "
+              f"test {r['final_test_margin']:+.3f} (used "
+              f"{_f(r.get('final_test_used_margin'))}), psnr {r['test_psnr']:.2f}; "
+              f"diagnostics: grad {d['align_grad_norm']:.3g}, corr "
+              f"{d['response_correlation']:+.3f}", flush=True)
   else:
     for seed in range(a.seeds):
       for policy in a.policies.split(";"):
@@ -181,7 +199,9 @@ def main() -> None:
   table = markdown(results, a.stage)
   with open(os.path.join(a.out, stem + ".md"), "w") as fh:
     fh.write(f"<!-- python benchmarks/guard_demo.py --stage={a.stage} --seeds={a.seeds}"
-             + (f" --setting={a.setting}" if a.stage == "guard" else "") + " -->\n" + table)
+             + (f" --setting={a.setting}" if a.stage == "guard" else "")
+             + (f" --eval_every={a.eval_every}" if a.eval_every != 100 else "")
+             + " -->\n" + table)
   print(table)
 
 
@@ -236,9 +256,12 @@ COLUMNS = {
     ],
     "rescue": [
         ("rescue", lambda name, rs: name),
-        ("first certified eval", lambda name, rs: ", ".join(
-            str(r["first_certified_eval"]) for r in rs)),
-        ("final test G_tau", _spread(lambda r: r["final_test_margin"])),
+        ("steps to the first certified eval", lambda name, rs: ", ".join(
+            str(r["steps_to_certify"]) for r in rs)),
+        ("final test G_tau (raw)", _spread(lambda r: r["final_test_margin"])),
+        ("final test used G_tau", _spread(lambda r: r.get("final_test_used_margin"))),
+        ("steps through the used head", lambda name, rs: ", ".join(
+            str(r.get("used_head_steps", "-")) for r in rs)),
         ("test PSNR", _mean("test_psnr")),
         ("align grad norm", _spread(lambda r: r["rescue_diagnostics"]["align_grad_norm"])),
         ("response correlation",

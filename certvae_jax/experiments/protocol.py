@@ -34,7 +34,8 @@ ROW_KEYS = ("teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_
             "certified", "psnr", "active_units", "kl", "rec", "probe_accuracy",
             "mean_sq_norm_mu", "mi_estimate", "tau_sensitivity", "bounds", "recon_alignment",
             "recon_margin", "witness_recon_kl", "posthoc_margin", "posthoc_student_mi",
-            "posthoc_certified", "property_margins", "witness_usage", "teacher_usage")
+            "posthoc_certified", "property_margins", "witness_usage", "teacher_usage",
+            "used_alignment", "used_margin")
 
 
 def teacher_geometry(runner: train_lib.Runner) -> dict[str, float]:
@@ -141,13 +142,15 @@ def run_protocol(config: ml_collections.ConfigDict, root: str, seeds: Sequence[i
 
 def table_stem(config: ml_collections.ConfigDict, target: str = "live") -> str:
   """The protocol tables' file stem in the root:
-  ``protocol[_fixed_teacher][_guard_<policy>][_fixed]``.
+  ``protocol[_fixed_teacher][_guard_<policy>][_shared_safe][_fixed]``.
 
-  A guarded protocol's tables sit beside the unguarded ones, never over them.
+  A guarded protocol's tables, or one with the shared-safe used head, sit beside the
+  plain ones, never over them.
   """
   guard = "" if config.guard.policy == "off" else f"_guard_{config.guard.policy}"
+  used = "" if config.train.used_head == "raw" else f"_{config.train.used_head}"
   shared = "_fixed_teacher" if int(config.protocol.teacher_seed) >= 0 else ""
-  return "protocol" + shared + guard + ("" if target == "live" else "_fixed")
+  return "protocol" + shared + guard + used + ("" if target == "live" else "_fixed")
 
 
 def refuse_existing(workdirs: Sequence[str]) -> None:

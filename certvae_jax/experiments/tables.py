@@ -1,5 +1,6 @@
 """The protocol's Markdown tables: paper 1's per-seed table with its bounds and
-reconstruction-side parts, paper 2's table, the KL-stress table, the property margins."""
+reconstruction-side parts, paper 2's table, the KL-stress table, the property margins, the
+shared-safe used head."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def markdown_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
                 f"{sum(bool(r['certified']) for r in sel)}/{len(sel)} | {i_s.mean():.3f} | "
                 f"{mean_std(post) if post else '-'} | {au.mean():.1f} |\n")
   out += (bounds_table(feasible, variants) + recon_table(feasible, variants)
-          + property_table(feasible, variants))
+          + property_table(feasible, variants) + used_head_table(feasible, variants))
   stress = sorted({r["seed"] for r in rows if r["stress_case"]})
   if stress:
     out += f"\nStress-case seeds (no feasible teacher; not pooled): {stress}\n"
@@ -183,4 +184,23 @@ def property_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
     cells += [f"{np.mean([r[key]['components_used'] for r in sel[v]]):.1f}"
               for key in ("witness_usage", "teacher_usage")]
     out += f"| {v} | " + " | ".join(cells) + " |\n"
+  return out
+
+
+def used_head_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
+  """The raw certificate beside the shared-safe used head's margin (paper 1, appendix
+  E.9), means over seeds; empty when no run had the used head."""
+  sel = {v: [r for r in rows if r["variant"] == v and r.get("used_margin") is not None]
+         for v in variants}
+  if not any(sel.values()):
+    return ""
+  out = ("\nShared-safe used head: the raw head's G_tau (the certificate) and the calibrated "
+         "used head's, means ± standard deviation over seeds:\n\n"
+         "| variant | split | raw G_tau | used G_tau |\n|---|---|---|---|\n")
+  for v in variants:
+    for split in ("train", "test"):
+      part = [r for r in sel[v] if r["split"] == split]
+      if part:
+        out += (f"| {v} | {split} | {_mean_std([r['margin'] for r in part])} | "
+                f"{_mean_std([r['used_margin'] for r in part])} |\n")
   return out

@@ -91,18 +91,28 @@ def instrument(timer: Timer) -> None:
 
   from certvae_jax import certificate, files  # pylint: disable=import-outside-toplevel
   from certvae_jax.evaluation import diagnostics, posthoc, recon_check, splits  # pylint: disable=import-outside-toplevel
-  from certvae_jax.training import checkpoint, engine, phase_loop  # pylint: disable=import-outside-toplevel
+  from certvae_jax.training import (  # pylint: disable=import-outside-toplevel
+    checkpoint,
+    engine,
+    phase_loop,
+    step as step_lib,
+  )
   timer.wrap(GaussianMixture, "fit", "GMM fit, each candidate")
   timer.wrap(phase_loop, "evaluate_splits", "evaluation, both splits (all parts)")
   timer.wrap(splits, "evaluate_split", "one split, all parts")
   eval_step = engine.Engine.eval_step
 
-  def timed_eval_step(self, name, k):
+  def timed_eval_step(self, name, k, plans=()):
     """The compiled evaluation step, waited for, so that the check's time is its own."""
-    fn = eval_step(self, name, k)
-    holder = types.SimpleNamespace(step=fn)
-    timer.wrap(holder, "step", "evaluation step (certificate + diagnostics)", block=True)
-    return holder.step
+    fn = eval_step(self, name, k, plans)
+    holder = types.SimpleNamespace(full=fn.full, latents=fn.latents, reconstruct=fn.reconstruct)
+    for part in ("full", "latents"):
+      if getattr(holder, part) is not None:
+        timer.wrap(holder, part, "evaluation step (certificate + diagnostics)", block=True)
+    if fn.reconstruct is not None:
+      timer.wrap(holder, "reconstruct", "evaluation step, decoder on the reconstruction rows",
+                 block=True)
+    return step_lib.EvalStep(holder.full, holder.latents, holder.reconstruct)
   engine.Engine.eval_step = timed_eval_step
   timer.wrap(recon_check.ReconstructionCheck, "batch", "reconstruction check", block=True)
   timer.wrap(diagnostics, "linear_probe_accuracy", "linear probe")

@@ -72,9 +72,10 @@ def test_metrics_are_means_and_the_margin_uses_the_splits_teacher_mi():
                              "witness_recon_kl": 1.5})
 
 
-def test_the_check_runs_on_a_fixed_random_subset_and_the_certificate_on_every_row():
-  """``eval.reconstruction_check_rows``: the probe sees that many rows (the same ones at
-  every evaluation); the certificate and every other statistic still see the whole split."""
+def test_the_reconstruction_side_runs_on_a_fixed_random_subset_and_the_certificate_on_every_row():
+  """``eval.reconstruction_check_rows``: the probe and the decoder's outputs (rec, PSNR)
+  see that many rows (the same ones at every evaluation); the certificate and the latent
+  statistics still see the whole split."""
   c = tiny_config()
   model = build_model(c.model, 64, K)
   params = init_params(model, jax.random.PRNGKey(0), 64, K)
@@ -107,6 +108,44 @@ def test_the_check_runs_on_a_fixed_random_subset_and_the_certificate_on_every_ro
   np.testing.assert_array_equal(sub_a["first_pixel"], x[rows, 0])
   assert sub_m["probe_mean"] == pytest.approx(x[rows, 0].mean())
   assert (full_m["reconstruction_check_rows"], sub_m["reconstruction_check_rows"]) == (300, 70)
-  for key in ("margin", "teacher_mi", "alignment", "student_mi", "kl", "psnr"):
+  for key in ("margin", "teacher_mi", "alignment", "student_mi", "kl", "active_units"):
     assert sub_m[key] == full_m[key], key
+  assert (full_m["reconstruction_rows"], sub_m["reconstruction_rows"]) == (300, 70)
+  assert len(sub_a["mu"]) == 300 and len(sub_a["rec"]) == 70
+  np.testing.assert_allclose(sub_a["sq_err"], full_a["sq_err"][rows], rtol=1e-6)
+  assert sub_m["psnr"] != full_m["psnr"]
   assert splits.probe_subset(300, 300) is None and splits.probe_subset(300, 0) is None
+
+
+def test_with_every_row_in_the_subset_one_pass_reads_them_all():
+  """An objective that evaluates without the decoder still runs its whole evaluation in one
+  pass when the reconstruction side reads every row: the numbers of an objective without
+  ``evaluate_latents``, to the bit."""
+  c = tiny_config()
+  model = build_model(c.model, 64, K)
+  params = init_params(model, jax.random.PRNGKey(0), 64, K)
+  objective = objectives.build("teacher_guided", model, c)
+  assert objective.evaluate_latents is not None
+  rng = np.random.default_rng(1)
+  x = rng.integers(0, 256, (300, 64)).astype(np.uint8)
+  t = rng.dirichlet(np.ones(K), 300).astype(np.float32)
+  c.eval.batch_size = 128  # three batches, the last one padded
+  step, calls = step_lib.make_eval_step(objective, None), []
+  latents = step.latents
+  step.latents = lambda *args: calls.append(1) or latents(*args)
+  one_pass = step_lib.make_eval_step(objective._replace(evaluate_latents=None), None)
+  for limit in (0, 300, 1000):
+    c.eval.reconstruction_check_rows = limit
+    (two_m, two_a), (one_m, one_a) = [
+        splits.evaluate_split(s, params, x, t, c.eval, jax.random.PRNGKey(2))
+        for s in (step, one_pass)]
+    assert two_m == one_m and two_m["reconstruction_rows"] == 300
+    for key in ("rec", "sq_err", "mu", "witness"):
+      np.testing.assert_array_equal(two_a[key], one_a[key])
+  assert not calls
+  c.eval.reconstruction_check_rows = 100  # a subset: the decoder-free pass on every row
+  sub_m, sub_a = splits.evaluate_split(step, params, x, t, c.eval, jax.random.PRNGKey(2))
+  assert len(calls) == 3 and sub_m["reconstruction_rows"] == 100
+  for key in ("margin", "kl", "active_units"):
+    assert sub_m[key] == pytest.approx(one_m[key], rel=1e-6), key
+  np.testing.assert_allclose(sub_a["mu"], one_a["mu"], rtol=1e-6, atol=1e-6)

@@ -104,7 +104,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.posthoc_fit_rows = 10000   # ... fitted on a fixed random subset of the training
                                     # split (0: every row); certified on every row
   c.eval.reconstruction_check = True  # T(x_hat) diagnostics for decoder bypass (GMM teachers)
-  c.eval.reconstruction_check_rows = 10000  # ... on a fixed random subset of each split (0: all)
+  # The reconstruction side (the check, rec and PSNR) reads a fixed random subset of each
+  # split (0: all); the certificate and the latent statistics read every row.
+  c.eval.reconstruction_check_rows = 10000
 
   # Paper 1's baselines (table 3): raw head with balance, no alignment; only the KL differs.
   c.baselines = ml_collections.ConfigDict()

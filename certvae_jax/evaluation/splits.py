@@ -54,7 +54,10 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
   """Certificate and diagnostics on one split, streamed in batches.
 
   Args:
-    eval_step: from :func:`certvae_jax.training.step.make_eval_step`.
+    eval_step: from :func:`certvae_jax.training.step.make_eval_step`. With a subset of
+      rows for the reconstruction side, and an objective that evaluates without the
+      decoder, its ``latents`` run on every row and its ``reconstruct`` on the subset;
+      otherwise the whole step runs on every row.
     params: the model parameters.
     x: the split's inputs (uint8 pixels or floats in [0, 1]).
     t: the teacher's rows on ``x``.
@@ -73,18 +76,27 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
     ``(metrics, arrays)``: JSON-ready metrics, and host arrays (``mu``, ``logvar``,
     ``witness``, ``teacher``, ...) for probes and saved predictions.
   """
+  # The reconstruction side (the probes, and the decoder's outputs where the objective can
+  # evaluate without the decoder) may run on a fixed subset of the rows; the certificate
+  # and the latent statistics never do.
+  rows = probe_subset(len(x), int(eval_config.get("reconstruction_check_rows", 0)))
+  px, pt = (x, t) if rows is None else (x[rows], t[rows])
+  latents = getattr(eval_step, "latents", None)
+  reconstruct = eval_step.reconstruct if rows is not None and latents is not None else None
+  every_row = latents if reconstruct is not None else eval_step
   stats = certificate.CertificateStats.zeros(t.shape[1])
   results = []
   for i, (n, batch) in enumerate(padded_batches(x, t, eval_config.batch_size, sharding)):
-    results.append((n, eval_step(params, *batch, jax.random.fold_in(rng, i))))
-  # The probes (the reconstruction check) may run on a fixed subset of the rows.
+    results.append((n, every_row(params, *batch, jax.random.fold_in(rng, i))))
   probed: dict[str, list[tuple[int, Any]]] = {}
-  rows = probe_subset(len(x), int(eval_config.get("reconstruction_check_rows", 0)))
-  px, pt = (x, t) if rows is None else (x[rows], t[rows])
-  for n, batch in (padded_batches(px, pt, eval_config.batch_size, sharding) if probes else ()):
+  subset = (padded_batches(px, pt, eval_config.batch_size, sharding)
+            if probes or reconstruct is not None else ())
+  for i, (n, batch) in enumerate(subset):
+    found = reconstruct(params, *batch[:2], jax.random.fold_in(rng, i)) if reconstruct else {}
     for probe in probes:
-      for key, value in probe.batch(params, batch[0]).items():
-        probed.setdefault(key, []).append((n, value))
+      found = dict(found, **probe.batch(params, batch[0]))
+    for key, value in found.items():
+      probed.setdefault(key, []).append((n, value))
   # Fetched once at the end, so the device runs ahead while the host sends the next
   # batches (the outputs are per-example vectors, small next to the inputs).
   parts: dict[str, list[np.ndarray]] = {}
@@ -109,6 +121,8 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
       mi_estimate=diagnostics.mutual_information_estimate(
           arrays["mu"], arrays["logvar"], eval_config.mi_batch_size),
       mi_estimate_batch_size=int(min(eval_config.mi_batch_size, len(x))))
+  # The rows rec, PSNR and the ELBO's reconstruction term read.
+  metrics["reconstruction_rows"] = len(px) if reconstruct is not None else len(x)
   for probe in probes:
     metrics.update(probe.metrics(arrays, rep.teacher_mi, eval_config.tau),
                    reconstruction_check_rows=len(px))

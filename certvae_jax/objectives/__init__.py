@@ -31,10 +31,12 @@ from certvae_jax.objectives.teacher_guided import (
   reconstruction_nll,
   teacher_guided,
   vae_evaluation,
+  vae_latents,
   vae_witness,
 )
 from certvae_jax.objectives.used_head import with_used_head
 
 __all__ = ["Builder", "EvalFn", "LossFn", "Objective", "Weights", "WitnessFn", "build", "guided",
            "guided_total", "names", "reconstruction_nll", "register", "teacher_guided",
-           "vae_evaluation", "vae_witness", "with_used_head"]
+           "vae_evaluation", "vae_latents", "vae_witness",
+           "with_used_head"]

@@ -45,6 +45,15 @@ class Objective(NamedTuple):
       certificate reads, computed without the decoder (``evaluate``'s
       ``witness_logits``, alone). The guard margin and the rescue diagnostics (a
       forward-mode derivative) use it; ``None``: they fall back to ``evaluate``.
+    used_head: whether ``loss`` reads its alignment through
+      :func:`certvae_jax.objectives.used_head.alignment_logits` (``params`` may then hold
+      that module's parameter group), so that a phase may align the shared-safe used head
+      instead of the raw one (paper 1, appendix E.9).
+    evaluate_latents: ``evaluate`` without the decoder: every output but ``rec`` and
+      ``sq_err``. When given, an evaluation runs it on every row (the certificate, the
+      latent diagnostics) and reads ``rec`` and ``sq_err`` from ``evaluate`` on the fixed
+      subset of ``eval.reconstruction_check_rows`` rows only; ``None``: ``evaluate`` on
+      every row.
   """
   loss: LossFn
   weight_names: tuple[str, ...]
@@ -54,6 +63,7 @@ class Objective(NamedTuple):
   gate_updates: Callable[[Any, Weights], Any] | None = None
   witness: WitnessFn | None = None
   used_head: bool = False
+  evaluate_latents: EvalFn | None = None
 
   def witness_logits(self, params: Any, x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
     """The raw witness's logits at the certificate's code: ``witness`` when given, else

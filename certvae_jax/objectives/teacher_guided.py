@@ -35,19 +35,33 @@ def vae_witness(model: TeacherGuidedVAE) -> WitnessFn:
   return witness
 
 
-def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
-  """The evaluation outputs of a Gaussian-encoder VAE with a raw z-only witness."""
+def vae_latents(model: TeacherGuidedVAE) -> EvalFn:
+  """The decoder-free evaluation outputs of a Gaussian-encoder VAE with a raw z-only
+  witness: ``mu``, ``logvar``, ``kl_dim`` and ``witness_logits``."""
 
-  def evaluate(params, x, t, rng):
+  def latents(params, x, t, rng):
+    del t, rng
     v = {"params": params}
     mu, logvar = model.apply(v, x, method=TeacherGuidedVAE.encode)
-    z = losses.reparameterize(rng, mu, logvar)
-    rec = nll(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x)
-    mean_image = jax.nn.sigmoid(model.apply(v, mu, t, method=TeacherGuidedVAE.decode))
-    return {"mu": mu, "logvar": logvar, "rec": rec,
-            "sq_err": jnp.mean(jnp.square(mean_image - x), axis=-1),
-            "kl_dim": losses.gaussian_kl_per_dim(mu, logvar),
+    return {"mu": mu, "logvar": logvar, "kl_dim": losses.gaussian_kl_per_dim(mu, logvar),
             "witness_logits": model.apply(v, mu, method=TeacherGuidedVAE.witness_logits)}
+
+  return latents
+
+
+def vae_evaluation(model: TeacherGuidedVAE, nll) -> EvalFn:
+  """The evaluation outputs of a Gaussian-encoder VAE with a raw z-only witness:
+  :func:`vae_latents`' and the decoder's (``rec`` at a sampled ``z``, ``sq_err`` of the
+  mean reconstruction)."""
+  latents = vae_latents(model)
+
+  def evaluate(params, x, t, rng):
+    out = latents(params, x, t, rng)
+    v = {"params": params}
+    z = losses.reparameterize(rng, out["mu"], out["logvar"])
+    mean_image = jax.nn.sigmoid(model.apply(v, out["mu"], t, method=TeacherGuidedVAE.decode))
+    return dict(out, rec=nll(model.apply(v, z, t, method=TeacherGuidedVAE.decode), x),
+                sq_err=jnp.mean(jnp.square(mean_image - x), axis=-1))
 
   return evaluate
 
@@ -103,7 +117,7 @@ def guided(model: TeacherGuidedVAE, config: ml_collections.ConfigDict,
 
   return Objective(loss=loss, weight_names=("alpha_kl", "lambda_ts", "lambda_bal"),
                    evaluate=vae_evaluation(model, nll), witness=vae_witness(model),
-                   used_head=True)
+                   used_head=True, evaluate_latents=vae_latents(model))
 
 
 @register("teacher_guided")

@@ -73,14 +73,19 @@ def with_used_head(objective: Objective) -> Objective:
   if not objective.used_head:
     raise ValueError("config.train.used_head: this objective does not align through the "
                      "used head (Objective.used_head is False); use train.used_head='raw'")
-  evaluate, summarize = objective.evaluate, objective.summarize
+  summarize = objective.summarize
 
-  def evaluate_used(params, x, t, rng):
-    out = dict(evaluate(params, x, t, rng))
-    out["used_kl"] = row_kl(t, calibrate(params[USED_HEAD], out["witness_logits"]))
-    out["used_temperature"] = jnp.broadcast_to(
-        jnp.exp(params[USED_HEAD]["log_temperature"]), out["used_kl"].shape)
-    return out
+  def with_used_outputs(evaluate):
+    if evaluate is None:
+      return None
+
+    def evaluate_used(params, x, t, rng):
+      out = dict(evaluate(params, x, t, rng))
+      out["used_kl"] = row_kl(t, calibrate(params[USED_HEAD], out["witness_logits"]))
+      out["used_temperature"] = jnp.broadcast_to(
+          jnp.exp(params[USED_HEAD]["log_temperature"]), out["used_kl"].shape)
+      return out
+    return evaluate_used
 
   def summarize_used(arrays):
     extra = dict(summarize(arrays)) if summarize is not None else {}
@@ -89,4 +94,6 @@ def with_used_head(objective: Objective) -> Objective:
     return extra
 
   return objective._replace(weight_names=objective.weight_names + (USED_HEAD,),
-                            evaluate=evaluate_used, summarize=summarize_used)
+                            evaluate=with_used_outputs(objective.evaluate),
+                            evaluate_latents=with_used_outputs(objective.evaluate_latents),
+                            summarize=summarize_used)

@@ -29,6 +29,7 @@ from certvae_jax.objectives import (
   reconstruction_nll,
   register,
   vae_evaluation,
+  vae_latents,
   vae_witness,
 )
 from certvae_jax.rng_streams import PREFIT_CODE
@@ -59,7 +60,7 @@ def code_regression(model: TeacherGuidedVAE, config: ml_collections.ConfigDict) 
 
   return Objective(loss=loss, weight_names=(),
                    evaluate=vae_evaluation(model, reconstruction_nll(config)),
-                   witness=vae_witness(model))
+                   witness=vae_witness(model), evaluate_latents=vae_latents(model))
 
 
 @register("scaled_code_regression")

@@ -20,6 +20,8 @@ import optax
 from certvae_jax import certificate, data as data_lib
 from certvae_jax.objectives import Objective
 
+# The per-example evaluation outputs that need the decoder.
+DECODER_OUTPUTS = ("rec", "sq_err")
 # ``(weights, step) -> weights``: traced inside the step, e.g. a KL-annealing ramp.
 WeightSchedule = Callable[[Mapping[str, jnp.ndarray], jnp.ndarray], dict[str, jnp.ndarray]]
 
@@ -106,24 +108,52 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
   return jax.jit(train_step, donate_argnums=0)
 
 
-def make_eval_step(objective: Objective, out_sharding: jax.sharding.Sharding | None = None
-                   ) -> Callable[..., tuple[dict, certificate.CertificateStats]]:
-  """Builds the jitted ``eval_step(params, x, t, mask, rng) -> (outputs, stats)``.
+class EvalStep:
+  """An objective's compiled evaluation (see :func:`make_eval_step`).
 
-  ``x`` may be uint8 pixels (scaled on the device). ``outputs`` are the objective's
-  per-example evaluation outputs with the witness as probabilities (``witness``);
-  ``stats`` are the certificate's mergeable sums over the rows where ``mask`` is true,
-  read at the encoder mean ``z = mu(x)`` (paper 1, section 2.3). ``out_sharding``
-  (replicated) gathers the per-example outputs to every process.
+  Called as ``eval_step(params, x, t, mask, rng) -> (outputs, stats)``: every output of
+  the objective's ``evaluate``. When the objective also evaluates without the decoder,
+  ``latents`` is the same call without the decoder's outputs, and ``reconstruct(params, x,
+  t, rng) -> {"rec": ..., "sq_err": ...}`` gives them for a subset of rows; both ``None``
+  otherwise. Each is compiled when first called.
   """
 
-  def eval_step(params, x, t, mask, rng):
-    out = dict(objective.evaluate(params, data_lib.to_unit(x), t, rng))
-    logits = out.pop("witness_logits")
-    out["witness"] = jax.nn.softmax(logits, axis=-1)
-    return out, certificate.batch_stats(t, logits, from_logits=True, mask=mask)
+  def __init__(self, full: Callable[..., Any], latents: Callable[..., Any] | None = None,
+               reconstruct: Callable[..., Any] | None = None):
+    self.full, self.latents, self.reconstruct = full, latents, reconstruct
 
-  return jax.jit(eval_step, out_shardings=out_sharding)
+  def __call__(self, params, x, t, mask, rng):
+    return self.full(params, x, t, mask, rng)
+
+
+def make_eval_step(objective: Objective, out_sharding: jax.sharding.Sharding | None = None
+                   ) -> EvalStep:
+  """Builds the jitted evaluation of ``objective`` (:class:`EvalStep`).
+
+  ``eval_step(params, x, t, mask, rng) -> (outputs, stats)``. ``x`` may be uint8 pixels
+  (scaled on the device). ``outputs`` are the objective's per-example evaluation outputs
+  with the witness as probabilities (``witness``); ``stats`` are the certificate's
+  mergeable sums over the rows where ``mask`` is true, read at the encoder mean ``z =
+  mu(x)`` (paper 1, section 2.3). ``out_sharding`` (replicated) gathers the per-example
+  outputs to every process.
+  """
+
+  def step(evaluate):
+    def eval_step(params, x, t, mask, rng):
+      out = dict(evaluate(params, data_lib.to_unit(x), t, rng))
+      logits = out.pop("witness_logits")
+      out["witness"] = jax.nn.softmax(logits, axis=-1)
+      return out, certificate.batch_stats(t, logits, from_logits=True, mask=mask)
+    return jax.jit(eval_step, out_shardings=out_sharding)
+
+  def reconstruct(params, x, t, rng):
+    out = objective.evaluate(params, data_lib.to_unit(x), t, rng)
+    return {key: out[key] for key in DECODER_OUTPUTS}
+
+  if objective.evaluate_latents is None:
+    return EvalStep(step(objective.evaluate))
+  return EvalStep(step(objective.evaluate), step(objective.evaluate_latents),
+                  jax.jit(reconstruct, out_shardings=out_sharding))
 
 
 def host_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

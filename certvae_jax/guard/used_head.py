@@ -41,10 +41,10 @@ class UsedHeadHook(Hook):
     self.record: dict[str, Any] = {"switches": 0, "active_evaluations": 0, "evaluations": 0,
                                    "active_steps": 0, "on_since": None,
                                    "first_active_step": None, "first_certified_step": None}
-    self.start_step = self.end_step = 0
+    self.end_step = 0
 
   def on_start(self, loop: Loop) -> Any:
-    self.start_step = self.end_step = loop.step
+    self.end_step = loop.step
     saved = (loop.resumed_meta or {}).get("used_head_state")
     if saved is not None:
       self.record = dict(saved)
@@ -72,7 +72,9 @@ class UsedHeadHook(Hook):
     if on:
       self.record["on_since"] = step
     else:
-      self.record["active_steps"] += step - self.record["on_since"]
+      # None or later only after a guard's rollback restored an earlier weight.
+      since = self.record["on_since"]
+      self.record["active_steps"] += max(0, step - since) if since is not None else 0
       self.record["on_since"] = None
     loop.write_event({"event": "used_head", "action": "on" if on else "off",
                       "train_margin": margin, "trigger": self.trigger})
@@ -89,7 +91,7 @@ class UsedHeadHook(Hook):
     out = dict(self.record)
     since = out.pop("on_since")
     if since is not None:
-      out["active_steps"] += self.end_step - since
+      out["active_steps"] += max(0, self.end_step - since)
     return out
 
 

@@ -108,7 +108,7 @@ class Engine:
     """The jitted evaluation step of the objective, as the plans that change its
     evaluation (:attr:`~certvae_jax.training.extensions.PhasePlan.changes_evaluation`)
     transform it."""
-    plans = tuple(p for p in plans if p.changes_evaluation)
+    plans = extensions.changing_evaluation(plans)
     key = ("eval", name, k, tuple((type(p), p.tag) for p in plans))
     return self._cached(key, lambda: step_lib.make_eval_step(
         extensions.transform(self.objective(name, k), plans), self.replicated))
@@ -146,13 +146,12 @@ class Engine:
   # -- states --------------------------------------------------------------------------
 
   def fresh_state(self, k: int, data_code: int, weights: Mapping[str, float],
-                  objective: str = "teacher_guided",
-                  plans: tuple[extensions.PhasePlan, ...] = ()) -> step_lib.TrainState:
+                  objective: str = "teacher_guided") -> step_lib.TrainState:
     """A new state: parameters from ``config.seed``, RNG stream ``data_code``; one jit.
 
     The model's parameters, plus ``params['objective']`` when the objective owns some
-    (:attr:`certvae_jax.objectives.Objective.init_params`, e.g. a VQ codebook), plus the
-    groups the phase's ``plans`` add (:meth:`with_plan_params`).
+    (:attr:`certvae_jax.objectives.Objective.init_params`, e.g. a VQ codebook). The
+    groups a phase's extension plans add come after (:meth:`with_plan_params`).
     """
     tx, model, input_dim = self.optimizer(), self.model(k), self.input_dim
     own = self.objective(objective, k).init_params
@@ -167,9 +166,8 @@ class Engine:
 
     fn = self._cached(("init", k, own is not None and objective),
                       lambda: jax.jit(init, out_shardings=self.replicated))
-    state = fn(jnp.asarray(self.config.seed, jnp.int32), jnp.asarray(data_code, jnp.uint32),
-               step_lib.as_weights(weights))
-    return self.with_plan_params(state, plans, k)
+    return fn(jnp.asarray(self.config.seed, jnp.int32), jnp.asarray(data_code, jnp.uint32),
+              step_lib.as_weights(weights))
 
   def with_plan_params(self, state: step_lib.TrainState,
                        plans: tuple[extensions.PhasePlan, ...], k: int) -> step_lib.TrainState:

@@ -5,9 +5,10 @@ also change what the phase *is*: the training guard (:mod:`certvae_jax.guard`, p
 appendices G and H) holds rows of the training split out, adds a loss weight and
 transforms the objective, names the phase's directory and checkpoint settings, and adds
 a section to the summary; the shared-safe used head (appendix E.9) also adds parameters
-of its own, which a state restored from another phase (a rescue's ``noalign``) lacks. An extension does each of these through a
-:class:`PhasePlan`, so that the run knows no extension by name; it is registered with
-:func:`register` and consulted for every phase of every run.
+of its own, which a state restored from another phase (a rescue's ``noalign``) lacks. An
+extension does each of these through a :class:`PhasePlan`, so that the run knows no
+extension by name; it is registered with :func:`register` and consulted for every phase
+of every run.
 """
 
 from __future__ import annotations
@@ -123,6 +124,11 @@ def with_params(state: Any, phase_plans: tuple[PhasePlan, ...], num_classes: int
   leaves = [old[path] if path in old and np.shape(old[path]) == np.shape(leaf) else leaf
             for path, leaf in fresh]
   return state.replace(params=params, opt_state=jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def changing_evaluation(phase_plans: tuple[PhasePlan, ...]) -> tuple[PhasePlan, ...]:
+  """The plans whose objective transform the phase's evaluation reads."""
+  return tuple(plan for plan in phase_plans if plan.changes_evaluation)
 
 
 def transform(objective: Any, phase_plans: tuple[PhasePlan, ...]) -> Any:

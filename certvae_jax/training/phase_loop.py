@@ -98,7 +98,7 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
                            teacher_fn if live else None, t_train, k, rows)
   eval_step = engine.eval_step(phase.mode.objective, k, phase.plans)
   objective = extensions.transform(engine.objective(phase.mode.objective, k),
-                                   tuple(p for p in phase.plans if p.changes_evaluation))
+                                   extensions.changing_evaluation(phase.plans))
   d = run.data
   splits = (("train", d.x_train, t_train), ("test", d.x_test, t_test))
   labels = {"train": d.y_train, "test": d.y_test}

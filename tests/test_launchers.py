@@ -64,11 +64,13 @@ def test_train_py_modes_targets_and_guards_as_the_readme_shows_them(tmp_path):
       (["--mode=full", "--config.guard.policy=barrier", "--config.guard.kappa=1"],
        "full_guard_barrier"),
       (["--mode=rescue", "--config.guard.student_first_steps=5"], "rescue_sf5"),
+      (["--mode=rescue", "--config.train.used_head=shared_safe"], "rescue_shared_safe"),
   ]
   for i, (args, phase) in enumerate(commands):
     r = launch("train.py", *DIGITS, *args, f"--workdir={wd}", subprocess_=i == 0)
     assert written_summary(r) == os.path.join(wd, phase, "summary.json")
   assert "rescue diagnostics at the start" in r.stdout
+  assert "used head (shared_safe): aligned through it for " in r.stdout
 
 
 def test_protocol_py_variants_baselines_guard_and_report(tmp_path):

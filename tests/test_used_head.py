@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from certvae_jax import objectives, train
 from certvae_jax.configs import schema
 from certvae_jax.experiments import protocol
-from certvae_jax.guard import used_head as used_head_ext
+from certvae_jax.guard import objective as guard_objective, used_head as used_head_ext
 from certvae_jax.models.vae import build_model, init_params
 from certvae_jax.objectives import used_head
 from certvae_jax.training import extensions, loop, step as step_lib, writers
@@ -80,6 +80,30 @@ def test_the_loss_aligns_the_used_head_while_its_weight_is_on():
     grads = jax.grad(lambda p: objective.loss(p, batch, key, dict(weights, used_head=on))[0])(
         params)
     assert bool(np.any(np.asarray(grads["used_head"]["bias"]) != 0)) == moves
+
+
+def test_student_first_steps_train_the_used_head_and_its_alignment():
+  """Under the guard, a student-first step minimises the alignment the total trains (the
+  used head's while it is on) and moves the calibration with the encoder and the head."""
+  cfg = tiny_config()
+  model = build_model(cfg.model, 64, 10, (8, 8))
+  objective = guard_objective.guarded(
+      used_head.with_used_head(objectives.build("teacher_guided", model, cfg)), tau=0.05)
+  params = dict(init_params(model, jax.random.PRNGKey(0), 64, 10),
+                used_head={"log_temperature": jnp.float32(0.5), "bias": jnp.linspace(-1, 1, 10)})
+  rng = np.random.default_rng(2)
+  batch = {"x": jnp.asarray(rng.uniform(size=(8, 64)), jnp.float32),
+           "t": jnp.asarray(rng.dirichlet(np.ones(10), size=8), jnp.float32)}
+  weights = {"alpha_kl": 1.0, "lambda_ts": 2.0, "lambda_bal": 0.5, "used_head": 1.0,
+             "student_first": 1.0}
+  total, terms = objective.loss(params, batch, jax.random.PRNGKey(3), weights)
+  np.testing.assert_allclose(total, 2.0 * terms["used_align"] + 0.5 * terms["bal"], rtol=1e-6)
+  assert not np.isclose(terms["used_align"], terms["align"])
+  ones = jax.tree.map(jnp.ones_like, params)
+  gated = objective.gate_updates(ones, weights)
+  for group in ("encoder", "head", "used_head"):
+    assert all(np.all(np.asarray(u) == 1) for u in jax.tree.leaves(gated[group])), group
+  assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(gated["decoder"]))
 
 
 def test_grafted_parameters_start_fresh_and_the_rest_keep_their_optimizer_state():

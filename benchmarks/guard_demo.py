@@ -256,7 +256,7 @@ COLUMNS = {
     ],
     "rescue": [
         ("rescue", lambda name, rs: name),
-        ("steps to the first certified eval", lambda name, rs: ", ".join(
+        ("steps to the first certified train eval", lambda name, rs: ", ".join(
             str(r["steps_to_certify"]) for r in rs)),
         ("final test G_tau (raw)", _spread(lambda r: r["final_test_margin"])),
         ("final test used G_tau", _spread(lambda r: r.get("final_test_used_margin"))),

@@ -217,7 +217,7 @@ def _toy_loop(tmp_path, hook, total=20):
 
   lp = loop.Loop(state, advance, total, [hook, _Every(5, loop.Loop.save)],
                  save=lambda s, st, extra: ckpt.save(s, st, dict(extra)),
-                 restore=lambda s: ckpt.restore(jax.eval_shape(lambda: state), s)[0],
+                 restore=lambda s: ckpt.restore(jax.eval_shape(lambda: state), s),
                  put_weights=step_lib.as_weights, writers=[Sink()], checkpointer=ckpt)
   return lp, ckpt, rows
 

@@ -128,6 +128,54 @@ def test_grafted_parameters_start_fresh_and_the_rest_keep_their_optimizer_state(
   assert extensions.with_params(grown, (plan,), 2, tx) is grown  # nothing to add
 
 
+class _Scripted(loop.Hook):
+  """Evaluates and saves every 5 steps; at ``rollback_at`` (once) goes back to ``to``, as
+  a guard's rollback does."""
+
+  def __init__(self, rollback_at: int, to: int):
+    self.rollback_at, self.to = rollback_at, to
+
+  def wants_sync(self, step, last):
+    return step % 5 == 0 or last
+
+  def on_sync(self, lp, step, rows):
+    lp.evaluate()
+    lp.save()
+    if step == self.rollback_at:
+      self.rollback_at = None
+      lp.checkpointer.discard_after(self.to)
+      return loop.Restore(self.to)
+    return None
+
+
+def test_a_rollback_takes_the_used_head_record_back_to_the_restored_step(tmp_path):
+  ckpt = Checkpointer(str(tmp_path / "ckpt"))
+  weights = {"lambda_ts": 5.0, used_head.USED_HEAD: 0.0}
+  state = step_lib.TrainState(step=jnp.asarray(0, jnp.int32), params={"t": jnp.float32(0)},
+                              opt_state=(), rng=jnp.zeros(2, jnp.uint32),
+                              skipped=jnp.asarray(0, jnp.int32),
+                              weights=step_lib.as_weights(weights))
+  # Train margins at steps 5, 10, 15 | (back to 10) 15, 20.
+  margins = [0.5, 0.5, -0.2, 0.5, 0.5]
+  hook = used_head_ext.UsedHeadHook(0.0, start_margin=lambda params: -1.0)
+  lp = loop.Loop(state, lambda st, step, n=1: (st.replace(step=st.step + n), {}), 20,
+                 [hook, _Scripted(rollback_at=15, to=10)],
+                 evaluate=lambda st, step: ({"train": {"margin": margins.pop(0)}}, {}),
+                 save=lambda s, st, extra: ckpt.save(s, st, dict(extra)),
+                 restore=lambda s: ckpt.restore(jax.eval_shape(lambda: state), s),
+                 put_weights=step_lib.as_weights, checkpointer=ckpt)
+  final = lp.run()
+  ckpt.close()
+  # On from 0 to 5, off from 5 to 20 on the branch kept; switched on at 15 on the branch
+  # abandoned there, which counts for nothing: 5 steps, 2 switches, 4 evaluations.
+  assert not margins and float(final.weights[used_head.USED_HEAD]) == 0.0
+  summary = hook.summary()
+  assert summary["active_steps"] == 5, summary
+  assert (summary["switches"], summary["evaluations"], summary["active_evaluations"]) == (
+      2, 4, 0), summary
+  assert summary["first_active_step"] == 0
+
+
 @pytest.mark.parametrize("value", ["bogus", "Shared_Safe"])
 def test_an_unknown_used_head_is_a_value_error(value):
   cfg = tiny_config(used_head=value)

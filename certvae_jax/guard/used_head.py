@@ -83,6 +83,13 @@ class UsedHeadHook(Hook):
   def checkpoint_meta(self, loop: Loop, step: int) -> dict[str, Any]:
     return {"used_head_state": dict(self.record)}
 
+  def on_restore(self, loop: Loop, step: int, meta) -> None:
+    """A guard's rollback: the record saved at ``step``, so that the abandoned steps
+    count for nothing (the state's weight comes back from there too)."""
+    saved = meta.get("used_head_state")
+    if saved is not None:
+      self.record = dict(saved)
+
   def on_end(self, loop: Loop) -> None:
     self.end_step = loop.step
 

@@ -97,6 +97,12 @@ class Hook:
     """After a checkpoint of ``step`` is saved."""
     del loop, step
 
+  def on_restore(self, loop: "Loop", step: int, meta: Mapping[str, Any]) -> Any:
+    """After a :class:`Restore` to ``step`` (a guard's rollback), with the metadata of the
+    checkpoint restored: a hook with state takes back what it saved there, so that it
+    describes the trajectory training continues, not the steps abandoned."""
+    del loop, step, meta
+
   def on_end(self, loop: "Loop") -> None:
     """When the loop returns."""
     del loop
@@ -115,7 +121,7 @@ class Loop:
     evaluate: ``(state, step) -> (results, arrays)``: the evaluation of :meth:`evaluate`.
     save: ``(step, state, extra_meta) -> None``: writes a checkpoint, with the hooks'
       :meth:`Hook.checkpoint_meta` merged into its metadata.
-    restore: ``(step) -> state``: reads one back (for :class:`Restore`).
+    restore: ``(step) -> (state, meta)``: reads one back (for :class:`Restore`).
     put_weights: ``(weights) -> weights`` placed like the state (for :class:`SetWeights`).
     writers: metric writers; :meth:`write` rows are sent to them once per step.
     name: the phase's name (``warmup``, ``full``, ``noalign_fixed``, ...), for hooks.
@@ -276,8 +282,10 @@ class Loop:
     elif isinstance(action, Restore):
       self._row = {}
       self._pending.clear()
-      self.state = self._restore(int(action.step))
+      self.state, meta = self._restore(int(action.step))
       self.step = int(self.state.step)
+      for hook in self.hooks:
+        self._act(hook.on_restore(self, self.step, dict(meta)))
     else:
       raise TypeError(f"hook action: expected SetWeights, Stop, Restore or Event, got "
                       f"{action!r}")

@@ -115,8 +115,8 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
                            labels if loop.finishing else None, probes, objective.summarize)
 
   def restore(step):
-    restored, _ = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective,
-                                 phase.plans)
+    restored = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective,
+                              phase.plans)
     if run.dir.main:
       truncate_jsonl(run.dir.metrics_path(phase.name), step, resuming=False)
     return restored

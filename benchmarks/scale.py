@@ -15,7 +15,7 @@ by waiting for each of their batches, which takes away a little of the overlap t
 a plain run.
 
     python benchmarks/scale.py [--sizes=2000,10000,50000] [--k=10,100] [--steps=50]
-                               [--json=PATH] [--md=PATH]
+                               [--eval_every=N] [--eval_batch_size=N] [--json=PATH] [--md=PATH]
 
 It prints a Markdown table and the growth exponent of each part between the two largest
 sizes (log of the ratio of seconds over log of the ratio of n; 1 is linear).
@@ -128,9 +128,9 @@ def du_mb(path: str) -> float:
   return total / 2**20
 
 
-def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0):
-  """The ``cifar100`` config on ``npz`` with a K-component teacher; ``steps`` and
-  ``eval_every`` as :func:`run_one` takes them."""
+def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0, eval_batch_size: int = 0):
+  """The ``cifar100`` config on ``npz`` with a K-component teacher; ``steps``,
+  ``eval_every`` and ``eval_batch_size`` as :func:`run_one` takes them."""
   from certvae_jax.configs import cifar100  # pylint: disable=import-outside-toplevel
   c = cifar100.get_config()
   c.data.source = f"npz:{npz}"
@@ -139,22 +139,26 @@ def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0):
   if steps:
     c.warmup.steps = c.train.steps = c.train.checkpoint_every = c.train.log_every = steps
   c.eval.every = eval_every or max(c.warmup.steps, c.train.steps)
+  if eval_batch_size:
+    c.eval.batch_size = eval_batch_size
   c.train.progress = False
   return c
 
 
-def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0) -> list[dict]:
+def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0,
+            eval_batch_size: int = 0) -> list[dict]:
   """One size in this process: the rows of every (phase, part).
 
   ``steps``: warm-up and training steps per phase, 0 for the config's own (5,000 and
-  20,000); ``eval_every``: steps between evaluations, 0 for one at the end of each phase.
+  20,000); ``eval_every``: steps between evaluations, 0 for one at the end of each phase;
+  ``eval_batch_size``: rows per evaluation call, 0 for the config's own (1,024).
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from certvae_jax import cli, train  # pylint: disable=import-outside-toplevel
   cli.enable_compilation_cache()
   npz = os.path.join(workdir, "data.npz")
   synthetic_cifar(npz, n, k)
-  c = scaled_config(npz, k, steps, eval_every)
+  c = scaled_config(npz, k, steps, eval_every, eval_batch_size)
   timer = Timer()
   instrument(timer)
   runner = train.Runner(c, os.path.join(workdir, "run"))
@@ -243,6 +247,9 @@ def main() -> None:
                  help="warm-up and training steps per phase (0: the config's own)")
   p.add_argument("--eval_every", type=int, default=0,
                  help="steps between evaluations (0: one at the end of each phase)")
+  p.add_argument("--eval_batch_size", type=int, default=0,
+                 help="rows per evaluation call (0: the config's 1,024; on a CPU, 32 evaluates "
+                      "the conv model about twice as fast: benchmarks/eval_batch.py)")
   p.add_argument("--json", help="write the rows here")
   p.add_argument("--md", help="write the Markdown table here")
   p.add_argument("--one", help=argparse.SUPPRESS)  # "n,k,workdir": one size, rows on stdout
@@ -250,7 +257,7 @@ def main() -> None:
   if a.one:
     n, k, workdir = a.one.split(",", 2)
     with contextlib.redirect_stdout(sys.stderr):
-      rows = run_one(int(n), int(k), a.steps, workdir, a.eval_every)
+      rows = run_one(int(n), int(k), a.steps, workdir, a.eval_every, a.eval_batch_size)
     print(json.dumps(rows))
     return
   rows, t0 = [], time.perf_counter()
@@ -258,6 +265,8 @@ def main() -> None:
     for n in (int(v) for v in a.sizes.split(",")):
       with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, __file__, f"--steps={a.steps}",
+                               f"--eval_every={a.eval_every}",
+                               f"--eval_batch_size={a.eval_batch_size}",
                                f"--one={n},{k},{tmp}"], cwd=ROOT, check=True,
                               stdout=subprocess.PIPE, text=True)
       rows += json.loads(done.stdout)

@@ -1,6 +1,7 @@
 """The pure parts of ``benchmarks/scale.py`` (its data set and its growth exponents) and of
-``benchmarks/gpu_check.py`` (its projection and page). The benchmarks themselves run by hand
-(figures in docs/speed.md); ``.ci/run`` runs ``gpu_check.py --smoke``."""
+``benchmarks/gpu_check.py`` (its projection and page), and ``benchmarks/eval_batch.py`` on
+the smoke model. The benchmarks themselves run by hand (figures in docs/speed.md);
+``.ci/run`` runs ``gpu_check.py --smoke``."""
 
 import importlib.metadata
 import importlib.util
@@ -65,6 +66,14 @@ def test_the_benchmark_runs_the_configs_own_steps_or_the_ones_it_is_given(scale)
   assert (cut.warmup.steps, cut.train.steps, cut.train.checkpoint_every, cut.eval.every) == (
       50, 50, 50, 50)
   assert scale.scaled_config("x.npz", 10, steps=0, eval_every=2000).eval.every == 2000
+  assert real.eval.batch_size == 1024
+  assert scale.scaled_config("x.npz", 10, steps=50, eval_batch_size=32).eval.batch_size == 32
+
+
+def test_the_evaluation_batch_benchmark_times_every_part():
+  found = _script("eval_batch").rates("cifar100:smoke", [8], rows=24)
+  assert sorted(found) == [8] and sorted(found[8]) == ["full", "latents", "reconstruct"]
+  assert all(math.isfinite(r) and r > 0 for r in found[8].values()), found
 
 
 def _protocol_rows(evaluations_each=2.0):

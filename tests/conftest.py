@@ -66,7 +66,7 @@ def config():
 LONGEST_FIRST = ("test_launchers.py", "test_mode_matrix.py", "test_multihost.py",
                  "test_reliability.py", "test_faults.py", "test_train.py", "test_extending.py",
                  "test_steps_per_call.py", "test_baselines.py", "test_protocol.py",
-                 "test_guard.py", "test_used_head.py", "test_parallel.py", "test_bounds.py",
+                 "test_guard.py", "test_used_head.py", "test_bounds.py",
                  "test_examples.py")
 
 

@@ -1,5 +1,11 @@
-"""Multi-host on one machine (issue 4, tests b and c): two processes with 2 CPU devices
-each (gloo collectives) against one process with 4 devices."""
+"""Data parallelism over a device mesh (issue 4, test a: 4 forced CPU devices against 1)
+and multi-host on one machine (tests b and c: two processes with 2 CPU devices each, gloo
+collectives, against one process with 4 devices).
+
+XLA's device count is fixed when JAX starts, so each multi-device configuration runs in
+its own process with ``--xla_force_host_platform_device_count``; the one-device run is this
+process. One 4-device run serves tests a and b.
+"""
 
 import json
 import os
@@ -8,15 +14,54 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from certvae_jax import train
+from configs import digits
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The digits smoke config with these fields, as flags and as a config.
+OVERRIDES = {"train.progress": False, "warmup.steps": 20, "train.steps": 20,
+             "train.checkpoint_every": 10, "eval.every": 20, "eval.bootstrap_resamples": 100,
+             "eval.posthoc_max_iter": 50}
 FLAGS = ["--config=" + os.path.join(ROOT, "configs", "digits.py") + ":smoke",
-         "--config.train.progress=False", "--config.warmup.steps=20",
-         "--config.train.steps=20", "--config.train.checkpoint_every=10",
-         "--config.eval.every=20", "--config.eval.bootstrap_resamples=100",
-         "--config.eval.posthoc_max_iter=50"]
+         *(f"--config.{k}={v}" for k, v in OVERRIDES.items())]
+
+
+def smoke_config(batch_size: int = 128):
+  c = digits.get_config("smoke")
+  for name, value in OVERRIDES.items():
+    section, field = name.split(".")
+    c[section][field] = value
+  c.train.batch_size = batch_size
+  return c
+
+
+# One process, ``--mode=full`` on 4 devices through the library (as launch/train.py runs
+# it), reporting how the restored state is placed and saving its final parameters.
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+import jax, numpy as np
+from certvae_jax import train
+from tests.test_multihost import smoke_config
+runner = train.Runner(smoke_config({batch}), {workdir!r})
+s = runner.run_mode("full")
+assert runner.ctx.mesh.size == jax.device_count() == {devices}
+with runner.dir.checkpoints("full") as ckpt:
+  state, _ = runner.restore(ckpt, k=runner.ctx.num_classes)
+np.savez({workdir!r} + "/params.npz", *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+print(json.dumps({{"devices": jax.device_count(),
+                  "sharded": str(state.params["encoder"]["mu"]["kernel"].sharding)}}))
+"""
+
+
+def in_devices(workdir: str, devices: int, batch: int = 128) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-c", SCRIPT.format(root=ROOT, workdir=workdir,
+                                                             devices=devices, batch=batch)],
+                        cwd=ROOT, env=env(devices), capture_output=True, text=True, timeout=400)
 
 
 def free_port() -> int:
@@ -60,6 +105,42 @@ def certificate(workdir, phase="full"):
 
 
 @pytest.fixture(scope="module")
+def four_device_run(tmp_path_factory):
+  """``(workdir, what it printed)`` of one 4-device ``--mode=full`` run in its own process."""
+  workdir = str(tmp_path_factory.mktemp("four") / "run")
+  r = in_devices(workdir, 4)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir, json.loads(r.stdout.splitlines()[-1])
+
+
+def test_four_devices_match_one_device(four_device_run, tmp_path):
+  four_dir, four = four_device_run
+  assert four["devices"] == 4 and "spec=P()" in four["sharded"]  # state replicated
+  one_dir = str(tmp_path / "one")
+  runner = train.Runner(smoke_config(), one_dir)  # this process: one device
+  runner.run_mode("full")
+  assert runner.ctx.mesh.size == 1
+  with runner.dir.checkpoints("full") as ckpt:
+    state, _ = runner.restore(ckpt, k=runner.ctx.num_classes)
+  # Same math; only the order of float additions differs (all-reduce over 4 shards).
+  a, b = certificate(four_dir), certificate(one_dir)
+  for key in a:
+    if key[1] == "certified":
+      assert a[key] == b[key]
+    else:
+      assert a[key] == pytest.approx(b[key], abs=1e-5), key
+  p4 = np.load(os.path.join(four_dir, "params.npz"))
+  for i, leaf in enumerate(jax.tree.leaves(state.params)):
+    np.testing.assert_allclose(p4[f"arr_{i}"], np.asarray(leaf), atol=1e-4, rtol=1e-4)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
+  r = in_devices(str(tmp_path / "d4"), 4, batch=130)
+  assert r.returncode != 0
+  assert "config.train.batch_size: 130 must divide by the 4 devices" in r.stderr
+
+
+@pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
   """``(workdir, outputs)`` of one 2-process ``--mode=full`` run (warm-up, teacher, full),
   shared by the tests that read it."""
@@ -67,15 +148,14 @@ def two_process_run(tmp_path_factory):
   return multi, two_processes(["--mode=full", f"--workdir={multi}", *FLAGS])
 
 
-def test_two_processes_match_one_process_with_four_devices(two_process_run, tmp_path):
+def test_two_processes_match_one_process_with_four_devices(two_process_run, four_device_run):
   multi, outs = two_process_run
-  single = str(tmp_path / "single")
+  single = four_device_run[0]
   # Gloo's C++ logging shares stdout, and its threads' lines can arrive cut into pieces
   # that name neither Gloo nor ranks: look for the launcher's own lines instead.
   ours = [[l for l in out.splitlines() if l.startswith(("train:", "test:", "collapse:"))
            or "summary:" in l] for out, _ in outs]
   assert any(l.startswith("train:") for l in ours[0]) and ours[1] == []  # only process 0 prints
-  one_process(["--mode=full", f"--workdir={single}", *FLAGS])
   a, b = certificate(multi), certificate(single)
   for key in a:
     if key[1] == "certified":

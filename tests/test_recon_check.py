@@ -149,3 +149,27 @@ def test_with_every_row_in_the_subset_one_pass_reads_them_all():
   for key in ("margin", "kl", "active_units"):
     assert sub_m[key] == pytest.approx(one_m[key], rel=1e-6), key
   np.testing.assert_allclose(sub_a["mu"], one_a["mu"], rtol=1e-6, atol=1e-6)
+
+
+def test_fetching_the_outputs_in_chunks_changes_no_number(monkeypatch):
+  """A split larger than ``FETCH_ROWS`` is fetched from the device in chunks: the same
+  metrics and arrays, to the bit, as one fetch at the end."""
+  c = tiny_config()
+  model = build_model(c.model, 64, K)
+  params = init_params(model, jax.random.PRNGKey(0), 64, K)
+  step = step_lib.make_eval_step(objectives.build("teacher_guided", model, c), None)
+  rng = np.random.default_rng(4)
+  x = rng.integers(0, 256, (300, 64)).astype(np.uint8)
+  t = rng.dirichlet(np.ones(K), 300).astype(np.float32)
+  c.eval.batch_size = 64  # five batches, the last one padded
+  once_m, once_a = splits.evaluate_split(step, params, x, t, c.eval, jax.random.PRNGKey(2))
+  fetched = []
+  device_get = jax.device_get
+  monkeypatch.setattr(jax, "device_get", lambda tree: fetched.append(1) or device_get(tree))
+  monkeypatch.setattr(splits, "FETCH_ROWS", 128)  # after every second batch
+  chunk_m, chunk_a = splits.evaluate_split(step, params, x, t, c.eval, jax.random.PRNGKey(2))
+  assert len(fetched) >= 3  # two chunks of two batches, then the last batch (and the probes)
+  assert chunk_m == once_m
+  assert sorted(chunk_a) == sorted(once_a)
+  for key in once_a:
+    np.testing.assert_array_equal(chunk_a[key], once_a[key])

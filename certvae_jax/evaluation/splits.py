@@ -20,6 +20,9 @@ from certvae_jax import certificate, data as data_lib, distributed
 from certvae_jax.evaluation import diagnostics, posthoc
 from certvae_jax.rng_streams import EVAL_SEED
 
+# Rows of per-example outputs an evaluation lets the device compute ahead of the host.
+FETCH_ROWS = 16384
+
 
 def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
   """``a`` padded to ``size`` rows with copies of its first row (finite values, which the
@@ -85,9 +88,24 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
   reconstruct = eval_step.reconstruct if rows is not None and latents is not None else None
   every_row = latents if reconstruct is not None else eval_step
   stats = certificate.CertificateStats.zeros(t.shape[1])
-  results = []
+  parts: dict[str, list[np.ndarray]] = {}
+  pending: list[tuple[int, Any]] = []
+
+  def fetch() -> None:
+    # The device runs ahead while the host sends the next batches; fetching every
+    # FETCH_ROWS rows keeps a large split's outputs from being held on the device and on
+    # the host at once. The sums merge in the same order either way.
+    nonlocal stats
+    for n, (out, batch_stats) in jax.device_get(pending):
+      stats = stats.merge(batch_stats)
+      for key, value in out.items():
+        parts.setdefault(key, []).append(np.asarray(value)[:n])
+    pending.clear()
+
   for i, (n, batch) in enumerate(padded_batches(x, t, eval_config.batch_size, sharding)):
-    results.append((n, every_row(params, *batch, jax.random.fold_in(rng, i))))
+    pending.append((n, every_row(params, *batch, jax.random.fold_in(rng, i))))
+    if len(pending) * eval_config.batch_size >= FETCH_ROWS:
+      fetch()
   probed: dict[str, list[tuple[int, Any]]] = {}
   subset = (padded_batches(px, pt, eval_config.batch_size, sharding)
             if probes or reconstruct is not None else ())
@@ -97,13 +115,7 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
       found = dict(found, **probe.batch(params, batch[0]))
     for key, value in found.items():
       probed.setdefault(key, []).append((n, value))
-  # Fetched once at the end, so the device runs ahead while the host sends the next
-  # batches (the outputs are per-example vectors, small next to the inputs).
-  parts: dict[str, list[np.ndarray]] = {}
-  for n, (out, batch_stats) in jax.device_get(results):
-    stats = stats.merge(batch_stats)
-    for key, value in out.items():
-      parts.setdefault(key, []).append(np.asarray(value)[:n])
+  fetch()
   arrays = {k: np.concatenate(v) for k, v in parts.items()}
   for key, chunks in jax.device_get(probed).items():
     arrays[key] = np.concatenate([np.asarray(value)[:n] for n, value in chunks])

@@ -104,6 +104,16 @@ def certificate(workdir, phase="full"):
           for k in ("teacher_mi", "alignment", "margin", "student_mi", "certified")}
 
 
+def assert_same_certificate(workdir_a, workdir_b, phase="full"):
+  """Equal verdicts, and every other certificate number within 1e-5."""
+  a, b = certificate(workdir_a, phase), certificate(workdir_b, phase)
+  for key in a:
+    if key[1] == "certified":
+      assert a[key] == b[key], key
+    else:
+      assert a[key] == pytest.approx(b[key], abs=1e-5), key
+
+
 @pytest.fixture(scope="module")
 def four_device_run(tmp_path_factory):
   """``(workdir, what it printed)`` of one 4-device ``--mode=full`` run in its own process."""
@@ -123,12 +133,7 @@ def test_four_devices_match_one_device(four_device_run, tmp_path):
   with runner.dir.checkpoints("full") as ckpt:
     state, _ = runner.restore(ckpt, k=runner.ctx.num_classes)
   # Same math; only the order of float additions differs (all-reduce over 4 shards).
-  a, b = certificate(four_dir), certificate(one_dir)
-  for key in a:
-    if key[1] == "certified":
-      assert a[key] == b[key]
-    else:
-      assert a[key] == pytest.approx(b[key], abs=1e-5), key
+  assert_same_certificate(four_dir, one_dir)
   p4 = np.load(os.path.join(four_dir, "params.npz"))
   for i, leaf in enumerate(jax.tree.leaves(state.params)):
     np.testing.assert_allclose(p4[f"arr_{i}"], np.asarray(leaf), atol=1e-4, rtol=1e-4)
@@ -156,12 +161,7 @@ def test_two_processes_match_one_process_with_four_devices(two_process_run, four
   ours = [[l for l in out.splitlines() if l.startswith(("train:", "test:", "collapse:"))
            or "summary:" in l] for out, _ in outs]
   assert any(l.startswith("train:") for l in ours[0]) and ours[1] == []  # only process 0 prints
-  a, b = certificate(multi), certificate(single)
-  for key in a:
-    if key[1] == "certified":
-      assert a[key] == b[key]
-    else:
-      assert a[key] == pytest.approx(b[key], abs=1e-5), key
+  assert_same_certificate(multi, single)
 
 
 def test_checkpoint_from_two_processes_restores_in_one_and_continues(two_process_run,

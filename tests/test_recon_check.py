@@ -72,17 +72,24 @@ def test_metrics_are_means_and_the_margin_uses_the_splits_teacher_mi():
                              "witness_recon_kl": 1.5})
 
 
-def test_the_reconstruction_side_runs_on_a_fixed_random_subset_and_the_certificate_on_every_row():
-  """``eval.reconstruction_check_rows``: the probe and the decoder's outputs (rec, PSNR)
-  see that many rows (the same ones at every evaluation); the certificate and the latent
-  statistics still see the whole split."""
+def _split_and_eval_step(seed: int):
+  """``(config, params, eval_step, x, t)``: the tiny config's teacher-guided model at its
+  initial parameters, and 300 random uint8 rows with random teacher rows."""
   c = tiny_config()
   model = build_model(c.model, 64, K)
   params = init_params(model, jax.random.PRNGKey(0), 64, K)
   eval_step = step_lib.make_eval_step(objectives.build("teacher_guided", model, c), None)
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
   x = rng.integers(0, 256, (300, 64)).astype(np.uint8)
   t = rng.dirichlet(np.ones(K), 300).astype(np.float32)
+  return c, params, eval_step, x, t
+
+
+def test_the_reconstruction_side_runs_on_a_fixed_random_subset_and_the_certificate_on_every_row():
+  """``eval.reconstruction_check_rows``: the probe and the decoder's outputs (rec, PSNR)
+  see that many rows (the same ones at every evaluation); the certificate and the latent
+  statistics still see the whole split."""
+  c, params, eval_step, x, t = _split_and_eval_step(seed=0)
 
   class RowProbe:  # records which rows it saw: its one per-example output is the row itself
     @staticmethod
@@ -154,13 +161,7 @@ def test_with_every_row_in_the_subset_one_pass_reads_them_all():
 def test_fetching_the_outputs_in_chunks_changes_no_number(monkeypatch):
   """A split larger than ``FETCH_ROWS`` is fetched from the device in chunks: the same
   metrics and arrays, to the bit, as one fetch at the end."""
-  c = tiny_config()
-  model = build_model(c.model, 64, K)
-  params = init_params(model, jax.random.PRNGKey(0), 64, K)
-  step = step_lib.make_eval_step(objectives.build("teacher_guided", model, c), None)
-  rng = np.random.default_rng(4)
-  x = rng.integers(0, 256, (300, 64)).astype(np.uint8)
-  t = rng.dirichlet(np.ones(K), 300).astype(np.float32)
+  c, params, step, x, t = _split_and_eval_step(seed=4)
   c.eval.batch_size = 64  # five batches, the last one padded
   once_m, once_a = splits.evaluate_split(step, params, x, t, c.eval, jax.random.PRNGKey(2))
   fetched = []

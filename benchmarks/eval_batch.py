@@ -26,8 +26,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def check(sizes: list[int], rows: int) -> None:
+  """Raises ValueError for a size that is not positive or fewer rows than one batch."""
+  if not sizes or min(sizes) < 1:
+    raise ValueError(f"--sizes: expected positive batch sizes, got {sizes}")
+  if rows < max(sizes):
+    raise ValueError(f"--rows: {rows} rows cannot fill one batch of {max(sizes)}")
+
+
 def rates(config_name: str, sizes: list[int], rows: int) -> dict[int, dict[str, float]]:
-  """``{batch size: {part: rows/s}}``."""
+  """``{batch size: {part: rows/s}}`` (arguments checked by :func:`check`)."""
+  check(sizes, rows)
   import jax  # pylint: disable=import-outside-toplevel
 
   from certvae_jax import configs, objectives  # pylint: disable=import-outside-toplevel
@@ -67,7 +76,11 @@ def main() -> None:
   p.add_argument("--sizes", default="32,64,128,1024", help="batch sizes, comma-separated")
   p.add_argument("--rows", type=int, default=8192, help="rows timed per part and size")
   args = p.parse_args()
-  sizes = [int(s) for s in args.sizes.split(",")]
+  try:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    check(sizes, args.rows)
+  except ValueError as e:
+    p.error(str(e))
   found = rates(args.config, sizes, args.rows)
   import jax  # pylint: disable=import-outside-toplevel
   print(f"{args.config}, {args.rows} rows per part; {platform.machine()}, "

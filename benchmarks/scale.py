@@ -272,11 +272,13 @@ def main() -> None:
       rows += json.loads(done.stdout)
       print(f"n={n} K={k}: done ({time.perf_counter() - t0:.0f} s so far)", file=sys.stderr)
   machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-  table = markdown(rows, machine)
+  eval_batch = a.eval_batch_size or 1024
+  table = f"Evaluation batch: {eval_batch} rows.\n\n" + markdown(rows, machine)
   print(table + f"\nWall time of this benchmark: {time.perf_counter() - t0:.0f} s")
   if a.json:
     with open(a.json, "w") as fh:
-      json.dump({"machine": machine, "steps": a.steps, "rows": rows}, fh, indent=1)
+      json.dump({"machine": machine, "steps": a.steps, "eval_batch_size": eval_batch,
+                 "rows": rows}, fh, indent=1)
   if a.md:
     with open(a.md, "w") as fh:
       fh.write(table)

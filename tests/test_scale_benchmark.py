@@ -70,6 +70,14 @@ def test_the_benchmark_runs_the_configs_own_steps_or_the_ones_it_is_given(scale)
   assert scale.scaled_config("x.npz", 10, steps=50, eval_batch_size=32).eval.batch_size == 32
 
 
+@pytest.mark.parametrize("sizes, rows, message", [
+    ([0, 32], 64, "--sizes: expected positive batch sizes"),
+    ([32, 64], 48, "--rows: 48 rows cannot fill one batch of 64")])
+def test_the_evaluation_batch_benchmark_refuses_bad_sizes(sizes, rows, message):
+  with pytest.raises(ValueError, match=message):
+    _script("eval_batch").check(sizes, rows)
+
+
 def test_the_evaluation_batch_benchmark_times_every_part():
   found = _script("eval_batch").rates("cifar100:smoke", [8], rows=24)
   assert sorted(found) == [8] and sorted(found[8]) == ["full", "latents", "reconstruct"]

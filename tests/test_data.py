@@ -30,6 +30,32 @@ def test_npz_source_with_and_without_test_split(tmp_path):
   assert len(d.x_train) == 50 and len(d.x_test) == 5 and d.y_train is None
 
 
+def test_every_loader_aligns_its_splits_so_a_cpu_device_shares_them(tmp_path):
+  """The device-resident training split costs no second copy on a CPU: the loaders
+  allocate on :data:`data.ALIGNMENT` and ``device_put(..., may_alias=True)`` reads in place."""
+  import jax  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  x = rng.integers(0, 256, size=(30, 4, 4, 3), dtype=np.uint8)
+  p = tmp_path / "d.npz"
+  np.savez(p, x=x, x_test=x[:7])
+  sets = [data.load_dataset("digits"), data.load_dataset(f"npz:{p}")]
+  np.savez(p, x=x)  # split by the loader
+  sets.append(data.load_dataset(f"npz:{p}"))
+  np.savez(p, x=x.astype(np.float64) / 255)  # float inputs, cast to float32
+  sets.append(data.load_dataset(f"npz:{p}"))
+  for d in sets:
+    for split in (d.x_train, d.x_test):
+      assert split.ctypes.data % data.ALIGNMENT == 0 and split.flags.c_contiguous
+  np.testing.assert_array_equal(sets[1].x_train, x.reshape(30, -1))
+  np.testing.assert_array_equal(sets[3].x_train, (x.astype(np.float64) / 255).astype(
+      np.float32).reshape(30, -1)[np.sort(np.random.default_rng(0).permutation(30)[6:])])
+  rows = np.array([3, 0, 7])
+  np.testing.assert_array_equal(data.aligned(sets[1].x_train, rows), sets[1].x_train[rows])
+  assert data.aligned(sets[1].x_train) is sets[1].x_train
+  on_device = jax.device_put(sets[1].x_train, jax.devices("cpu")[0], may_alias=True)
+  assert on_device.unsafe_buffer_pointer() == sets[1].x_train.ctypes.data
+
+
 ZEROS = np.zeros((10, 3), np.float32)
 
 

@@ -266,7 +266,7 @@ class Engine:
     """
     x_train, cfg = self.data.x_train, self.config
     if rows is not None:
-      x_train = x_train[rows]
+      x_train = data_lib.aligned(x_train, rows)
       t_train = None if t_train is None else t_train[rows]
     live = teacher is not None
     teacher_fn = self.teacher_probs(k) if live else None
@@ -284,7 +284,8 @@ class Engine:
       _log.info("%s: the training split (%.2f GiB) would take over half of a device's "
                 "memory; batches are gathered on the host instead", name, resident / 2**30)
     if on_device:
-      x_src = jax.device_put(x_train, self.replicated)
+      # On a CPU the device array shares the host split's memory (``data.aligned_empty``).
+      x_src = jax.device_put(x_train, self.replicated, may_alias=True)
       t_src = None if live else jax.device_put(t_train, self.replicated)
       unroll = bool(cfg.train.unroll_steps)
 

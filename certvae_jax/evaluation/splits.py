@@ -88,18 +88,23 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
   reconstruct = eval_step.reconstruct if rows is not None and latents is not None else None
   every_row = latents if reconstruct is not None else eval_step
   stats = certificate.CertificateStats.zeros(t.shape[1])
-  parts: dict[str, list[np.ndarray]] = {}
+  arrays: dict[str, np.ndarray] = {}
   pending: list[tuple[int, Any]] = []
+  filled = 0
 
   def fetch() -> None:
     # The device runs ahead while the host sends the next batches; fetching every
     # FETCH_ROWS rows keeps a large split's outputs from being held on the device and on
-    # the host at once. The sums merge in the same order either way.
-    nonlocal stats
+    # the host at once, and each output is written in place into its split-sized array
+    # (no chunks to concatenate). The sums merge in the same order either way.
+    nonlocal stats, filled
     for n, (out, batch_stats) in jax.device_get(pending):
       stats = stats.merge(batch_stats)
       for key, value in out.items():
-        parts.setdefault(key, []).append(np.asarray(value)[:n])
+        if key not in arrays:
+          arrays[key] = np.empty((len(x),) + value.shape[1:], value.dtype)
+        arrays[key][filled:filled + n] = value[:n]
+      filled += n
     pending.clear()
 
   for i, (n, batch) in enumerate(padded_batches(x, t, eval_config.batch_size, sharding)):
@@ -116,7 +121,6 @@ def evaluate_split(eval_step, params, x: np.ndarray, t: np.ndarray,
     for key, value in found.items():
       probed.setdefault(key, []).append((n, value))
   fetch()
-  arrays = {k: np.concatenate(v) for k, v in parts.items()}
   for key, chunks in jax.device_get(probed).items():
     arrays[key] = np.concatenate([np.asarray(value)[:n] for n, value in chunks])
   rep = stats.finalize(eval_config.tau)

@@ -15,7 +15,8 @@ by waiting for each of their batches, which takes away a little of the overlap t
 a plain run.
 
     python benchmarks/scale.py [--sizes=2000,10000,50000] [--k=10,100] [--steps=50]
-                               [--eval_every=N] [--eval_batch_size=N] [--json=PATH] [--md=PATH]
+                               [--eval_every=N] [--eval_batch_size=N]
+                               [--reconstruction_check_rows=N] [--json=PATH] [--md=PATH]
 
 It prints a Markdown table and the growth exponent of each part between the two largest
 sizes (log of the ratio of seconds over log of the ratio of n; 1 is linear).
@@ -128,9 +129,11 @@ def du_mb(path: str) -> float:
   return total / 2**20
 
 
-def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0, eval_batch_size: int = 0):
+def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0, eval_batch_size: int = 0,
+                  reconstruction_rows: int = -1):
   """The ``cifar100`` config on ``npz`` with a K-component teacher; ``steps``,
-  ``eval_every`` and ``eval_batch_size`` as :func:`run_one` takes them."""
+  ``eval_every``, ``eval_batch_size`` and ``reconstruction_rows`` as :func:`run_one` takes
+  them."""
   from certvae_jax.configs import cifar100  # pylint: disable=import-outside-toplevel
   c = cifar100.get_config()
   c.data.source = f"npz:{npz}"
@@ -141,24 +144,28 @@ def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0, eval_batch_
   c.eval.every = eval_every or max(c.warmup.steps, c.train.steps)
   if eval_batch_size:
     c.eval.batch_size = eval_batch_size
+  if reconstruction_rows >= 0:
+    c.eval.reconstruction_check_rows = reconstruction_rows
   c.train.progress = False
   return c
 
 
 def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0,
-            eval_batch_size: int = 0) -> list[dict]:
+            eval_batch_size: int = 0, reconstruction_rows: int = -1) -> list[dict]:
   """One size in this process: the rows of every (phase, part).
 
   ``steps``: warm-up and training steps per phase, 0 for the config's own (5,000 and
   20,000); ``eval_every``: steps between evaluations, 0 for one at the end of each phase;
-  ``eval_batch_size``: rows per evaluation call, 0 for the config's own (1,024).
+  ``eval_batch_size``: rows per evaluation call, 0 for the config's own (1,024);
+  ``reconstruction_rows``: ``eval.reconstruction_check_rows``, -1 for the config's own
+  (10,000).
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from certvae_jax import cli, train  # pylint: disable=import-outside-toplevel
   cli.enable_compilation_cache()
   npz = os.path.join(workdir, "data.npz")
   synthetic_cifar(npz, n, k)
-  c = scaled_config(npz, k, steps, eval_every, eval_batch_size)
+  c = scaled_config(npz, k, steps, eval_every, eval_batch_size, reconstruction_rows)
   timer = Timer()
   instrument(timer)
   runner = train.Runner(c, os.path.join(workdir, "run"))
@@ -250,6 +257,9 @@ def main() -> None:
   p.add_argument("--eval_batch_size", type=int, default=0,
                  help="rows per evaluation call (0: the config's 1,024; on a CPU, 32 evaluates "
                       "the conv model about twice as fast: benchmarks/eval_batch.py)")
+  p.add_argument("--reconstruction_check_rows", type=int, default=-1,
+                 help="rows of each split the reconstruction side reads (-1: the config's "
+                      "10,000; 0: every row)")
   p.add_argument("--json", help="write the rows here")
   p.add_argument("--md", help="write the Markdown table here")
   p.add_argument("--one", help=argparse.SUPPRESS)  # "n,k,workdir": one size, rows on stdout
@@ -257,7 +267,8 @@ def main() -> None:
   if a.one:
     n, k, workdir = a.one.split(",", 2)
     with contextlib.redirect_stdout(sys.stderr):
-      rows = run_one(int(n), int(k), a.steps, workdir, a.eval_every, a.eval_batch_size)
+      rows = run_one(int(n), int(k), a.steps, workdir, a.eval_every, a.eval_batch_size,
+                     a.reconstruction_check_rows)
     print(json.dumps(rows))
     return
   rows, t0 = [], time.perf_counter()
@@ -267,18 +278,21 @@ def main() -> None:
         done = subprocess.run([sys.executable, __file__, f"--steps={a.steps}",
                                f"--eval_every={a.eval_every}",
                                f"--eval_batch_size={a.eval_batch_size}",
+                               f"--reconstruction_check_rows={a.reconstruction_check_rows}",
                                f"--one={n},{k},{tmp}"], cwd=ROOT, check=True,
                               stdout=subprocess.PIPE, text=True)
       rows += json.loads(done.stdout)
       print(f"n={n} K={k}: done ({time.perf_counter() - t0:.0f} s so far)", file=sys.stderr)
   machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
   eval_batch = a.eval_batch_size or 1024
-  table = f"Evaluation batch: {eval_batch} rows.\n\n" + markdown(rows, machine)
+  recon_rows = 10000 if a.reconstruction_check_rows < 0 else a.reconstruction_check_rows
+  table = (f"Evaluation batch: {eval_batch} rows; reconstruction side: "
+           f"{recon_rows or 'every'} rows of each split.\n\n" + markdown(rows, machine))
   print(table + f"\nWall time of this benchmark: {time.perf_counter() - t0:.0f} s")
   if a.json:
     with open(a.json, "w") as fh:
       json.dump({"machine": machine, "steps": a.steps, "eval_batch_size": eval_batch,
-                 "rows": rows}, fh, indent=1)
+                 "reconstruction_check_rows": recon_rows, "rows": rows}, fh, indent=1)
   if a.md:
     with open(a.md, "w") as fh:
       fh.write(table)

@@ -68,6 +68,10 @@ def test_the_benchmark_runs_the_configs_own_steps_or_the_ones_it_is_given(scale)
   assert scale.scaled_config("x.npz", 10, steps=0, eval_every=2000).eval.every == 2000
   assert real.eval.batch_size == 1024
   assert scale.scaled_config("x.npz", 10, steps=50, eval_batch_size=32).eval.batch_size == 32
+  assert real.eval.reconstruction_check_rows == 10000
+  for rows in (0, 2000):
+    assert scale.scaled_config("x.npz", 10, steps=50, reconstruction_rows=rows).eval[
+        "reconstruction_check_rows"] == rows
 
 
 @pytest.mark.parametrize("sizes, rows, message", [

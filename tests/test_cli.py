@@ -79,3 +79,21 @@ def test_get_config_gives_a_shipped_config_by_name_as_the_flag_does():
     configs.get_config("mnist")
   with pytest.raises(ValueError, match="unknown argument 'smokey'"):
     configs.get_config("digits:smokey")
+
+
+@pytest.mark.parametrize("name", ["cifar100", "cifar10", "tiny_imagenet", "cifar100_simplex",
+                                  "cifar10_simplex"])
+def test_the_image_configs_cpu_argument_changes_only_the_evaluation_batch_and_subset(name):
+  from certvae_jax import configs  # pylint: disable=import-outside-toplevel
+  from certvae_jax.configs import schema  # pylint: disable=import-outside-toplevel
+  cpu, plain = configs.get_config(f"{name}:cpu"), configs.get_config(name)
+  schema.validate(cpu)
+  assert (cpu.eval.batch_size, cpu.eval.reconstruction_check_rows) == (32, 2000)
+  assert (plain.eval.batch_size, plain.eval.reconstruction_check_rows) == (1024, 10000)
+  cpu.eval.batch_size, cpu.eval.reconstruction_check_rows = 1024, 10000
+  assert cpu.to_dict() == plain.to_dict()
+  with pytest.raises(ValueError, match="unknown argument 'gpu'; expected nothing, 'smoke' or "
+                                       "'cpu'"):
+    configs.get_config(f"{name}:gpu")
+  with pytest.raises(ValueError, match="unknown argument 'cpu'; expected nothing or 'smoke'"):
+    configs.get_config("digits:cpu")

@@ -19,17 +19,21 @@ NAMES = ("digits", "digits_simplex", "cifar10", "cifar10_simplex", "cifar100", "
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 
 
-def is_smoke(arg: str | None) -> bool:
-  """Parses a config argument: ``'smoke'`` for the seconds-long CPU run, or nothing.
+def is_smoke(arg: str | None, allowed: tuple[str, ...] = ("smoke",)) -> bool:
+  """Parses a config argument: ``'smoke'`` for the seconds-long CPU run, another of
+  ``allowed`` (the image configs also take ``'cpu'``), or nothing.
 
   Raises:
     ValueError: any other argument.
   """
-  if arg == "smoke":
-    return True
   if arg in (None, ""):
     return False
-  raise ValueError(f"config: unknown argument {arg!r}; expected nothing or 'smoke'")
+  if arg in allowed:
+    return arg == "smoke"
+  *others, last = [repr(a) for a in allowed]
+  expected = f"{', '.join(others)} or {last}" if others else last
+  raise ValueError(f"config: unknown argument {arg!r}; expected nothing, {expected}"
+                   if others else f"config: unknown argument {arg!r}; expected nothing or {last}")
 
 
 def resolve_config_path(spec: str) -> str:

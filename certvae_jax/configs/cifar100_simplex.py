@@ -15,6 +15,7 @@ from certvae_jax.configs.cifar10_simplex import simplex_variant
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Paper 2's CIFAR-100 setting; ``arg='smoke'`` for the CI run on mock data."""
+  """Paper 2's CIFAR-100 setting; ``arg='smoke'`` for the CI run on mock data, ``'cpu'`` as
+  for CIFAR-100."""
   return simplex_variant(cifar100.get_config(arg), components=100, pca=64,
-                         smoke=is_smoke(arg))
+                         smoke=is_smoke(arg, cifar100.IMAGE_ARGS))

@@ -13,13 +13,14 @@ trained at full size here (no download); ``:smoke`` runs in CI on mock data.
 
 import ml_collections
 
-from certvae_jax.configs import cifar10, is_smoke
+from certvae_jax.configs import cifar10, cifar100, is_smoke
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Paper 2's CIFAR-10 setting; ``arg='smoke'`` for the CI run on mock data."""
+  """Paper 2's CIFAR-10 setting; ``arg='smoke'`` for the CI run on mock data, ``'cpu'`` as
+  for CIFAR-100."""
   return simplex_variant(cifar10.get_config(arg), components=10, pca=64,
-                         smoke=is_smoke(arg))
+                         smoke=is_smoke(arg, cifar100.IMAGE_ARGS))
 
 
 def simplex_variant(c: ml_collections.ConfigDict, components: int, pca: int,

@@ -19,7 +19,8 @@ from certvae_jax.configs import cifar100, is_smoke
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Tiny-ImageNet-200 settings; ``arg='smoke'`` for the CI run."""
+  """Tiny-ImageNet-200 settings; ``arg='smoke'`` for the CI run, ``'cpu'`` as for
+  CIFAR-100."""
   c = cifar100.get_config(None)
   c.data.source = "npz:data/tiny_imagenet_200.npz"
   c.model.conv_channels = (32, 64, 128, 256, 512)
@@ -27,6 +28,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.teacher.components = (200,)
   c.teacher.min_mass = 0.001        # 0.2 / K
   c.protocol.target = "fixed"
-  if is_smoke(arg):
+  if is_smoke(arg, cifar100.IMAGE_ARGS):
     cifar100._smoke(c)  # pylint: disable=protected-access
+  if arg == "cpu":
+    cifar100.cpu_evaluation(c)
   return c

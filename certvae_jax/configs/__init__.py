@@ -30,10 +30,8 @@ def is_smoke(arg: str | None, allowed: tuple[str, ...] = ("smoke",)) -> bool:
     return False
   if arg in allowed:
     return arg == "smoke"
-  *others, last = [repr(a) for a in allowed]
-  expected = f"{', '.join(others)} or {last}" if others else last
-  raise ValueError(f"config: unknown argument {arg!r}; expected nothing, {expected}"
-                   if others else f"config: unknown argument {arg!r}; expected nothing or {last}")
+  *others, last = ["nothing", *(repr(a) for a in allowed)]
+  raise ValueError(f"config: unknown argument {arg!r}; expected {', '.join(others)} or {last}")
 
 
 def resolve_config_path(spec: str) -> str:

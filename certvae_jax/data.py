@@ -132,7 +132,7 @@ def _as_unit_float(name: str, x: np.ndarray) -> np.ndarray:
   if x[0].size == 0:
     raise ValueError(f"{name}: examples have no features, got shape {x.shape}")
   if x.dtype == np.uint8:
-    return aligned(x.reshape(len(x), -1))  # kept as uint8; to_unit scales each batch
+    return x.reshape(len(x), -1)  # kept as uint8; to_unit scales each batch
   if not np.issubdtype(x.dtype, np.floating):
     raise ValueError(f"{name}: expected uint8 or float values, got dtype {x.dtype}")
   flat = aligned_empty((len(x), x[0].size), np.float32)
@@ -177,7 +177,7 @@ def _load_npz(source: str, path: str, test_fraction: float, split_seed: int) -> 
     y_test = _as_labels("y_test", arrays["y_test"], len(x_test)) if "y_test" in arrays else None
     if (y is None) != (y_test is None):
       raise ValueError("y / y_test: give labels for both splits or for neither")
-    return Dataset(source, x, y, x_test, y_test, shape)
+    return Dataset(source, aligned(x), y, aligned(x_test), y_test, shape)
   tr, te = _split(len(x), test_fraction, split_seed)
   return Dataset(source, aligned(x, tr), None if y is None else y[tr], aligned(x, te),
                  None if y is None else y[te], shape)

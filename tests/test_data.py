@@ -32,7 +32,7 @@ def test_npz_source_with_and_without_test_split(tmp_path):
 
 def test_every_loader_aligns_its_splits_so_a_cpu_device_shares_them(tmp_path):
   """The device-resident training split costs no second copy on a CPU: the loaders
-  allocate on :data:`data.ALIGNMENT` and ``device_put(..., may_alias=True)`` reads in place."""
+  allocate on :data:`data.ALIGNMENT` and the engine places the split in place."""
   import jax  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(1)
   x = rng.integers(0, 256, size=(30, 4, 4, 3), dtype=np.uint8)
@@ -52,8 +52,13 @@ def test_every_loader_aligns_its_splits_so_a_cpu_device_shares_them(tmp_path):
   rows = np.array([3, 0, 7])
   np.testing.assert_array_equal(data.aligned(sets[1].x_train, rows), sets[1].x_train[rows])
   assert data.aligned(sets[1].x_train) is sets[1].x_train
-  on_device = jax.device_put(sets[1].x_train, jax.devices("cpu")[0], may_alias=True)
-  assert on_device.unsafe_buffer_pointer() == sets[1].x_train.ctypes.data
+  from certvae_jax.training import engine  # pylint: disable=import-outside-toplevel
+  from configs import digits  # pylint: disable=import-outside-toplevel
+  config = digits.get_config("smoke")
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))  # as the run's context
+  for d in sets:
+    on_device = engine.Engine(config, d, mesh).resident(d.x_train)
+    assert on_device.unsafe_buffer_pointer() == d.x_train.ctypes.data
 
 
 ZEROS = np.zeros((10, 3), np.float32)

@@ -249,6 +249,11 @@ class Engine:
 
     return self._cached(("stacked", step_fn, teacher_fn, n, unroll), make)
 
+  def resident(self, x: np.ndarray) -> jax.Array:
+    """``x`` replicated on every device for the whole phase; on a CPU the device array
+    shares ``x``'s memory (the loaders align it: ``data.aligned_empty``), not a copy."""
+    return jax.device_put(x, self.replicated, may_alias=True)
+
   def stepper(self, name: str, step_fn, data_seed: int, teacher: Any | None,
               t_train: np.ndarray | None, k: int, rows: np.ndarray | None = None
               ) -> Callable[[Any, int, int], Any]:
@@ -284,8 +289,7 @@ class Engine:
       _log.info("%s: the training split (%.2f GiB) would take over half of a device's "
                 "memory; batches are gathered on the host instead", name, resident / 2**30)
     if on_device:
-      # On a CPU the device array shares the host split's memory (``data.aligned_empty``).
-      x_src = jax.device_put(x_train, self.replicated, may_alias=True)
+      x_src = self.resident(x_train)
       t_src = None if live else jax.device_put(t_train, self.replicated)
       unroll = bool(cfg.train.unroll_steps)
 

@@ -15,8 +15,12 @@ by waiting for each of their batches, which takes away a little of the overlap t
 a plain run.
 
     python benchmarks/scale.py [--sizes=2000,10000,50000] [--k=10,100] [--steps=50]
-                               [--eval_every=N] [--eval_batch_size=N]
-                               [--reconstruction_check_rows=N] [--json=PATH] [--md=PATH]
+                               [--eval_every=N] [--evaluation=auto|config|cpu]
+                               [--eval_batch_size=N] [--reconstruction_check_rows=N]
+                               [--json=PATH] [--md=PATH]
+
+On a CPU it evaluates as ``--config=cifar100:cpu`` does (32-row evaluation batches, a
+2,000-row reconstruction check) unless ``--evaluation=config``.
 
 It prints a Markdown table and the growth exponent of each part between the two largest
 sizes (log of the ratio of seconds over log of the ratio of n; 1 is linear).
@@ -130,12 +134,12 @@ def du_mb(path: str) -> float:
 
 
 def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0, eval_batch_size: int = 0,
-                  reconstruction_rows: int = -1):
-  """The ``cifar100`` config on ``npz`` with a K-component teacher; ``steps``,
-  ``eval_every``, ``eval_batch_size`` and ``reconstruction_rows`` as :func:`run_one` takes
-  them."""
+                  reconstruction_rows: int = -1, cpu: bool = False):
+  """The ``cifar100`` config (``cifar100:cpu`` with ``cpu``) on ``npz`` with a K-component
+  teacher; ``steps``, ``eval_every``, ``eval_batch_size`` and ``reconstruction_rows`` as
+  :func:`run_one` takes them."""
   from certvae_jax.configs import cifar100  # pylint: disable=import-outside-toplevel
-  c = cifar100.get_config()
+  c = cifar100.get_config("cpu" if cpu else None)
   c.data.source = f"npz:{npz}"
   c.teacher.components = (k,)
   c.teacher.min_mass = 0.2 / k
@@ -151,21 +155,27 @@ def scaled_config(npz: str, k: int, steps: int, eval_every: int = 0, eval_batch_
 
 
 def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0,
-            eval_batch_size: int = 0, reconstruction_rows: int = -1) -> list[dict]:
+            eval_batch_size: int = 0, reconstruction_rows: int = -1,
+            evaluation: str = "auto") -> list[dict]:
   """One size in this process: the rows of every (phase, part).
 
   ``steps``: warm-up and training steps per phase, 0 for the config's own (5,000 and
   20,000); ``eval_every``: steps between evaluations, 0 for one at the end of each phase;
-  ``eval_batch_size``: rows per evaluation call, 0 for the config's own (1,024);
-  ``reconstruction_rows``: ``eval.reconstruction_check_rows``, -1 for the config's own
-  (10,000).
+  ``evaluation``: ``config`` for the ``cifar100`` config's evaluation settings (1,024 rows
+  per call, a 10,000-row reconstruction check), ``cpu`` for ``cifar100:cpu``'s (32 and
+  2,000), ``auto`` for ``cpu``'s when JAX runs on the CPU; ``eval_batch_size`` (rows per
+  evaluation call) and ``reconstruction_rows`` (``eval.reconstruction_check_rows``)
+  override them unless 0 and -1.
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import jax  # pylint: disable=import-outside-toplevel
+
   from certvae_jax import cli, train  # pylint: disable=import-outside-toplevel
   cli.enable_compilation_cache()
   npz = os.path.join(workdir, "data.npz")
   synthetic_cifar(npz, n, k)
-  c = scaled_config(npz, k, steps, eval_every, eval_batch_size, reconstruction_rows)
+  cpu = evaluation == "cpu" or (evaluation == "auto" and jax.default_backend() == "cpu")
+  c = scaled_config(npz, k, steps, eval_every, eval_batch_size, reconstruction_rows, cpu)
   timer = Timer()
   instrument(timer)
   runner = train.Runner(c, os.path.join(workdir, "run"))
@@ -180,7 +190,9 @@ def run_one(n: int, k: int, steps: int, workdir: str, eval_every: int = 0,
     out = action()
     wall = time.perf_counter() - t0
     base = {"n": n, "k": k, "phase": phase, "peak_rss_mb": round(peak_mb(), 1),
-            "steps": {"warmup": c.warmup.steps, "teacher": 0}.get(phase, c.train.steps)}
+            "steps": {"warmup": c.warmup.steps, "teacher": 0}.get(phase, c.train.steps),
+            "eval_batch_size": c.eval.batch_size,
+            "reconstruction_check_rows": c.eval.reconstruction_check_rows}
     rows.append(dict(base, part="phase wall", seconds=wall))
     if isinstance(out, dict) and out.get("timing"):
       t = out["timing"]
@@ -254,12 +266,15 @@ def main() -> None:
                  help="warm-up and training steps per phase (0: the config's own)")
   p.add_argument("--eval_every", type=int, default=0,
                  help="steps between evaluations (0: one at the end of each phase)")
+  p.add_argument("--evaluation", choices=("auto", "config", "cpu"), default="auto",
+                 help="evaluation settings: the cifar100 config's (1,024 rows per call, a "
+                      "10,000-row reconstruction check), cifar100:cpu's (32 and 2,000), or "
+                      "auto: cpu's when JAX runs on the CPU, the config's otherwise")
   p.add_argument("--eval_batch_size", type=int, default=0,
-                 help="rows per evaluation call (0: the config's 1,024; on a CPU, 32 evaluates "
-                      "the conv model about twice as fast: benchmarks/eval_batch.py)")
+                 help="rows per evaluation call (0: as --evaluation sets it)")
   p.add_argument("--reconstruction_check_rows", type=int, default=-1,
-                 help="rows of each split the reconstruction side reads (-1: the config's "
-                      "10,000; 0: every row)")
+                 help="rows of each split the reconstruction side reads (-1: as --evaluation "
+                      "sets it; 0: every row)")
   p.add_argument("--json", help="write the rows here")
   p.add_argument("--md", help="write the Markdown table here")
   p.add_argument("--one", help=argparse.SUPPRESS)  # "n,k,workdir": one size, rows on stdout
@@ -268,7 +283,7 @@ def main() -> None:
     n, k, workdir = a.one.split(",", 2)
     with contextlib.redirect_stdout(sys.stderr):
       rows = run_one(int(n), int(k), a.steps, workdir, a.eval_every, a.eval_batch_size,
-                     a.reconstruction_check_rows)
+                     a.reconstruction_check_rows, a.evaluation)
     print(json.dumps(rows))
     return
   rows, t0 = [], time.perf_counter()
@@ -279,13 +294,13 @@ def main() -> None:
                                f"--eval_every={a.eval_every}",
                                f"--eval_batch_size={a.eval_batch_size}",
                                f"--reconstruction_check_rows={a.reconstruction_check_rows}",
+                               f"--evaluation={a.evaluation}",
                                f"--one={n},{k},{tmp}"], cwd=ROOT, check=True,
                               stdout=subprocess.PIPE, text=True)
       rows += json.loads(done.stdout)
       print(f"n={n} K={k}: done ({time.perf_counter() - t0:.0f} s so far)", file=sys.stderr)
   machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-  eval_batch = a.eval_batch_size or 1024
-  recon_rows = 10000 if a.reconstruction_check_rows < 0 else a.reconstruction_check_rows
+  eval_batch, recon_rows = rows[0]["eval_batch_size"], rows[0]["reconstruction_check_rows"]
   table = (f"Evaluation batch: {eval_batch} rows; reconstruction side: "
            f"{recon_rows or 'every'} rows of each split.\n\n" + markdown(rows, machine))
   print(table + f"\nWall time of this benchmark: {time.perf_counter() - t0:.0f} s")

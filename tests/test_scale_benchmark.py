@@ -72,6 +72,11 @@ def test_the_benchmark_runs_the_configs_own_steps_or_the_ones_it_is_given(scale)
   for rows in (0, 2000):
     assert scale.scaled_config("x.npz", 10, steps=50, reconstruction_rows=rows).eval[
         "reconstruction_check_rows"] == rows
+  # On a CPU (run_one's "auto"): cifar100:cpu's evaluation settings, flags still override.
+  cpu = scale.scaled_config("x.npz", 10, steps=50, cpu=True)
+  assert (cpu.eval.batch_size, cpu.eval.reconstruction_check_rows) == (32, 2000)
+  assert scale.scaled_config("x.npz", 10, steps=50, eval_batch_size=64,
+                             cpu=True).eval.batch_size == 64
 
 
 @pytest.mark.parametrize("sizes, rows, message", [

@@ -62,8 +62,13 @@ class PosthocHead:
     self.params, self.mean, self.scale, self.iterations = params, mean, scale, iterations
 
   def logits(self, mu: np.ndarray) -> jax.Array:
-    x = (jnp.asarray(mu, jnp.float32) - self.mean) / self.scale
-    return x @ self.params["w"] + self.params["b"]
+    return _linear_logits(self.params, self.mean, self.scale, jnp.asarray(mu, jnp.float32))
+
+
+@jax.jit
+def _linear_logits(params, mean, scale, mu):
+  # One compiled call: op by op, each of its four operations compiles on its own per shape.
+  return (mu - mean) / scale @ params["w"] + params["b"]
 
 
 def fit_head(mu: np.ndarray, teacher: np.ndarray, max_iter: int = DEFAULT_MAX_ITER,

@@ -120,7 +120,8 @@ def with_params(state: Any, phase_plans: tuple[PhasePlan, ...], num_classes: int
     return state
   params = dict(state.params, **added)
   old = {path: leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]}
-  fresh, treedef = jax.tree_util.tree_flatten_with_path(tx.init(params))
+  # Compiled as one call: op by op, every zero moment of a new shape compiles on its own.
+  fresh, treedef = jax.tree_util.tree_flatten_with_path(jax.jit(tx.init)(params))
   leaves = [old[path] if path in old and np.shape(old[path]) == np.shape(leaf) else leaf
             for path, leaf in fresh]
   return state.replace(params=params, opt_state=jax.tree_util.tree_unflatten(treedef, leaves))

@@ -249,6 +249,11 @@ def _level_margins(t: jax.Array, s: jax.Array, members: jax.Array, tau: jax.Arra
 
 
 def map_batches(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:
-  """``fn`` over ``x`` in batches (scaled to [0, 1] on the host), concatenated."""
-  return np.concatenate([np.asarray(fn(data_lib.to_unit(x[i:i + batch_size])))
-                         for i in range(0, len(x), batch_size)])
+  """``fn`` over ``x`` in batches (scaled to [0, 1] on the host), concatenated. ``fn`` must
+  map rows independently: the last batch is padded to ``batch_size`` rows and the padding's
+  outputs dropped, so that every batch of every split has one shape (one compilation)."""
+  out = []
+  for start in range(0, len(x), batch_size):
+    rows = x[start:start + batch_size]
+    out.append(np.asarray(fn(data_lib.to_unit(pad_rows(rows, batch_size))))[:len(rows)])
+  return np.concatenate(out)

@@ -89,6 +89,11 @@ class Engine:
   def optimizer(self) -> optax.GradientTransformation:
     return self._cached(("tx",), lambda: optax.adam(self.config.train.learning_rate))
 
+  def optimizer_state(self, params: Any) -> Any:
+    """The optimizer's initial state for ``params``, as one compiled call (op by op, each
+    parameter shape's zero moments would compile on their own)."""
+    return self._cached(("tx_init",), lambda: jax.jit(self.optimizer().init))(params)
+
   def objective(self, name: str, k: int) -> objectives.Objective:
     """The registered objective ``name``."""
     return self._cached(("objective", name, k),

@@ -250,7 +250,7 @@ class Runner:
       done, _ = self.engine.restore(ckpt, k, self._weight_names(mode.source),
                                     objective=modes.get(mode.source).objective)
     fresh = self.engine.fresh_state(k, mode.data_code, weights, mode.objective)
-    return fresh.replace(params=done.params, opt_state=self.engine.optimizer().init(done.params))
+    return fresh.replace(params=done.params, opt_state=self.engine.optimizer_state(done.params))
 
   def _variant_init(self, k: int, mode: modes.Mode, weights):
     state = self.engine.fresh_state(k, mode.data_code, weights, mode.objective)
@@ -261,7 +261,7 @@ class Runner:
       warm, _ = self.engine.restore(ckpt, self.ctx.num_classes, self._weight_names("warmup"),
                                     self.config.warmup.steps)
     params = transfer_params(state.params, warm.params)
-    return state.replace(params=params, opt_state=self.engine.optimizer().init(params))
+    return state.replace(params=params, opt_state=self.engine.optimizer_state(params))
 
   # -- one phase: restore or init, loop, summarise ----------------------------------
 

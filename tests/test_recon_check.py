@@ -4,7 +4,10 @@ import jax
 import numpy as np
 import pytest
 from scipy.special import log_softmax, logsumexp
+from sklearn.linear_model import LogisticRegression
 from sklearn.mixture import GaussianMixture
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from certvae_jax import objectives
 from certvae_jax.evaluation import recon_check, splits
@@ -122,6 +125,29 @@ def test_the_reconstruction_side_runs_on_a_fixed_random_subset_and_the_certifica
   np.testing.assert_allclose(sub_a["sq_err"], full_a["sq_err"][rows], rtol=1e-6)
   assert sub_m["psnr"] != full_m["psnr"]
   assert splits.probe_subset(300, 300) is None and splits.probe_subset(300, 0) is None
+
+
+def test_the_linear_probe_is_fitted_on_a_fixed_random_subset_and_scored_on_every_row():
+  """``eval.probe_fit_rows``: the probe's fit reads that many training rows (its iterations
+  grow with the rows); both accuracies read every row of their split."""
+  c, params, eval_step, x, t = _split_and_eval_step(seed=1)
+  y = (x[:, 0] > 127).astype(int) ^ (np.arange(300) % 7 == 0)  # learnable, with label noise
+
+  def run(limit):
+    c.eval.probe_fit_rows = limit
+    return splits.evaluate_splits(eval_step, params, [("train", x, t), ("test", x[:90], t[:90])],
+                                  c.eval, labels={"train": y, "test": y[:90]})
+
+  (every, _), (subset, arrays) = run(0), run(80)
+  rows = splits.probe_subset(300, 80)
+  mu = np.asarray(arrays["train"]["mu"], np.float64)
+  by_hand = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=0))
+  by_hand.fit(mu[rows], y[rows])
+  assert subset["train"]["probe_accuracy"] == by_hand.score(mu, y)
+  assert subset["test"]["probe_accuracy"] == by_hand.score(
+      np.asarray(arrays["test"]["mu"], np.float64), y[:90])
+  assert [m["probe_fit_rows"] for m in (*subset.values(), *every.values())] == [80, 80, 300, 300]
+  assert run(300)[0]["train"] == every["train"]  # a limit of at least n fits every row
 
 
 def test_with_every_row_in_the_subset_one_pass_reads_them_all():

@@ -15,7 +15,7 @@ from tests.launcher import ROOT, launch
 
 SUMMARY_SPLIT_KEYS = {"teacher_mi", "alignment", "bare_margin", "margin", "tau", "student_mi",
                       "certified", "psnr", "active_units", "kl", "probe_accuracy",
-                      "tau_sensitivity", "mi_estimate", "mean_sq_norm_mu"}
+                      "tau_sensitivity", "mi_estimate", "mean_sq_norm_mu", "probe_fit_rows"}
 RECON_KEYS = {"recon_alignment", "recon_margin", "witness_recon_kl",  # with a teacher
               "reconstruction_check_rows", "posthoc_margin", "posthoc_student_mi", "posthoc_certified",
               "posthoc_fit_rows"}

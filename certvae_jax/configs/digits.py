@@ -103,6 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.posthoc_max_iter = 500     # L-BFGS iterations of the post-hoc linear head, ...
   c.eval.posthoc_fit_rows = 10000   # ... fitted on a fixed random subset of the training
                                     # split (0: every row); certified on every row
+  c.eval.probe_fit_rows = 10000     # the linear probe's fit, likewise; scored on every row
   c.eval.reconstruction_check = True  # T(x_hat) diagnostics for decoder bypass (GMM teachers)
   # The reconstruction side (the check, rec and PSNR) reads a fixed random subset of each
   # split (0: all); the certificate and the latent statistics read every row.

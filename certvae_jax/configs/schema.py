@@ -131,7 +131,8 @@ SECTIONS: dict[str, dict[str, Callable[[str, Any], None]]] = {
              "active_unit_threshold": non_negative, "mi_batch_size": positive_int,
              "delta": open_unit_interval, "bootstrap_resamples": positive_int,
              "reconstruction_check": boolean, "reconstruction_check_rows": non_negative_int,
-             "posthoc_max_iter": positive_int, "posthoc_fit_rows": non_negative_int},
+             "posthoc_max_iter": positive_int, "posthoc_fit_rows": non_negative_int,
+             "probe_fit_rows": non_negative_int},
     "model": {
         "decoder_reads_teacher": boolean, "fast_conv": boolean, "latent_dim": positive_int,
         "hidden": _widths, "head_hidden": _widths, "conv_channels": _widths,

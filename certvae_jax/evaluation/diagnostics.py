@@ -67,8 +67,13 @@ def mutual_information_estimate(mu: np.ndarray, logvar: np.ndarray, batch_size: 
 
 
 def linear_probe_accuracy(mu_train: np.ndarray, y_train: np.ndarray, mu_test: np.ndarray,
-                          y_test: np.ndarray, seed: int = 0) -> tuple[float, float]:
+                          y_test: np.ndarray, seed: int = 0,
+                          fit_rows: np.ndarray | None = None) -> tuple[float, float]:
   """Accuracy of a logistic-regression probe on ``mu`` fitted on the train split.
+
+  Args:
+    fit_rows: the training rows it is fitted on (default: every row); its train accuracy
+      reads every row all the same.
 
   Returns:
     ``(train_accuracy, test_accuracy)``; the test figure is the held-out one.
@@ -79,7 +84,8 @@ def linear_probe_accuracy(mu_train: np.ndarray, y_train: np.ndarray, mu_test: np
   if len(np.unique(y_train)) < 2:
     return float("nan"), float("nan")
   probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-  probe.fit(np.asarray(mu_train, np.float64), y_train)
+  fit = slice(None) if fit_rows is None else fit_rows
+  probe.fit(np.asarray(mu_train[fit], np.float64), np.asarray(y_train)[fit])
   return (float(probe.score(np.asarray(mu_train, np.float64), y_train)),
           float(probe.score(np.asarray(mu_test, np.float64), y_test)))
 

@@ -164,7 +164,9 @@ def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, label
   """:func:`evaluate_split` on each ``(name, x, t)`` of ``splits``, and the linear probe.
 
   ``labels`` is ``{name: y or None}``; with labels on the train and test splits, each
-  split's metrics gain ``probe_accuracy`` (a linear probe on ``mu``, fitted on train).
+  split's metrics gain ``probe_accuracy`` (a linear probe on ``mu``, fitted on at most
+  ``eval_config.probe_fit_rows`` training rows, a fixed random subset: its iterations, like
+  the post-hoc head's, grow with the rows) and ``probe_fit_rows``.
   """
   labels = labels or {}
   metrics, arrays = {}, {}
@@ -173,9 +175,13 @@ def evaluate_splits(eval_step, params, splits, eval_config, sharding=None, label
         eval_step, params, x, t, eval_config, jax.random.PRNGKey(EVAL_SEED), sharding, probes,
         summarize)
   if labels.get("train") is not None and labels.get("test") is not None:
-    train_acc, test_acc = diagnostics.linear_probe_accuracy(
-        arrays["train"]["mu"], labels["train"], arrays["test"]["mu"], labels["test"])
-    metrics["train"]["probe_accuracy"], metrics["test"]["probe_accuracy"] = train_acc, test_acc
+    mu_train = arrays["train"]["mu"]
+    fit = probe_subset(len(mu_train), int(eval_config.get("probe_fit_rows", 0)))
+    accuracy = diagnostics.linear_probe_accuracy(
+        mu_train, labels["train"], arrays["test"]["mu"], labels["test"], fit_rows=fit)
+    for name, acc in zip(("train", "test"), accuracy):
+      metrics[name].update(probe_accuracy=acc,
+                           probe_fit_rows=len(mu_train) if fit is None else len(fit))
   return metrics, arrays
 
 

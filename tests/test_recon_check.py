@@ -200,3 +200,19 @@ def test_fetching_the_outputs_in_chunks_changes_no_number(monkeypatch):
   assert sorted(chunk_a) == sorted(once_a)
   for key in once_a:
     np.testing.assert_array_equal(chunk_a[key], once_a[key])
+
+
+def test_map_batches_feeds_one_batch_shape_and_drops_the_padding():
+  """The teacher stage's ``map_batches``: every call sees ``batch_size`` rows (one compiled
+  shape for every split), and the outputs are the rows' own, in order."""
+  x = np.arange(7 * 3, dtype=np.uint8).reshape(7, 3)
+  seen = []
+
+  def fn(xb):
+    seen.append(xb.shape)
+    return xb.sum(axis=1) * 255.0  # to_unit scaled the rows to [0, 1]
+
+  out = splits.map_batches(fn, x, batch_size=3)
+  assert seen == [(3, 3)] * 3
+  np.testing.assert_allclose(out, x.sum(axis=1).astype(np.float64), rtol=1e-5)
+  assert splits.map_batches(fn, x, batch_size=10).shape == (7,) and seen[-1] == (10, 3)

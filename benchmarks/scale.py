@@ -301,9 +301,12 @@ def main() -> None:
       print(f"n={n} K={k}: done ({time.perf_counter() - t0:.0f} s so far)", file=sys.stderr)
   machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
   eval_batch, recon_rows = rows[0]["eval_batch_size"], rows[0]["reconstruction_check_rows"]
-  table = (f"Evaluation batch: {eval_batch} rows; reconstruction side: "
-           f"{recon_rows or 'every'} rows of each split.\n\n" + markdown(rows, machine))
-  print(table + f"\nWall time of this benchmark: {time.perf_counter() - t0:.0f} s")
+  # The page names the command that regenerates it, its date and its wall time.
+  table = (f"`python benchmarks/scale.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')})."
+           f"\n\nEvaluation batch: {eval_batch} rows; reconstruction side: "
+           f"{recon_rows or 'every'} rows of each split.\n\n" + markdown(rows, machine)
+           + f"\nWall time of this benchmark: {time.perf_counter() - t0:.0f} s\n")
+  print(table)
   if a.json:
     with open(a.json, "w") as fh:
       json.dump({"machine": machine, "steps": a.steps, "eval_batch_size": eval_batch,

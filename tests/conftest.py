@@ -18,8 +18,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # With several xdist workers sharing the cores, one BLAS / OpenMP thread each. On the
 # tests' small matrices OpenBLAS's threads cost more than they give (six scikit-learn
 # logistic regressions on digits' pixels: 11 s with 2 threads, 0.7 s with 1, on 2 cores),
-# and two workers' threads fight over the same cores (suite 6:06-6:20 -> 5:31). Set before
-# NumPy loads (OpenBLAS reads them once); the tests' subprocesses inherit them.
+# and the two workers' threads share the same two cores (suite 6:06-6:20 -> 5:19-5:34).
+# Set before NumPy loads (OpenBLAS reads them once); the tests' subprocesses inherit them.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
   os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
   os.environ.setdefault("OMP_NUM_THREADS", "1")

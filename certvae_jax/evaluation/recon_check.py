@@ -19,8 +19,6 @@ from certvae_jax import data as data_lib
 from certvae_jax.models.vae import TeacherGuidedVAE
 from certvae_jax.teachers.frozen import FrozenTeacher, teacher_logits
 
-PER_EXAMPLE = ("recon_teacher_kl", "witness_recon_kl")
-
 
 def _kl_from_logs(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
   """``KL(p || q)`` per row from log-probabilities (finite where ``log q`` is)."""

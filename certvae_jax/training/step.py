@@ -14,7 +14,6 @@ from typing import Any, Callable, Mapping
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from certvae_jax import certificate, data as data_lib
@@ -154,8 +153,3 @@ def make_eval_step(objective: Objective, out_sharding: jax.sharding.Sharding | N
     return EvalStep(step(objective.evaluate))
   return EvalStep(step(objective.evaluate), step(objective.evaluate_latents),
                   jax.jit(reconstruct, out_shardings=out_sharding))
-
-
-def host_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-  """Fetched step metrics as Python floats."""
-  return {k: float(np.asarray(v)) for k, v in metrics.items()}

@@ -47,3 +47,24 @@ def test_old_module_paths_alias_their_new_home_for_one_release(name):
   with pytest.warns(DeprecationWarning, match=f"certvae_jax.training.{name}"):
     old = importlib.import_module(f"certvae_jax.{name}")
   assert old is importlib.import_module(f"certvae_jax.training.{name}")
+
+
+def _layout_block() -> str:
+  """The code block under "## Layout" in docs/design.md."""
+  with open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8") as fh:
+    text = fh.read()
+  section = text[text.index("## Layout"):]
+  return section.split("```")[1]
+
+
+def test_the_layout_page_names_every_module_benchmark_and_test_file():
+  """docs/design.md's layout is where a newcomer looks first; a module added without a
+  line there fails here."""
+  words = set(re.findall(r"[\w.]+", _layout_block()))
+  names = {os.path.splitext(os.path.basename(p))[0] for p in MODULES}
+  names |= {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))}
+  names |= {os.path.basename(p)[len("test_"):-len(".py")]
+            for p in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))}
+  missing = sorted(n for n in names - {"__init__"}
+                   if n not in words and f"{n}.py" not in words)
+  assert not missing, f"docs/design.md's layout does not name: {missing}"

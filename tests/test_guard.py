@@ -11,8 +11,9 @@ from certvae_jax import certificate, guard, objectives, train
 from certvae_jax.experiments import protocol, report_page
 from certvae_jax.guard import hook as guard_hook, objective as guard_objective
 from certvae_jax.models.vae import build_model, init_params
-from certvae_jax.training import loop, phase_loop, step as step_lib, writers
+from certvae_jax.training import hooks as hooks_lib, loop, phase_loop, step as step_lib, writers
 from certvae_jax.training.checkpoint import Checkpointer
+from tests import tensorboard_events
 from tests.conftest import copy_seed, tiny_config
 
 
@@ -189,7 +190,10 @@ class _Scripted:
     return self.values.pop(0)
 
 
-def _toy_loop(tmp_path, hook, total=20):
+def _toy_loop(tmp_path, hook, total=20, run_writers=None, log_every=None):
+  """A loop over a one-number state, saving every 5 steps. Its step's ``loss`` is the
+  current ``lambda_ts`` (written every ``log_every`` steps if given), so rows written
+  before and after a change of weight differ. ``run_writers`` replace the in-memory sink."""
   ckpt = Checkpointer(str(tmp_path / "ckpt"))
   weights = {"lambda_ts": 5.0, "student_first": 0.0}
   state = step_lib.TrainState(step=jnp.asarray(0, jnp.int32), params={"t": jnp.float32(0)},
@@ -198,7 +202,8 @@ def _toy_loop(tmp_path, hook, total=20):
                               weights=step_lib.as_weights(weights))
 
   def advance(st, step, n=1):
-    return st.replace(step=st.step + n, params={"t": st.params["t"] + n}), {"loss": 0.0}
+    return (st.replace(step=st.step + n, params={"t": st.params["t"] + n}),
+            {"loss": st.weights["lambda_ts"]})
 
   rows = []
 
@@ -215,10 +220,12 @@ def _toy_loop(tmp_path, hook, total=20):
     def close(self):
       """Nothing open."""
 
-  lp = loop.Loop(state, advance, total, [hook, _Every(5, loop.Loop.save)],
+  logged = [] if log_every is None else [hooks_lib.StepMetrics(log_every)]
+  lp = loop.Loop(state, advance, total, [*logged, hook, _Every(5, loop.Loop.save)],
                  save=lambda s, st, extra: ckpt.save(s, st, dict(extra)),
                  restore=lambda s: ckpt.restore(jax.eval_shape(lambda: state), s),
-                 put_weights=step_lib.as_weights, writers=[Sink()], checkpointer=ckpt)
+                 put_weights=step_lib.as_weights,
+                 writers=[Sink()] if run_writers is None else run_writers, checkpointer=ckpt)
   return lp, ckpt, rows
 
 
@@ -253,6 +260,32 @@ def test_rollback_restores_the_last_certified_checkpoint_with_the_raised_weight(
   assert hook.summary()["rollbacks"] == 1 and hook.summary()["interventions"] == 4
   assert hook.last_good == 15
   ckpt.close()
+
+
+def test_a_rollback_drops_the_abandoned_rows_from_metrics_jsonl_and_tensorboard(tmp_path):
+  """The scripted rollback above (15 -> 10) with the run's writers: both keep the rows up
+  to step 10 and then the replayed steps, once each; TensorBoard shows what the log says."""
+  g = _settings(policy="rollback", every=5, gamma=0.1, gamma_release=0.3, factor=2.0,
+                max_lambda=80.0, max_rollbacks=1)
+  hook = guard.GuardHook(g, _Scripted([0.5, 0.05, -0.3, 0.4, -0.5]), {"lambda_ts": 5.0},
+                         checkpoint_every=5)
+  jsonl = writers.JsonLinesWriter(str(tmp_path / "metrics.jsonl"))
+  board = writers.TensorBoardWriter(str(tmp_path / "tb"))
+  lp, ckpt, _ = _toy_loop(tmp_path, hook, run_writers=[jsonl, board], log_every=1)
+  lp.run()
+  board.close()
+  ckpt.close()
+  rows = writers.read_jsonl(jsonl.path)
+  losses = [(r["step"], r["train_step/loss"]) for r in rows if "train_step/loss" in r]
+  # lambda_ts 5 up to the raise at 10, then 20 after the rollback, 10 after the decay at 15
+  # (11-15 ran first with 10: those rows are gone).
+  assert losses == ([(s, 5.0) for s in range(1, 11)] + [(s, 20.0) for s in range(11, 16)]
+                    + [(s, 10.0) for s in range(16, 21)])
+  shown = tensorboard_events.scalars(str(tmp_path / "tb"))
+  assert shown["train_step/loss"] == losses
+  guard_rows = [(r["step"], r["new_lambda_ts"]) for r in rows if r.get("event") == "guard"]
+  assert shown["guard/new_lambda_ts"] == guard_rows == [(10, 10.0), (10, 20.0), (15, 10.0),
+                                                        (20, 20.0)]
 
 
 def test_rollback_keeps_the_certified_checkpoint_past_retention(tmp_path):

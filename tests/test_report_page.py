@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from certvae_jax.experiments import figures, protocol, report_page
+from certvae_jax.training import writers
 from certvae_jax.training.writers import read_jsonl
+from tests import tensorboard_events
 from tests.conftest import tiny_config
 
 SEEDS = (0, 1)
@@ -115,18 +117,12 @@ def test_report_of_an_empty_directory_says_so(tmp_path):
 
 
 def _events(logdir: str) -> dict[tuple[int, str], float]:
-  """Scalars of every event file in ``logdir``: a minimal TFRecord + Event proto read."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  """The scalars TensorBoard shows for ``logdir``, by step and tag (one point each)."""
   out = {}
-  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-    data = open(path, "rb").read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for v in event.summary.value:
-        out[(event.step, v.tag)] = v.simple_value
+  for tag, points in tensorboard_events.scalars(logdir).items():
+    for step, value in points:
+      assert (step, tag) not in out, f"{tag} has two points at step {step}"
+      out[(step, tag)] = value
   return out
 
 
@@ -141,9 +137,21 @@ def test_tensorboard_holds_the_scalars_of_metrics_jsonl(protocol_dir, phase):
     assert events[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
 
 
+def test_tensorboard_rewind_drops_the_later_points_and_keeps_the_earlier_file(tmp_path):
+  """A rewind within the same second as the first file: tensorboardX would name the second
+  file as the first (and truncate it) without the writer's suffix."""
+  board = writers.TensorBoardWriter(str(tmp_path))
+  board.write_scalars(1, {"a": 1.0})
+  board.write_scalars(2, {"a": 2.0})
+  board.rewind(1)
+  board.write_scalars(2, {"a": 3.0})
+  board.close()
+  assert len(glob.glob(str(tmp_path / "events.out.tfevents.*"))) == 2
+  assert tensorboard_events.scalars(str(tmp_path)) == {"a": [(1, 1.0), (2, 3.0)]}
+
+
 def test_missing_tensorboardx_names_the_extra(monkeypatch):
   from certvae_jax import train  # pylint: disable=import-outside-toplevel
-  from certvae_jax.training import writers
   monkeypatch.setattr(writers, "_has_tensorboardx", lambda: False)
   c = tiny_config()
   c.log.tensorboard = True

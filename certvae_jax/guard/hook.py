@@ -158,7 +158,7 @@ class GuardHook(Hook):
              "old_lambda_ts": weight, "new_lambda_ts": new, "fired_at": step,
              "rollback_to": target}
     # The row goes at the step training resumes from, after the restore truncates the
-    # rows of the abandoned steps (see certvae_jax.training.writers.truncate_jsonl).
+    # rows of the abandoned steps (the writers' rewind, certvae_jax.training.writers).
     return [Restore(target), SetWeights(self._weights(new)), Event(event, target)]
 
   def checkpoint_meta(self, loop: Loop, step: int) -> dict[str, Any]:

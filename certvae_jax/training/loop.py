@@ -42,7 +42,8 @@ class Stop(NamedTuple):
 
 
 class Restore(NamedTuple):
-  """Continue from the checkpoint saved at ``step``."""
+  """Continue from the checkpoint saved at ``step``; writers with a ``rewind`` drop the
+  rows written past it."""
   step: int
 
 
@@ -284,6 +285,9 @@ class Loop:
       self._pending.clear()
       self.state, meta = self._restore(int(action.step))
       self.step = int(self.state.step)
+      for writer in self.writers:
+        if hasattr(writer, "rewind"):  # optional: see certvae_jax.training.writers
+          writer.rewind(self.step)
       for hook in self.hooks:
         self._act(hook.on_restore(self, self.step, dict(meta)))
     else:

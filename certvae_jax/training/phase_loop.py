@@ -19,7 +19,6 @@ from certvae_jax import certificate, files
 from certvae_jax.evaluation.splits import evaluate_splits, final_analyses
 from certvae_jax.training import extensions, hooks as hooks_lib, modes, writers as writers_lib
 from certvae_jax.training.loop import Loop
-from certvae_jax.training.writers import truncate_jsonl
 
 
 class Phase(NamedTuple):
@@ -114,12 +113,9 @@ def build(run: RunParts, phase: Phase, k: int, state, ckpt, meta: dict[str, Any]
     return evaluate_splits(eval_step, st.params, splits, cfg.eval, engine.batch_sharding,
                            labels if loop.finishing else None, probes, objective.summarize)
 
-  def restore(step):
-    restored = engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective,
-                              phase.plans)
-    if run.dir.main:
-      truncate_jsonl(run.dir.metrics_path(phase.name), step, resuming=False)
-    return restored
+  def restore(step):  # the writers drop the rows past ``step`` (Loop calls their rewind)
+    return engine.restore(ckpt, k, tuple(phase.weights), step, phase.mode.objective,
+                          phase.plans)
 
   main = run.dir.main
   timing = hooks_lib.Timing()

@@ -14,6 +14,10 @@ evaluation), and so on. The run writes one call per step, so a step's row is who
 and ``--config.train.writers=jsonl,mine`` (or ``train.train(..., writers=[...])``).
 ``tensorboard`` (:class:`TensorBoardWriter`) ships too; ``--config.log.tensorboard=True``
 adds it. Only process 0 writes.
+
+A writer may also have ``rewind(step)``: the loop calls it after restoring an earlier
+checkpoint inside a run (a guard's rollback), when the rows written past ``step`` are
+abandoned. ``metrics.jsonl`` drops them; the TensorBoard writer has TensorBoard drop them.
 """
 
 from __future__ import annotations
@@ -82,6 +86,10 @@ class JsonLinesWriter:
     """One event row, ``{"step": s, "event": kind, ...}`` (strings kept)."""
     self.write_scalars(step, event)
 
+  def rewind(self, step: int) -> None:
+    """Drops the rows past ``step``: training goes on from that step's checkpoint."""
+    truncate_jsonl(self.path, step, resuming=False)
+
   def flush(self) -> None:
     """Rows are written when given; nothing is held back."""
 
@@ -126,23 +134,40 @@ def require_tensorboard(field: str = "config.log.tensorboard") -> None:
 class TensorBoardWriter:
   """TensorBoard event files in the phase directory, the same scalars as ``metrics.jsonl``.
 
-  Uses ``tensorboardX`` (neither TensorFlow nor PyTorch needed). The file is opened at
-  the first row with ``purge_step`` set to that row's step, so a resumed run's events
+  Uses ``tensorboardX`` (neither TensorFlow nor PyTorch needed). Each event file starts
+  with a ``purge_step``: TensorBoard then drops the events of earlier files from that step
+  on. A file is opened at the first row, with that row's step, so a resumed run's events
   replace those a killed run wrote past its checkpoint, as ``metrics.jsonl`` is
-  truncated.
+  truncated; after :meth:`rewind` the next file purges from the step after the restored
+  one.
   """
 
   def __init__(self, logdir: str):
     require_tensorboard()
     self.logdir = logdir
     self._writer = None
+    self._purge_step: int | None = None
+    self._files = 0
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if self._writer is None:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._writer = SummaryWriter(self.logdir, purge_step=int(step), flush_secs=30)
+      purge = int(step) if self._purge_step is None else self._purge_step
+      self._purge_step = None
+      self._files += 1
+      # tensorboardX names a file by the second it opened and the host; a second file in
+      # the same second would overwrite the first without this suffix.
+      self._writer = SummaryWriter(self.logdir, purge_step=purge, flush_secs=30,
+                                   filename_suffix=f".{os.getpid()}.{self._files:04d}")
     for name, value in scalars.items():
       self._writer.add_scalar(name, float(value), int(step))
+
+  def rewind(self, step: int) -> None:
+    """Rows past ``step`` are abandoned: the next row opens a new file whose purge step
+    is ``step + 1``, so TensorBoard keeps the rows up to ``step``, as ``metrics.jsonl``
+    does."""
+    self.close()
+    self._purge_step = int(step) + 1
 
   def flush(self) -> None:
     if self._writer is not None:

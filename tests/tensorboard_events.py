@@ -4,6 +4,8 @@ import glob
 import os
 import struct
 
+import pytest
+
 
 def scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   """Per tag, the ``(step, value)`` points TensorBoard shows, in the order written.
@@ -28,3 +30,25 @@ def scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
       for v in event.summary.value:
         points.setdefault(v.tag, []).append((event.step, v.simple_value))
   return points
+
+
+def by_step(logdir: str) -> dict[tuple[int, str], float]:
+  """:func:`scalars` by step and tag, checked to hold one point each."""
+  out = {}
+  for tag, points in scalars(logdir).items():
+    for step, value in points:
+      assert (step, tag) not in out, f"{tag} has two points at step {step}"
+      out[(step, tag)] = value
+  return out
+
+
+def assert_same_as_metrics_jsonl(phase_dir: str) -> None:
+  """TensorBoard shows the phase directory's ``metrics.jsonl``: the same scalars at the same
+  steps, once each (a writer without event rows)."""
+  from certvae_jax.training.writers import read_jsonl  # pylint: disable=import-outside-toplevel
+  expected = {(r["step"], k): v for r in read_jsonl(os.path.join(phase_dir, "metrics.jsonl"))
+              for k, v in r.items() if k != "step"}
+  shown = by_step(phase_dir)
+  assert set(shown) == set(expected)
+  for key, value in expected.items():
+    assert shown[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key

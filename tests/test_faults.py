@@ -16,6 +16,7 @@ import pytest
 from certvae_jax import certificate, data, teacher
 from certvae_jax.training import writers
 from certvae_jax.training.checkpoint import Checkpointer
+from tests import tensorboard_events
 from tests.launcher import launch
 
 ARGS = ["--config=digits:smoke", "--config.train.progress=False", "--config.warmup.steps=20",
@@ -59,14 +60,14 @@ def reference(tmp_path_factory):
   return wd, final_digest(wd)
 
 
-def interrupted(reference, workdir, spec, code):
+def interrupted(reference, workdir, spec, code, *more):
   """Runs ``full`` (from the reference's warm-up and teacher) in a subprocess that
   signals itself per ``spec``, checked to exit ``code``; returns its stderr."""
   shutil.copytree(reference[0], workdir, ignore=shutil.ignore_patterns(".lock", "full"))
   os.environ[SIGNAL_AT] = spec
   try:
     r = launch("train.py", "--mode=full", f"--workdir={workdir}", *ARGS,
-               "--config.train.hooks=tests.test_faults:signal_at", code=code,
+               "--config.train.hooks=tests.test_faults:signal_at", *more, code=code,
                subprocess_=True)
   finally:
     del os.environ[SIGNAL_AT]
@@ -92,13 +93,17 @@ def test_a_signal_saves_the_step_reached_and_the_rerun_ends_bit_identical(
 
 def test_a_second_signal_stops_at_once_and_keeps_the_last_committed_checkpoint(
     tmp_path, reference):
+  """With TensorBoard events on (not in the fingerprint): after the resume they show what
+  metrics.jsonl holds, the rows the stopped run wrote past step 20 gone from both."""
   wd = str(tmp_path / "victim")
-  err = interrupted(reference, wd, "full:23:SIGTERM:2", 143)
+  board = "--config.log.tensorboard=True"
+  err = interrupted(reference, wd, "full:23:SIGTERM:2", 143, board)
   assert "SIGTERM again: stopped at once; the last committed checkpoint is kept" in err
   r = launch("train.py", "--mode=full", f"--workdir={wd}", *ARGS,
-             "--config.train.hooks=tests.test_faults:signal_at")
+             "--config.train.hooks=tests.test_faults:signal_at", board)
   assert "resuming from step 20" in r.stderr
   assert final_digest(wd) == reference[1]
+  tensorboard_events.assert_same_as_metrics_jsonl(os.path.join(wd, "full"))
 
 
 def one_error_line(r):

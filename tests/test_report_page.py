@@ -11,7 +11,6 @@ import pytest
 
 from certvae_jax.experiments import figures, protocol, report_page
 from certvae_jax.training import writers
-from certvae_jax.training.writers import read_jsonl
 from tests import tensorboard_events
 from tests.conftest import tiny_config
 
@@ -116,25 +115,9 @@ def test_report_of_an_empty_directory_says_so(tmp_path):
     report_page.render(str(tmp_path))
 
 
-def _events(logdir: str) -> dict[tuple[int, str], float]:
-  """The scalars TensorBoard shows for ``logdir``, by step and tag (one point each)."""
-  out = {}
-  for tag, points in tensorboard_events.scalars(logdir).items():
-    for step, value in points:
-      assert (step, tag) not in out, f"{tag} has two points at step {step}"
-      out[(step, tag)] = value
-  return out
-
-
 @pytest.mark.parametrize("phase", ["warmup", "full", "rescue"])
 def test_tensorboard_holds_the_scalars_of_metrics_jsonl(protocol_dir, phase):
-  pdir = os.path.join(protocol_dir, "seed0", phase)
-  expected = {(r["step"], k): v for r in read_jsonl(os.path.join(pdir, "metrics.jsonl"))
-              for k, v in r.items() if k != "step"}
-  events = _events(pdir)
-  assert set(events) == set(expected)
-  for key, value in expected.items():
-    assert events[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+  tensorboard_events.assert_same_as_metrics_jsonl(os.path.join(protocol_dir, "seed0", phase))
 
 
 def test_tensorboard_rewind_drops_the_later_points_and_keeps_the_earlier_file(tmp_path):

@@ -313,8 +313,9 @@ class Runner:
         summary = self.dir.read_summary(phase.name) if step == phase.total_steps else None
         if summary is not None:  # finished: nothing to redo, nothing to rewrite
           return summary
-        if main:  # rows after the checkpoint are written again; a final row is redone
-          truncate_jsonl(metrics_path, step if step < phase.total_steps else step - 1)
+        kept = step if step < phase.total_steps else step - 1  # a final row is redone
+        if main:  # rows after the checkpoint are written again
+          truncate_jsonl(metrics_path, kept)
         if step < phase.total_steps:
           _log.info("%s: resuming from step %d", phase.name, step)
       else:
@@ -326,6 +327,10 @@ class Runner:
       built = phase_loop.build(self.parts, phase, k, state, ckpt, meta, resumed,
                                preemption.PreemptionHook(notice))
       loop = at["loop"] = built.loop
+      if resumed is not None:  # the other writers' rows past it (metrics.jsonl's: above)
+        for writer in loop.writers:
+          if hasattr(writer, "rewind"):
+            writer.rewind(kept)
       try:
         state = loop.run()
         if loop.last_eval is None or loop.last_eval[0] != int(state.step):

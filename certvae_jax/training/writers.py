@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
@@ -134,33 +135,46 @@ def require_tensorboard(field: str = "config.log.tensorboard") -> None:
 class TensorBoardWriter:
   """TensorBoard event files in the phase directory, the same scalars as ``metrics.jsonl``.
 
-  Uses ``tensorboardX`` (neither TensorFlow nor PyTorch needed). Each event file starts
-  with a ``purge_step``: TensorBoard then drops the events of earlier files from that step
-  on. A file is opened at the first row, with that row's step, so a resumed run's events
-  replace those a killed run wrote past its checkpoint, as ``metrics.jsonl`` is
-  truncated; after :meth:`rewind` the next file purges from the step after the restored
-  one.
+  Uses ``tensorboardX``'s event-file writer and protos (neither TensorFlow nor PyTorch
+  needed), synchronously: a row is in the file once :meth:`flush` returns, so a run
+  stopped at once keeps every row it flushed (``SummaryWriter`` queues events for a
+  thread, and loses the queue). Each event file starts with a purge step: TensorBoard
+  drops the events of earlier files from that step on. After :meth:`rewind` (a resumed
+  run, a rollback) the next file purges from the step after the one kept, as
+  ``metrics.jsonl`` is truncated; otherwise (a phase started again from scratch) from its
+  first row's step.
   """
 
   def __init__(self, logdir: str):
     require_tensorboard()
     self.logdir = logdir
-    self._writer = None
+    self._file = None
     self._purge_step: int | None = None
     self._files = 0
 
+  def _open(self, purge_step: int) -> None:
+    # pylint: disable=import-outside-toplevel
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto import event_pb2
+    os.makedirs(self.logdir, exist_ok=True)
+    self._files += 1
+    # tensorboardX names a file by the second it opened and the host; a second file in
+    # the same second would overwrite the first without this suffix.
+    self._file = EventsWriter(os.path.join(self.logdir, "events"),
+                              f".{os.getpid()}.{self._files:04d}")
+    start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    self._file.write_event(event_pb2.Event(wall_time=time.time(), step=int(purge_step),
+                                           session_log=start))
+
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    if self._writer is None:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      purge = int(step) if self._purge_step is None else self._purge_step
+    from tensorboardX.proto import event_pb2, summary_pb2  # pylint: disable=import-outside-toplevel
+    if self._file is None:
+      self._open(int(step) if self._purge_step is None else self._purge_step)
       self._purge_step = None
-      self._files += 1
-      # tensorboardX names a file by the second it opened and the host; a second file in
-      # the same second would overwrite the first without this suffix.
-      self._writer = SummaryWriter(self.logdir, purge_step=purge, flush_secs=30,
-                                   filename_suffix=f".{os.getpid()}.{self._files:04d}")
-    for name, value in scalars.items():
-      self._writer.add_scalar(name, float(value), int(step))
+    values = [summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+              for name, value in scalars.items()]
+    self._file.write_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                           summary=summary_pb2.Summary(value=values)))
 
   def rewind(self, step: int) -> None:
     """Rows past ``step`` are abandoned: the next row opens a new file whose purge step
@@ -170,13 +184,13 @@ class TensorBoardWriter:
     self._purge_step = int(step) + 1
 
   def flush(self) -> None:
-    if self._writer is not None:
-      self._writer.flush()
+    if self._file is not None:
+      self._file.flush()
 
   def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
-      self._writer = None
+    if self._file is not None:
+      self._file.close()
+      self._file = None
 
 
 WriterFactory = Callable[[str], MetricWriter]

@@ -13,7 +13,7 @@ def scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   Files are read in name order and their events in file order (a TFRecord of ``Event``
   protos). An event holding a session START at step ``s`` drops the points read so far at
   steps ``>= s``: TensorBoard's purge of orphaned data (``EventAccumulator``, file version
-  2), which a file starting with a session START at step ``s`` asks for.
+  2). :class:`certvae_jax.training.writers.TensorBoardWriter` starts each file with one.
   """
   from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
   start = event_pb2.SessionLog.START

@@ -15,9 +15,10 @@ and ``--config.train.writers=jsonl,mine`` (or ``train.train(..., writers=[...])`
 ``tensorboard`` (:class:`TensorBoardWriter`) ships too; ``--config.log.tensorboard=True``
 adds it. Only process 0 writes.
 
-A writer may also have ``rewind(step)``: the loop calls it after restoring an earlier
-checkpoint inside a run (a guard's rollback), when the rows written past ``step`` are
-abandoned. ``metrics.jsonl`` drops them; the TensorBoard writer has TensorBoard drop them.
+A writer may also have ``rewind(step)``, called when the rows written past ``step`` are
+abandoned: by the loop after it restores an earlier checkpoint inside a run (a guard's
+rollback), and by the runner when it resumes a phase from a checkpoint. ``metrics.jsonl``
+drops them; the TensorBoard writer has TensorBoard drop them.
 """
 
 from __future__ import annotations

@@ -85,6 +85,26 @@ def _final_state(wd):
     return runner.restore(ckpt, 10)
 
 
+class _Rewinds:
+  """A metric writer with ``rewind``: it records its calls, ``("row", step)`` and
+  ``("rewind", step)``."""
+
+  def __init__(self):
+    self.calls = []
+
+  def write_scalars(self, step, scalars):
+    self.calls.append(("row", step))
+
+  def rewind(self, step):
+    self.calls.append(("rewind", step))
+
+  def flush(self):
+    """Nothing is buffered."""
+
+  def close(self):
+    """Nothing stays open."""
+
+
 def test_a_hook_changes_a_weight_mid_run_and_a_killed_run_resumes_exactly(
     seed_dir, tmp_path):
   cfg = tiny_config()
@@ -102,9 +122,12 @@ def test_a_hook_changes_a_weight_mid_run_and_a_killed_run_resumes_exactly(
   killed = copy_seed(seed_dir, str(tmp_path / "b"))
   with pytest.raises(KeyboardInterrupt):
     train.train(cfg, "full", killed, hooks=[_SetLambdaAt(20, 0.5), _Crash()])
-  # Resumed from step 20 without the hook: the new weight comes from the checkpoint.
-  s2 = train.train(cfg, "full", killed)
+  # Resumed from step 20 without the hook: the new weight comes from the checkpoint. A
+  # writer with rewind hears first that the killed run's rows past step 20 are abandoned.
+  seen = _Rewinds()
+  s2 = train.train(cfg, "full", killed, writers=[seen])
   assert s2["weights"]["lambda_ts"] == 0.5 and s2["train"] == s["train"]
+  assert seen.calls[0] == ("rewind", 20) and seen.calls[1][1] > 20
   resumed, _ = _final_state(killed)
   for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -130,7 +153,12 @@ def test_a_hook_can_stop_and_restore(seed_dir, tmp_path):
       return None
 
   wd2 = copy_seed(seed_dir, str(tmp_path / "r"))
-  again = train.train(tiny_config(), "full", wd2, hooks=[RestoreOnce()])
+  seen = _Rewinds()
+  again = train.train(tiny_config(), "full", wd2, hooks=[RestoreOnce()], writers=[seen])
+  # Told once, at step 40's evaluation (before that step's row), then steps 21-40 again.
+  rewound = seen.calls.index(("rewind", 20))
+  assert seen.calls[:rewound] == [("row", 10), ("row", 20), ("row", 30)]
+  assert seen.calls[rewound + 1:] == [("row", 30), ("row", 40)]
   plain = train.train(tiny_config(), "full", copy_seed(seed_dir, str(tmp_path / "p")))
   assert again["train"] == plain["train"]  # steps 21-40 redone identically
   steps = [r["step"] for r in writers.read_jsonl(os.path.join(wd2, "full", "metrics.jsonl"))]

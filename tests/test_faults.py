@@ -93,8 +93,8 @@ def test_a_signal_saves_the_step_reached_and_the_rerun_ends_bit_identical(
 
 def test_a_second_signal_stops_at_once_and_keeps_the_last_committed_checkpoint(
     tmp_path, reference):
-  """With TensorBoard events on (not in the fingerprint): after the resume they show what
-  metrics.jsonl holds, the rows the stopped run wrote past step 20 gone from both."""
+  """With TensorBoard events on (not in the fingerprint): after the resume they show exactly
+  what metrics.jsonl holds, the rows the stopped run flushed up to step 20 included."""
   wd = str(tmp_path / "victim")
   board = "--config.log.tensorboard=True"
   err = interrupted(reference, wd, "full:23:SIGTERM:2", 143, board)
